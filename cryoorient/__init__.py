@@ -1,0 +1,42 @@
+"""cryoorient: learning to recover orientations from projections in single-particle cryo-EM.
+
+A rerunnable companion to Banjac, Donati & Defferrard (2021), arXiv:2104.06237.
+"""
+
+__version__ = "0.1.0"
+
+from cryoorient.geometry import (
+    canonical_quaternion,
+    euler_to_matrix,
+    euler_to_quaternion,
+    matrix_to_euler,
+    matrix_to_quaternion,
+    quaternion_conjugate,
+    quaternion_distance,
+    quaternion_distance_matrix,
+    quaternion_multiply,
+    quaternion_to_euler,
+    quaternion_to_matrix,
+    viewing_direction,
+)
+from cryoorient.sampling import SAMPLING_SCHEMES, haar_distance_cdf, haar_distance_pdf, sample_orientations
+
+__all__ = [
+    "SAMPLING_SCHEMES",
+    "__version__",
+    "canonical_quaternion",
+    "euler_to_matrix",
+    "euler_to_quaternion",
+    "haar_distance_cdf",
+    "haar_distance_pdf",
+    "matrix_to_euler",
+    "matrix_to_quaternion",
+    "quaternion_conjugate",
+    "quaternion_distance",
+    "quaternion_distance_matrix",
+    "quaternion_multiply",
+    "quaternion_to_euler",
+    "quaternion_to_matrix",
+    "sample_orientations",
+    "viewing_direction",
+]

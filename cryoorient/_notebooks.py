@@ -1,0 +1,194 @@
+"""Run the numbered notebooks with papermill (used by ``make figures`` and ``make notebooks``).
+
+``python -m cryoorient._notebooks run --profile NAME``
+    Executes ``notebooks/NN_*.py`` in order at the parameters of ``notebooks/profiles/NAME.yml``
+    and stores the executed notebooks under ``build/notebooks/NAME/``. The ``.py`` file is the
+    source: it is converted afresh, so a stale paired ``.ipynb`` is never what runs.
+``python -m cryoorient._notebooks refresh``
+    Re-executes every notebook at its own defaults and writes the outputs into the paired
+    ``.ipynb`` (no injected-parameters cell), so GitHub, Binder and Colab readers see results.
+
+A profile file maps a notebook stem (``01_data_generation``) to its parameters; the mapping under
+``common`` goes to every notebook. A name the notebook's ``parameters`` cell does not declare is an
+error, never a silent no-op (papermill alone would only warn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import yaml
+
+from cryoorient.paths import build_dir, repo_root
+
+KERNEL = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+
+
+def notebooks_dir() -> Path:
+    """The repository's ``notebooks/`` folder (this tool only works in a checkout)."""
+    root = repo_root()
+    if root is None:
+        raise RuntimeError("the notebook runner needs a checkout of the cryoorient repository")
+    return root / "notebooks"
+
+
+def notebook_sources(folder: Path | None = None) -> list[Path]:
+    """The numbered notebook sources ``NN_name.py`` in execution order."""
+    return sorted((folder or notebooks_dir()).glob("[0-9][0-9]_*.py"))
+
+
+def load_profile(name: str, folder: Path | None = None) -> dict[str, dict]:
+    """Read ``profiles/NAME.yml``: ``{notebook stem or "common": {parameter: value}}``."""
+    path = (folder or notebooks_dir()) / "profiles" / f"{name}.yml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yml"))
+        raise ValueError(f"unknown profile {name!r}: no file {path}; known profiles: {', '.join(known)}")
+    content = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(content, dict) or not all(isinstance(v, dict) for v in content.values()):
+        raise ValueError(f"{path}: expected a mapping of notebook names to parameter mappings")
+    return content
+
+
+def profile_parameters(profile: dict[str, dict], stems: list[str]) -> dict[str, dict]:
+    """Parameters for each notebook stem: ``common`` overlaid with the notebook's own section."""
+    unknown = set(profile) - set(stems) - {"common"}
+    if unknown:
+        raise ValueError(f"profile names notebooks that do not exist: {', '.join(sorted(unknown))}")
+    return {stem: {**profile.get("common", {}), **profile.get(stem, {})} for stem in stems}
+
+
+def to_notebook(source: Path) -> nbformat.NotebookNode:
+    """Read a py:percent source as a notebook with the kernel papermill needs."""
+    nb = jupytext.read(source)
+    nb.metadata["kernelspec"] = dict(KERNEL)
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    return nb
+
+
+def declared_parameters(source: Path) -> dict:
+    """The parameters a py:percent notebook declares in its ``parameters`` cell (papermill's view)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        notebook = Path(tmp) / f"{source.stem}.ipynb"
+        nbformat.write(to_notebook(source), notebook)
+        return papermill.inspect_notebook(str(notebook))
+
+
+def check_parameters(source: Path, parameters: dict) -> None:
+    """Raise ``ValueError`` when ``parameters`` has a name the notebook does not declare."""
+    declared = declared_parameters(source)
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ValueError(
+            f"{source.name}: unknown parameter(s) {', '.join(unknown)}; "
+            f"its parameters cell declares: {', '.join(sorted(declared))}"
+        )
+
+
+def execute(source: Path, output: Path, parameters: dict) -> Path:
+    """Execute ``source`` (py:percent) with ``parameters`` into ``output`` (atomically).
+
+    On failure the partly executed notebook is kept as ``*.failed.ipynb`` beside ``output``
+    for inspection, and ``output`` is left untouched.
+    """
+    check_parameters(source, parameters)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".run-") as tmp:
+        notebook = Path(tmp) / f"{source.stem}.ipynb"
+        nbformat.write(to_notebook(source), notebook)
+        executed = Path(tmp) / "executed.ipynb"
+        try:
+            papermill.execute_notebook(
+                str(notebook),
+                str(executed),
+                parameters=parameters or None,
+                kernel_name=KERNEL["name"],
+                language="python",
+                cwd=str(source.parent),
+                progress_bar=False,
+            )
+        except Exception:
+            if executed.exists():
+                os.replace(executed, output.with_suffix(".failed.ipynb"))
+            raise
+        output.with_suffix(".failed.ipynb").unlink(missing_ok=True)
+        os.replace(executed, output)
+    return output
+
+
+def strip_run_metadata(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop papermill's timings, status and empty tags: the stored notebook changes only with its content."""
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.metadata.get("tags") == []:
+            del cell.metadata["tags"]
+    return nb
+
+
+def refresh(source: Path) -> Path:
+    """Re-execute ``source`` at its defaults and store the outputs in its paired ``.ipynb``."""
+    paired = source.with_suffix(".ipynb")
+    run = execute(source, build_dir() / "notebooks" / "refresh" / paired.name, {})
+    nb = strip_run_metadata(nbformat.read(run, as_version=4))
+    with tempfile.NamedTemporaryFile("w", dir=paired.parent, suffix=".tmp", delete=False) as f:
+        nbformat.write(nb, f)
+    os.replace(f.name, paired)
+    if jupytext.writes(jupytext.read(paired), fmt="py:percent") != source.read_text():
+        raise RuntimeError(
+            f"{paired.name} does not convert back to {source.name}: check the jupytext settings"
+        )
+    return paired
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cryoorient._notebooks", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="execute the notebooks at a profile into build/notebooks/PROFILE")
+    run_parser.add_argument("--profile", default="default", help="profile name in notebooks/profiles/")
+    run_parser.add_argument("notebooks", nargs="*", help="notebook stems to run (default: all, in order)")
+    refresh_parser = sub.add_parser(
+        "refresh", help="re-execute notebooks at their defaults into the paired .ipynb"
+    )
+    refresh_parser.add_argument("notebooks", nargs="*", help="notebook stems to refresh (default: all)")
+    args = parser.parse_args(argv)
+
+    sources = notebook_sources()
+    if args.notebooks:
+        by_stem = {s.stem: s for s in sources}
+        missing = [n for n in args.notebooks if n not in by_stem]
+        if missing:
+            parser.error(f"no such notebook: {', '.join(missing)}; known: {', '.join(by_stem)}")
+        sources = [by_stem[n] for n in args.notebooks]
+
+    if args.command == "run":
+        parameters = profile_parameters(load_profile(args.profile), [s.stem for s in notebook_sources()])
+        for source in sources:  # a misspelt name in any notebook fails before the first one runs
+            check_parameters(source, parameters[source.stem])
+        for source in sources:
+            out = build_dir() / "notebooks" / args.profile / f"{source.stem}.ipynb"
+            print(f"[{args.profile}] {source.name} -> {out}", flush=True)
+            execute(source, out, parameters[source.stem])
+    else:
+        for source in sources:
+            print(f"[refresh] {source.name} -> {source.with_suffix('.ipynb').name}", flush=True)
+            refresh(source)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

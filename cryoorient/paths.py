@@ -1,0 +1,64 @@
+"""Where the project reads and writes files: one place instead of ``"../data"`` strings.
+
+Inside a checkout of the repository the folders are the repository's own ``data/``,
+``figures/`` and ``build/``; in an installed copy (Colab, pip) they are under the current
+working directory (``data/`` goes to the user cache). Environment variables override each:
+``CRYOORIENT_DATA``, ``CRYOORIENT_FIGURES`` and ``CRYOORIENT_BUILD``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+__all__ = ["build_dir", "data_dir", "figures_dir", "git_commit", "repo_root"]
+
+
+def repo_root() -> Path | None:
+    """The repository checkout the package is imported from, or ``None`` when installed."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir():
+        return root
+    return None
+
+
+def _folder(variable: str, in_repo: str, installed: Path) -> Path:
+    value = os.environ.get(variable)
+    root = repo_root()
+    path = Path(value) if value else (root / in_repo if root is not None else installed)
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
+def data_dir() -> Path:
+    """Cache folder for generated data (created if missing)."""
+    return _folder("CRYOORIENT_DATA", "data", Path.home() / ".cache" / "cryoorient")
+
+
+def figures_dir() -> Path:
+    """Folder the notebooks write figures to (created if missing)."""
+    return _folder("CRYOORIENT_FIGURES", "figures", Path.cwd() / "figures")
+
+
+def build_dir() -> Path:
+    """Folder for executed notebooks and other build products (created if missing)."""
+    return _folder("CRYOORIENT_BUILD", "build", Path.cwd() / "build")
+
+
+def git_commit() -> str:
+    """Short commit of the checkout, with ``-dirty`` when it has local changes; else ``"unknown"``."""
+    root = repo_root()
+    if root is None:
+        return "unknown"
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"

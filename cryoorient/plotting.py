@@ -1,0 +1,141 @@
+"""Figure functions with one shared style, and saving with provenance.
+
+Every saved figure is written as PDF and PNG under :func:`cryoorient.paths.figures_dir`, with a
+JSON sidecar recording the profile, the commit and whatever else produced it (map, sizes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from cryoorient import __version__
+from cryoorient.paths import figures_dir, git_commit
+from cryoorient.sampling import haar_distance_pdf
+
+__all__ = ["plot_directions", "plot_distance_histogram", "save_figure", "use_style"]
+
+_STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "savefig.bbox": "tight",
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+
+def use_style() -> None:
+    """Apply the project's matplotlib style (idempotent)."""
+    mpl.rcParams.update(_STYLE)
+
+
+def save_figure(fig: Figure, name: str, *, profile: str, **provenance: object) -> list[Path]:
+    """Write ``fig`` as ``NAME.pdf``, ``NAME.png`` and ``NAME.json`` (provenance), atomically.
+
+    Parameters
+    ----------
+    fig : the figure.
+    name : file stem saying what the figure shows, e.g. ``"orientation_sampling"``.
+    profile : parameter profile that produced it (``"default"``, ``"paper"``, ...).
+    **provenance : further facts to record (map name, sizes, seeds); must be JSON-serialisable.
+
+    Returns
+    -------
+    The paths written.
+    """
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"figure name must be a plain file stem; got {name!r}")
+    folder = figures_dir()
+    stamp = {"figure": name, "profile": profile, "commit": git_commit(), "cryoorient": __version__}
+    stamp.update(provenance)
+    written = []
+    for suffix in (".pdf", ".png"):
+        # fixed metadata so that the same figure gives the same bytes
+        metadata = {"CreationDate": None} if suffix == ".pdf" else {"Software": None}
+        written.append(
+            _atomic_write(
+                folder / f"{name}{suffix}",
+                lambda f, s=suffix, m=metadata: fig.savefig(f, format=s[1:], metadata=m),
+            )
+        )
+    text = json.dumps(stamp, indent=2, sort_keys=True) + "\n"
+    written.append(_atomic_write(folder / f"{name}.json", lambda f: f.write(text.encode())))
+    return written
+
+
+def _atomic_write(path: Path, write) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot_directions(ax: Axes, directions: torch.Tensor | np.ndarray, **scatter: object) -> None:
+    """Scatter projection directions on an equal-area (Mollweide) map of the sphere.
+
+    Parameters
+    ----------
+    ax : axes created with ``projection="mollweide"``.
+    directions : (N, 3) unit vectors (e.g. :func:`cryoorient.geometry.viewing_direction`).
+    **scatter : passed to :meth:`matplotlib.axes.Axes.scatter`.
+    """
+    if ax.name != "mollweide":
+        raise ValueError(f"plot_directions needs an axes with projection='mollweide'; got {ax.name!r}")
+    d = np.asarray(directions, dtype=float)
+    if d.ndim != 2 or d.shape[1] != 3:
+        raise ValueError(f"directions must have shape (N, 3); got {d.shape}")
+    longitude = np.arctan2(d[:, 1], d[:, 0])  # azimuth (RELION rot), radians
+    latitude = np.arcsin(np.clip(d[:, 2], -1.0, 1.0))  # π/2 - tilt
+    ax.scatter(longitude, latitude, **({"s": 1, "alpha": 0.5, "linewidths": 0} | scatter))
+    ax.set_xticklabels([])
+    ax.grid(True, linewidth=0.3)
+    ax.set_xlabel("azimuth (rot)")
+    ax.set_ylabel("elevation (90° − tilt)")
+
+
+def plot_distance_histogram(
+    ax: Axes,
+    distances: torch.Tensor | np.ndarray,
+    bins: int | Sequence[float] = 50,
+    show_haar: bool = True,
+    **hist: object,
+) -> None:
+    """Histogram (as a density) of orientation distances, with the Haar density for reference.
+
+    Parameters
+    ----------
+    ax : cartesian axes.
+    distances : (M,) distances in radians, in ``[0, π]``.
+    bins : histogram bins over ``[0, π]``.
+    show_haar : overlay ``(1 - cos θ) / π``, the density for uniformly random orientations.
+    **hist : passed to :meth:`matplotlib.axes.Axes.hist`.
+    """
+    d = np.asarray(distances, dtype=float).ravel()
+    ax.hist(d, bins=bins, range=(0.0, np.pi), density=True, **({"color": "C0", "alpha": 0.7} | hist))
+    if show_haar:
+        theta = np.linspace(0.0, np.pi, 200)
+        ax.plot(theta, haar_distance_pdf(theta), "k--", linewidth=1, label="uniform SO(3)")
+        ax.legend(loc="upper left", frameon=False)
+    ax.set_xlim(0.0, np.pi)
+    ax.set_xticks([0, np.pi / 4, np.pi / 2, 3 * np.pi / 4, np.pi], ["0", "π/4", "π/2", "3π/4", "π"])
+    ax.set_xlabel("$d_q$ (rad)")
+    ax.set_ylabel("density")
