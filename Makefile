@@ -29,7 +29,7 @@ test: install lint  ## unit tests, notebook pairing checks and nbval on the note
 	$(PY) -m pytest
 
 lint: install  ## ruff on the package, tests and notebook sources
-	$(PY) -m ruff check cryoorient tests notebooks
+	$(PY) -m ruff check cryoorient tests notebooks conftest.py
 
 figures: install  ## run the notebooks in order at PROFILE (default|paper) into build/, figures into figures/
 	$(PY) -m cryoorient._notebooks run --profile $(PROFILE)

@@ -41,7 +41,9 @@ def test_pair_in_sync(source):
     paired = source.with_suffix(".ipynb")
     assert paired.exists(), f"{paired.name} is missing: run `make notebooks`"
     converted = jupytext.writes(jupytext.read(paired), fmt="py:percent")
-    assert converted == source.read_text(), f"{paired.name} is out of sync with {source.name}: run `make notebooks`"
+    assert converted == source.read_text(), (
+        f"{paired.name} is out of sync with {source.name}: run `make notebooks`"
+    )
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=stem)
@@ -76,7 +78,9 @@ def test_profiles_use_declared_parameters_only(profile):
 def test_unknown_parameter_is_an_error(tmp_path):
     source = tmp_path / "01_tiny.py"
     source.write_text(TINY)
-    with pytest.raises(ValueError, match=r"01_tiny.py: unknown parameter\(s\) y; its parameters cell declares: x"):
+    with pytest.raises(
+        ValueError, match=r"01_tiny.py: unknown parameter\(s\) y; its parameters cell declares: x"
+    ):
         execute(source, tmp_path / "out" / "01_tiny.ipynb", {"y": 3})
     assert not (tmp_path / "out" / "01_tiny.ipynb").exists()
 
