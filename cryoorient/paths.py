@@ -4,6 +4,9 @@ Inside a checkout of the repository the folders are the repository's own ``data/
 ``figures/`` and ``build/``; in an installed copy (Colab, pip) they are under the current
 working directory (``data/`` goes to the user cache). Environment variables override each:
 ``CRYOORIENT_DATA``, ``CRYOORIENT_FIGURES`` and ``CRYOORIENT_BUILD``.
+
+``CRYOORIENT_MAPS`` lists extra folders (``os.pathsep``-separated, may be read-only) searched for
+named density maps such as ``5j0n.mrc`` before anything is downloaded.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import subprocess
 from pathlib import Path
 
-__all__ = ["build_dir", "data_dir", "figures_dir", "git_commit", "repo_root"]
+__all__ = ["build_dir", "data_dir", "figures_dir", "git_commit", "map_dirs", "repo_root"]
 
 
 def repo_root() -> Path | None:
@@ -34,6 +37,12 @@ def _folder(variable: str, in_repo: str, installed: Path) -> Path:
 def data_dir() -> Path:
     """Cache folder for generated data (created if missing)."""
     return _folder("CRYOORIENT_DATA", "data", Path.home() / ".cache" / "cryoorient")
+
+
+def map_dirs() -> list[Path]:
+    """Folders searched for named maps: those in ``CRYOORIENT_MAPS`` that exist, then :func:`data_dir`."""
+    listed = [Path(p) for p in os.environ.get("CRYOORIENT_MAPS", "").split(os.pathsep) if p]
+    return [p.resolve() for p in listed if p.is_dir()] + [data_dir()]
 
 
 def figures_dir() -> Path:

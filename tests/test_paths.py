@@ -1,3 +1,5 @@
+import os
+
 from cryoorient import paths
 
 
@@ -24,3 +26,9 @@ def test_data_dir_defaults_to_repository(monkeypatch):
 
 def test_git_commit_is_a_string():
     assert isinstance(paths.git_commit(), str) and paths.git_commit()
+
+
+def test_map_dirs_lists_existing_folders_then_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRYOORIENT_MAPS", f"{tmp_path}{os.pathsep}{tmp_path / 'missing'}")
+    monkeypatch.setenv("CRYOORIENT_DATA", str(tmp_path / "cache"))
+    assert paths.map_dirs() == [tmp_path.resolve(), (tmp_path / "cache").resolve()]
