@@ -12,7 +12,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install test lint figures notebooks clean
+.PHONY: help install test lint figures notebooks benchmark clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,13 +29,16 @@ test: install lint  ## unit tests, notebook pairing checks and nbval on the note
 	$(PY) -m pytest
 
 lint: install  ## ruff on the package, tests and notebook sources
-	$(PY) -m ruff check cryoorient tests notebooks conftest.py
+	$(PY) -m ruff check cryoorient tests notebooks benchmarks conftest.py
 
 figures: install  ## run the notebooks in order at PROFILE (default|paper) into build/, figures into figures/
 	$(PY) -m cryoorient._notebooks run --profile $(PROFILE)
 
 notebooks: install  ## re-execute every notebook at its defaults and refresh the paired .ipynb
 	$(PY) -m cryoorient._notebooks refresh
+
+benchmark: install  ## time the projector beside ASPIRE (see benchmarks/README.md); results in benchmarks/results/
+	$(PY) benchmarks/projection.py
 
 clean:  ## remove build products (keeps the data cache and .venv)
 	rm -rf build

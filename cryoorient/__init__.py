@@ -5,6 +5,7 @@ A rerunnable companion to Banjac, Donati & Defferrard (2021), arXiv:2104.06237.
 
 __version__ = "0.1.0"
 
+from cryoorient.density import DensityMap, MapError, MapFallbackWarning, load_map, read_map, write_map
 from cryoorient.geometry import (
     canonical_quaternion,
     euler_to_matrix,
@@ -19,10 +20,32 @@ from cryoorient.geometry import (
     quaternion_to_matrix,
     viewing_direction,
 )
+from cryoorient.projection import (
+    add_noise,
+    apply_ctf,
+    ctf_2d,
+    normalize_images,
+    project,
+    sample_shifts,
+    shift_images,
+)
 from cryoorient.sampling import SAMPLING_SCHEMES, haar_distance_cdf, haar_distance_pdf, sample_orientations
 
 __all__ = [
     "SAMPLING_SCHEMES",
+    "DensityMap",
+    "MapError",
+    "MapFallbackWarning",
+    "add_noise",
+    "apply_ctf",
+    "ctf_2d",
+    "load_map",
+    "normalize_images",
+    "project",
+    "read_map",
+    "sample_shifts",
+    "shift_images",
+    "write_map",
     "__version__",
     "canonical_quaternion",
     "euler_to_matrix",

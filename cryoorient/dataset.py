@@ -1,0 +1,716 @@
+"""Projection datasets on disk: an ``.mrcs`` stack plus a RELION ``.star`` file, splits, caching.
+
+A dataset folder holds
+
+``particles.mrcs``
+    the images, ``(N, D, D)`` float32 ``[n, y, x]``, pixel size in the header;
+``particles.star``
+    RELION 3.1 style: an ``optics`` table (pixel size, image size, voltage, Cs, amplitude
+    contrast) and a ``particles`` table (``rlnImageName``, ``rlnAngleRot/Tilt/Psi`` in degrees,
+    ``rlnOriginXAngst/YAngst``, and ``rlnDefocusU/V/Angle`` when a CTF was applied), so the
+    same particles can be used in RELION;
+``quaternions.npy``
+    the true orientations ``(N, 4)`` (scalar first) at full precision;
+``splits.npz``
+    disjoint training / validation / test indices (the paper's 50 / 17 / 33 %);
+``dataset.json``
+    the parameters that produced it, the map used, the package version and file checksums.
+
+Datasets are cached under ``data_dir()/datasets/KEY`` where ``KEY`` hashes the parameters and
+the map's content; a folder is written in a temporary place and renamed into place, and one whose
+record or checksums do not match is rebuilt with a warning, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pandas as pd
+import starfile
+import torch
+from tqdm.auto import tqdm
+
+from cryoorient import __version__
+from cryoorient.density import DensityMap, load_map
+from cryoorient.geometry import euler_to_quaternion, matrix_to_euler, quaternion_to_matrix
+from cryoorient.paths import data_dir
+from cryoorient.projection import (
+    add_noise,
+    apply_ctf,
+    ctf_2d,
+    normalize_images,
+    project,
+    sample_defocus,
+    sample_shifts,
+)
+from cryoorient.sampling import SAMPLING_SCHEMES, sample_orientations
+
+__all__ = [
+    "CTF_COLUMNS",
+    "PAPER_SPLIT",
+    "CacheWarning",
+    "Dataset",
+    "DatasetError",
+    "ParticleStack",
+    "SimulationParameters",
+    "load_dataset",
+    "map_provenance",
+    "read_particles",
+    "read_stack",
+    "read_star",
+    "save_dataset",
+    "simulate_dataset",
+    "simulate_particles",
+    "split_indices",
+    "write_particles",
+    "write_stack",
+    "write_star",
+]
+
+PAPER_SPLIT = {"train": 0.50, "validation": 0.17, "test": 0.33}
+ANGLE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
+CTF_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
+
+
+class DatasetError(ValueError):
+    """A particle stack, STAR file or dataset folder that cannot be used as given."""
+
+
+class CacheWarning(UserWarning):
+    """A cached dataset was stale or corrupt and is being rebuilt."""
+
+
+@dataclass
+class ParticleStack:
+    """Particle images with their orientations, origins and optional CTF parameters.
+
+    Attributes
+    ----------
+    images : (N, D, D) float32 images ``[n, y, x]``.
+    angles : (N, 3) RELION Euler angles ``(rot, tilt, psi)`` in radians.
+    shifts : (N, 2) origins ``(x, y)`` in pixels (RELION's ``rlnOriginX/YAngst`` / pixel size).
+    pixel_size : Å per pixel.
+    ctf : per-particle CTF parameters or ``None``: ``defocus_u``, ``defocus_v`` (N,) Å,
+        ``astigmatism_angle`` (N,) radians, and scalars ``voltage`` kV, ``spherical_aberration``
+        mm, ``amplitude_contrast``.
+    """
+
+    images: np.ndarray
+    angles: np.ndarray
+    shifts: np.ndarray
+    pixel_size: float
+    ctf: dict | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.images.ndim != 3 or self.images.shape[1] != self.images.shape[2]:
+            raise DatasetError(f"images must be a stack of square images (N, D, D); got {self.images.shape}")
+        if self.angles.shape != (n, 3) or self.shifts.shape != (n, 2):
+            raise DatasetError(
+                f"{n} images but angles {self.angles.shape} and shifts {self.shifts.shape}; "
+                f"expected ({n}, 3) and ({n}, 2)"
+            )
+        if not self.pixel_size > 0:
+            raise DatasetError(f"pixel size must be positive; got {self.pixel_size}")
+
+    @property
+    def quaternions(self) -> torch.Tensor:
+        """(N, 4) unit quaternions of :attr:`angles`, float64."""
+        return euler_to_quaternion(torch.from_numpy(np.asarray(self.angles, dtype=np.float64)))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+# --- files -------------------------------------------------------------------------------------------
+
+
+def _atomic_path(path: Path):
+    """A temporary path beside ``path`` (same folder, so ``os.replace`` is atomic)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_stack(path: str | Path, images: np.ndarray, pixel_size: float) -> Path:
+    """Write an image stack as MRC (float32, pixel size in the header), atomically.
+
+    Parameters
+    ----------
+    path : output ``.mrcs`` file.
+    images : (N, D, D) images ``[n, y, x]``.
+    pixel_size : Å per pixel.
+    """
+    path = Path(path)
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 3:
+        raise DatasetError(f"{path.name}: a stack must have shape (N, D, D); got {images.shape}")
+    tmp = _atomic_path(path)
+    try:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(images)
+            mrc.set_image_stack()
+            mrc.voxel_size = pixel_size
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_stack(path: str | Path) -> tuple[np.ndarray, float]:
+    """Read an MRC image stack.
+
+    Returns
+    -------
+    images : (N, D, D) float32 ``[n, y, x]`` (a single 2-D image gives N = 1).
+    pixel_size : Å per pixel from the header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such particle stack")
+    try:
+        with mrcfile.open(path, permissive=False) as mrc:
+            images = np.array(mrc.data, dtype=np.float32)
+            pixel_size = float(mrc.voxel_size.x)
+    except ValueError as error:
+        raise DatasetError(
+            f"{path}: not a readable MRC stack ({error}); check the file or regenerate it"
+        ) from error
+    images = images[None] if images.ndim == 2 else images
+    if images.ndim != 3 or images.shape[1] != images.shape[2]:
+        raise DatasetError(f"{path}: images must be square; the stack has shape {images.shape}")
+    if not np.isfinite(images).all():
+        raise DatasetError(f"{path}: the stack contains NaN or infinite values")
+    return images, pixel_size
+
+
+def write_star(
+    path: str | Path,
+    angles: np.ndarray,
+    shifts: np.ndarray,
+    pixel_size: float,
+    image_size: int,
+    image_names: list[str] | None = None,
+    ctf: dict | None = None,
+) -> Path:
+    """Write particles as a RELION 3.1 STAR file (optics + particles tables), atomically.
+
+    Parameters
+    ----------
+    path : output ``.star`` file.
+    angles : (N, 3) ``(rot, tilt, psi)`` radians (written in degrees).
+    shifts : (N, 2) origins ``(x, y)`` in pixels (written in Å as ``rlnOriginX/YAngst``).
+    pixel_size : Å per pixel; image_size : D.
+    image_names : RELION image names (``"000001@particles.mrcs"``); none are written when omitted.
+    ctf : CTF parameters as in :class:`ParticleStack`.
+    """
+    path = Path(path)
+    angles = np.degrees(np.asarray(angles, dtype=np.float64))
+    shifts = np.asarray(shifts, dtype=np.float64) * pixel_size
+    optics = {
+        "rlnOpticsGroup": [1],
+        "rlnOpticsGroupName": ["opticsGroup1"],
+        "rlnImagePixelSize": [pixel_size],
+        "rlnImageSize": [image_size],
+        "rlnImageDimensionality": [2],
+    }
+    particles = {}
+    if image_names is not None:
+        particles["rlnImageName"] = image_names
+    particles |= dict(zip(ANGLE_COLUMNS, angles.T, strict=True))
+    particles |= {"rlnOriginXAngst": shifts[:, 0], "rlnOriginYAngst": shifts[:, 1]}
+    if ctf is not None:
+        optics |= {
+            "rlnVoltage": [ctf["voltage"]],
+            "rlnSphericalAberration": [ctf["spherical_aberration"]],
+            "rlnAmplitudeContrast": [ctf["amplitude_contrast"]],
+        }
+        particles |= {
+            "rlnDefocusU": ctf["defocus_u"],
+            "rlnDefocusV": ctf["defocus_v"],
+            "rlnDefocusAngle": np.degrees(ctf["astigmatism_angle"]),
+        }
+    particles["rlnOpticsGroup"] = np.ones(len(angles), dtype=int)
+    tmp = _atomic_path(path)
+    try:
+        starfile.write({"optics": pd.DataFrame(optics), "particles": pd.DataFrame(particles)}, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@dataclass
+class StarParticles:
+    """What a STAR file says about its particles (see :func:`read_star`)."""
+
+    angles: np.ndarray  # (N, 3) radians
+    shifts: np.ndarray  # (N, 2) pixels
+    pixel_size: float | None
+    image_names: list[str] | None
+    ctf: dict | None
+
+
+def read_star(path: str | Path, pixel_size: float | None = None) -> StarParticles:
+    """Read particle orientations, origins and CTF from a RELION 3.0 or 3.1 STAR file.
+
+    RELION 3.1 files have an ``optics`` table with ``rlnImagePixelSize`` and origins in Å
+    (``rlnOriginXAngst``); RELION 3.0 files have one table with origins in pixels
+    (``rlnOriginX``) and the pixel size as ``rlnDetectorPixelSize`` (µm) / ``rlnMagnification``.
+
+    Parameters
+    ----------
+    path : the STAR file.
+    pixel_size : Å per pixel, used when the file does not say (needed to convert Å origins).
+
+    Returns
+    -------
+    :class:`StarParticles` with angles in radians and origins in pixels (zeros when absent).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such STAR file")
+    try:
+        blocks = starfile.read(path, always_dict=True)
+    except Exception as error:  # starfile raises assorted parser errors
+        raise DatasetError(f"{path}: not a readable STAR file ({error})") from error
+    tables = {k: v for k, v in blocks.items() if isinstance(v, pd.DataFrame)}
+    particles = tables.get("particles")
+    if particles is None:
+        with_angles = [v for v in tables.values() if "rlnAngleRot" in v.columns]
+        particles = with_angles[0] if with_angles else next(iter(tables.values()), None)
+    if particles is None or not set(ANGLE_COLUMNS) <= set(particles.columns):
+        have = [] if particles is None else list(particles.columns)
+        raise DatasetError(
+            f"{path}: no particle table with {', '.join(ANGLE_COLUMNS)}; "
+            f"columns found: {', '.join(have) or 'none'}"
+        )
+    optics = tables.get("optics")
+
+    def optics_value(column: str):
+        if optics is not None and column in optics.columns:
+            return float(optics[column].iloc[0])
+        return float(particles[column].iloc[0]) if column in particles.columns else None
+
+    star_pixel = optics_value("rlnImagePixelSize")
+    if star_pixel is None and {"rlnDetectorPixelSize", "rlnMagnification"} <= set(particles.columns):
+        star_pixel = (
+            float(particles["rlnDetectorPixelSize"].iloc[0])
+            * 1e4
+            / float(particles["rlnMagnification"].iloc[0])
+        )
+    pixel = star_pixel if star_pixel is not None else pixel_size
+
+    angles = np.radians(particles[list(ANGLE_COLUMNS)].to_numpy(dtype=np.float64))
+    if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(particles.columns):
+        if pixel is None:
+            raise DatasetError(
+                f"{path}: origins are in Å but the file gives no pixel size; pass the pixel size"
+            )
+        shifts = particles[["rlnOriginXAngst", "rlnOriginYAngst"]].to_numpy(dtype=np.float64) / pixel
+    elif {"rlnOriginX", "rlnOriginY"} <= set(particles.columns):
+        shifts = particles[["rlnOriginX", "rlnOriginY"]].to_numpy(dtype=np.float64)
+    else:
+        shifts = np.zeros((len(particles), 2))
+    names = particles["rlnImageName"].astype(str).tolist() if "rlnImageName" in particles.columns else None
+    ctf = None
+    if set(CTF_COLUMNS[:2]) <= set(particles.columns):
+        n = len(particles)
+        ctf = {
+            "defocus_u": particles["rlnDefocusU"].to_numpy(dtype=np.float64),
+            "defocus_v": particles["rlnDefocusV"].to_numpy(dtype=np.float64),
+            "astigmatism_angle": np.radians(
+                particles["rlnDefocusAngle"].to_numpy(dtype=np.float64)
+                if "rlnDefocusAngle" in particles.columns
+                else np.zeros(n)
+            ),
+            "voltage": optics_value("rlnVoltage") or 300.0,
+            "spherical_aberration": optics_value("rlnSphericalAberration") or 2.7,
+            "amplitude_contrast": optics_value("rlnAmplitudeContrast") or 0.1,
+        }
+    return StarParticles(angles=angles, shifts=shifts, pixel_size=pixel, image_names=names, ctf=ctf)
+
+
+def write_particles(folder: str | Path, stack: ParticleStack, name: str = "particles") -> Path:
+    """Write ``NAME.mrcs``, ``NAME.star`` and ``NAME_quaternions.npy`` into ``folder``.
+
+    Returns
+    -------
+    The path of the STAR file.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_stack(folder / f"{name}.mrcs", stack.images, stack.pixel_size)
+    names = [f"{i + 1:06d}@{name}.mrcs" for i in range(len(stack))]
+    np.save(folder / f"{name}_quaternions.npy", stack.quaternions.numpy())
+    return write_star(
+        folder / f"{name}.star",
+        stack.angles,
+        stack.shifts,
+        stack.pixel_size,
+        stack.images.shape[-1],
+        names,
+        stack.ctf,
+    )
+
+
+def read_particles(star: str | Path) -> ParticleStack:
+    """Read a particle stack described by a STAR file (images from its ``rlnImageName`` entries)."""
+    star = Path(star)
+    meta = read_star(star)
+    if meta.image_names is None:
+        raise DatasetError(f"{star}: no rlnImageName column, so no images to read")
+    stacks: dict[Path, np.ndarray] = {}
+    images = []
+    pixel = meta.pixel_size
+    for entry in meta.image_names:
+        index, _, file = entry.partition("@")
+        mrcs = (star.parent / file).resolve()
+        if mrcs not in stacks:
+            stacks[mrcs], stack_pixel = read_stack(mrcs)
+            pixel = pixel or stack_pixel
+        try:
+            images.append(stacks[mrcs][int(index) - 1])
+        except (ValueError, IndexError) as error:
+            raise DatasetError(
+                f"{star}: image {entry!r} is not in {mrcs.name} ({len(stacks[mrcs])} images)"
+            ) from error
+    return ParticleStack(np.stack(images), meta.angles, meta.shifts, float(pixel), meta.ctf)
+
+
+# --- splits ------------------------------------------------------------------------------------------
+
+
+def split_indices(
+    n: int, fractions: dict[str, float] | None = None, seed: int | np.random.Generator = 0
+) -> dict[str, np.ndarray]:
+    """Randomly split ``range(n)`` into disjoint parts.
+
+    Parameters
+    ----------
+    n : number of items.
+    fractions : part name -> fraction, summing to 1 (default :data:`PAPER_SPLIT`, the paper's
+        Table 1: 50 % training, 17 % validation, 33 % test).
+    seed : seed (or generator) of the permutation.
+
+    Returns
+    -------
+    Part name -> sorted indices; every index is in exactly one part (rounding goes to the last).
+    """
+    fractions = PAPER_SPLIT if fractions is None else fractions
+    if any(f < 0 for f in fractions.values()) or not math.isclose(sum(fractions.values()), 1.0, abs_tol=1e-9):
+        raise ValueError(f"split fractions must be non-negative and sum to 1; got {fractions}")
+    order = np.random.default_rng(seed).permutation(n)
+    bounds = np.round(np.cumsum([0.0, *fractions.values()]) * n).astype(int)
+    bounds[-1] = n
+    return {
+        name: np.sort(order[lo:hi]) for name, lo, hi in zip(fractions, bounds[:-1], bounds[1:], strict=True)
+    }
+
+
+# --- simulation --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SimulationParameters:
+    """Everything that determines a simulated dataset (and its cache key).
+
+    Attributes
+    ----------
+    map : map name or MRC path, resolved by :func:`cryoorient.density.load_map`.
+    n_projections : number of particles P.
+    box_size : image size D in pixels (the map is resampled to it); ``None`` keeps the map's.
+    voxel_size : Å per pixel after resampling; ``None`` keeps the map's.
+    orientations : sampling scheme, one of :data:`cryoorient.sampling.SAMPLING_SCHEMES`.
+    shift_limit : in-plane shifts from a triangular distribution on ``[-t, t]`` pixels.
+    noise_variance : σ² of white noise relative to unit-variance clean projections.
+    ctf : apply a CTF with defocus uniform in ``defocus_range`` (Å), 300 kV, Cs 2.7 mm, 10 %.
+    seed : seeds every random choice (orientations, shifts, defoci, noise, splits).
+    """
+
+    map: str = "pseudo"
+    n_projections: int = 1000
+    box_size: int | None = None
+    voxel_size: float | None = None
+    orientations: str = "uniform"
+    shift_limit: float = 0.0
+    noise_variance: float = 0.0
+    ctf: bool = False
+    defocus_range: tuple[float, float] = (10000.0, 25000.0)
+    seed: int = 0
+    split: dict[str, float] = field(default_factory=lambda: dict(PAPER_SPLIT))
+
+    def __post_init__(self) -> None:
+        if int(self.n_projections) != self.n_projections or self.n_projections < 1:
+            raise ValueError(f"n_projections must be a positive integer; got {self.n_projections!r}")
+        if self.orientations not in SAMPLING_SCHEMES:
+            raise ValueError(
+                f"unknown orientations {self.orientations!r}; choose one of {', '.join(SAMPLING_SCHEMES)}"
+            )
+        if not self.noise_variance >= 0:
+            raise ValueError(f"noise_variance must be >= 0; got {self.noise_variance}")
+        if not self.shift_limit >= 0:
+            raise ValueError(f"shift_limit must be >= 0 pixels; got {self.shift_limit}")
+        if self.box_size is not None and self.shift_limit > self.box_size / 2:
+            raise ValueError(
+                f"shift_limit {self.shift_limit} px is larger than half the box ({self.box_size} px)"
+            )
+        low, high = self.defocus_range
+        if not 0 < low <= high:
+            raise ValueError(f"defocus_range must satisfy 0 < low <= high (Å); got {self.defocus_range}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready parameters."""
+        d = asdict(self)
+        d["defocus_range"] = list(self.defocus_range)
+        return d
+
+
+CTF_OPTICS = {"voltage": 300.0, "spherical_aberration": 2.7, "amplitude_contrast": 0.1}
+
+
+def simulate_particles(
+    density: DensityMap,
+    quaternions: torch.Tensor,
+    *,
+    shift_limit: float = 0.0,
+    noise_variance: float = 0.0,
+    ctf: bool = False,
+    defocus_range: tuple[float, float] = (10000.0, 25000.0),
+    seed: int | np.random.Generator = 0,
+    device: str | torch.device | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> ParticleStack:
+    """Project a map at given orientations and perturb the projections as in the paper.
+
+    Order: project (with shifts, as origins), apply the CTF, normalise the stack to zero mean and
+    unit variance over the whole dataset, add white noise of variance ``noise_variance``.
+
+    Parameters
+    ----------
+    density : a cubic map (see :func:`cryoorient.density.load_map`).
+    quaternions : (N, 4) orientations, scalar first.
+    shift_limit : triangular shift limit t in pixels (0: no shifts).
+    noise_variance : σ² relative to the unit-variance clean stack (0: noiseless).
+    ctf : apply a CTF with defocus uniform in ``defocus_range`` Å and :data:`CTF_OPTICS`.
+    seed : seed (or generator) from which independent streams for shifts, defoci and noise derive.
+    device : where to project (``None``: CUDA when available).
+    batch_size : images projected at once (bounds memory).
+    progress : show a progress bar.
+    """
+    quaternions = torch.as_tensor(quaternions, dtype=torch.float64)
+    n, box = len(quaternions), density.data.shape[-1]
+    if shift_limit > box / 2:
+        raise ValueError(f"shift_limit {shift_limit} px is larger than half the box ({box} px)")
+    shift_rng, defocus_rng, noise_rng = np.random.default_rng(seed).spawn(3)
+    shifts = sample_shifts(n, shift_limit, seed=shift_rng) if shift_limit > 0 else torch.zeros(n, 2)
+    rotations = quaternion_to_matrix(quaternions).to(torch.float32)
+    volume = torch.as_tensor(density.data, dtype=torch.float32)
+    ctf_params = None
+    if ctf:
+        defocus = sample_defocus(n, *defocus_range, seed=defocus_rng).double().numpy()
+        ctf_params = {
+            "defocus_u": defocus,
+            "defocus_v": defocus.copy(),
+            "astigmatism_angle": np.zeros(n),
+        } | CTF_OPTICS
+    chunks = []
+    for start in tqdm(range(0, n, batch_size), desc="projecting", unit="batch", disable=not progress):
+        part = slice(start, start + batch_size)
+        images = project(volume, rotations[part], shifts[part], device=device).cpu()
+        if ctf_params is not None:
+            transfer = ctf_2d(
+                box,
+                density.voxel_size,
+                defocus_u=torch.as_tensor(ctf_params["defocus_u"][part]),
+                **{k: ctf_params[k] for k in CTF_OPTICS},
+            )
+            images = apply_ctf(images, transfer)
+        chunks.append(images)
+    images = normalize_images(torch.cat(chunks))
+    if noise_variance > 0:
+        images = add_noise(images, variance=noise_variance, seed=noise_rng)
+    angles = matrix_to_euler(quaternion_to_matrix(quaternions)).numpy()
+    return ParticleStack(
+        images.numpy().astype(np.float32), angles, shifts.double().numpy(), density.voxel_size, ctf_params
+    )
+
+
+# --- cached datasets ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """A simulated dataset loaded from its cache folder."""
+
+    path: Path
+    particles: ParticleStack
+    quaternions: torch.Tensor  # (N, 4) float64, exact
+    splits: dict[str, np.ndarray]
+    record: dict  # parameters, map provenance, version
+
+    @property
+    def map_name(self) -> str:
+        """The map actually used (may be a fallback; see ``record["map"]``)."""
+        return self.record["map"]["name"]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _dataset_key(params: SimulationParameters, density: DensityMap) -> str:
+    content = hashlib.sha256(np.ascontiguousarray(density.data, dtype=np.float32).tobytes()).hexdigest()
+    blob = json.dumps(
+        {"params": params.to_dict(), "map": content, "voxel": density.voxel_size, "version": __version__},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _load_cached(folder: Path, expected: dict) -> Dataset:
+    """Load a dataset folder, checking its record and checksums; raise ``DatasetError`` if off."""
+    record_path = folder / "dataset.json"
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DatasetError(f"{record_path}: unreadable record ({error})") from error
+    for key, value in expected.items():
+        if record.get(key) != value:
+            raise DatasetError(f"{folder}: recorded {key} {record.get(key)!r} does not match {value!r}")
+    for name, digest in record["files"].items():
+        if not (folder / name).is_file() or _sha256(folder / name) != digest:
+            raise DatasetError(f"{folder / name}: missing or checksum mismatch")
+    particles = read_particles(folder / "particles.star")
+    quaternions = torch.from_numpy(np.load(folder / "particles_quaternions.npy"))
+    with np.load(folder / "splits.npz") as z:
+        splits = {k: z[k] for k in z.files}
+    return Dataset(folder, particles, quaternions, splits, record)
+
+
+def map_provenance(density: DensityMap) -> dict:
+    """The record of which map a dataset used: its name, source and voxel size (Å)."""
+    return {"map": {"name": density.name, "source": density.source, "voxel_size": density.voxel_size}}
+
+
+def simulate_dataset(
+    params: SimulationParameters,
+    density: DensityMap,
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> tuple[ParticleStack, torch.Tensor, dict[str, np.ndarray]]:
+    """Simulate the particles, exact orientations and splits that ``params`` describe.
+
+    Parameters
+    ----------
+    params : the simulation parameters (its ``map`` field is not read: ``density`` is used).
+    density : the map, already at the wanted box and voxel size.
+    device : where to project (``None``: CUDA when available).
+    progress : show a progress bar.
+
+    Returns
+    -------
+    The particle stack, the (N, 4) float64 true quaternions, and the splits.
+    """
+    orientation_rng, simulation_rng, split_rng = np.random.default_rng(params.seed).spawn(3)
+    quaternions = sample_orientations(params.n_projections, params.orientations, seed=orientation_rng)
+    stack = simulate_particles(
+        density,
+        quaternions,
+        shift_limit=params.shift_limit,
+        noise_variance=params.noise_variance,
+        ctf=params.ctf,
+        defocus_range=params.defocus_range,
+        seed=simulation_rng,
+        device=device,
+        progress=progress,
+    )
+    return stack, quaternions, split_indices(params.n_projections, params.split, seed=split_rng)
+
+
+def save_dataset(
+    folder: str | Path,
+    stack: ParticleStack,
+    quaternions: torch.Tensor,
+    splits: dict[str, np.ndarray],
+    record: dict,
+) -> Path:
+    """Write a dataset folder atomically: built beside ``folder``, then renamed into place.
+
+    ``folder`` must not exist or be empty. ``record`` (JSON-ready) is stored in ``dataset.json``
+    with the SHA-256 of every file, which :func:`load_dataset` checks before trusting a cache.
+    """
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise DatasetError(f"{folder} exists and is not empty; choose a new output folder")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        write_particles(tmp, stack)
+        np.save(tmp / "particles_quaternions.npy", quaternions.numpy())  # exact, not via Euler angles
+        np.savez(tmp / "splits.npz", **splits)
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        record = record | {
+            "box_size": int(stack.images.shape[-1]),
+            "pixel_size": stack.pixel_size,
+            "files": files,
+        }
+        (tmp / "dataset.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder
+
+
+def load_dataset(
+    params: SimulationParameters,
+    *,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """Load the dataset for ``params`` from the cache, simulating and caching it when missing.
+
+    The cache key hashes the parameters, the map's content and the package version, so a changed
+    map or parameter never reuses an old dataset. A cached folder whose record or checksums do not
+    match is rebuilt with a :class:`CacheWarning`.
+
+    Parameters
+    ----------
+    params : the simulation parameters.
+    cache_dir : parent folder of the cache (default ``data_dir()/datasets``).
+    device : where to project (``None``: CUDA when available).
+    progress : show a progress bar while simulating.
+    """
+    density = load_map(params.map, box_size=params.box_size, voxel_size=params.voxel_size)
+    root = Path(cache_dir) if cache_dir is not None else data_dir() / "datasets"
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / _dataset_key(params, density)
+    expected = {"parameters": params.to_dict(), "cryoorient": __version__}
+    if folder.exists():
+        try:
+            return _load_cached(folder, expected)
+        except DatasetError as error:
+            warnings.warn(f"rebuilding cached dataset: {error}", CacheWarning, stacklevel=2)
+            shutil.rmtree(folder)
+
+    stack, quaternions, splits = simulate_dataset(params, density, device=device, progress=progress)
+    save_dataset(folder, stack, quaternions, splits, expected | map_provenance(density))
+    return _load_cached(folder, expected)

@@ -1,0 +1,928 @@
+"""Density maps: MRC I/O, atomic model -> map, an embedded pseudo-protein, and maps by name.
+
+Conventions (see ``DESIGN.md``):
+
+* A volume is a ``float32`` array indexed ``[z, y, x]`` as MRC files store it; the voxel size is
+  in Å; the centre of a box of ``N`` voxels is index ``N // 2`` on every axis (RELION's centre).
+* Atomic coordinates are ``(x, y, z)`` in Å, as PDB/mmCIF files store them.
+
+:func:`load_map` is the one resolver every notebook and the command line use. It accepts
+
+* a path to an MRC map (``.mrc``, ``.map``, ``.ccp4``) or to an atomic model (``.pdb``, ``.ent``,
+  ``.cif``, ``.mmcif``, optionally ``.gz``);
+* ``"5j0n"``, the authors' map, found in :func:`cryoorient.paths.map_dirs` or downloaded once
+  from their repository and checked against its SHA-256;
+* any other 4-character PDB ID (e.g. ``"5a1a"``), whose mmCIF model is downloaded from RCSB and
+  rendered with :func:`atoms_to_map`;
+* ``"pseudo"``, ``"pseudo:SEED"``, ``"pseudo-d2"``, ``"pseudo-d2:SEED"``: the embedded
+  pseudo-protein of :func:`pseudo_protein`, which needs no network.
+
+When a named map cannot be downloaded, :func:`load_map` warns with :class:`MapFallbackWarning`
+and returns the pseudo-protein instead (``"pseudo-d2:0"`` for the D2-symmetric ``"5a1a"``,
+``"pseudo:0"`` otherwise), recording the substitution in :attr:`DensityMap.source`.
+
+Generated maps follow Chimera's ``molmap``: each atom is a normalised 3-D Gaussian of standard
+deviation ``σ = resolution / (π √2) ≈ 0.225 resolution`` weighted by its atomic number. The
+defaults, :data:`DEFAULT_RESOLUTION` = 11 Å on a grid of :data:`DEFAULT_VOXEL_SIZE` = 11/3 Å
+(molmap's default spacing, resolution / 3), are those the authors' ``5j0n.mrc`` was evidently
+made with: its voxel size is 3.667 Å, and its box leaves ~33 Å (molmap's default padding of
+3 resolutions) around the molecule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import scipy.fft
+import torch
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from cryoorient.paths import data_dir, map_dirs
+
+__all__ = [
+    "DEFAULT_RESOLUTION",
+    "DEFAULT_VOXEL_SIZE",
+    "MAP_5J0N_SHA256",
+    "MAP_5J0N_URL",
+    "SIGMA_FACTOR",
+    "DensityMap",
+    "MapError",
+    "MapFallbackWarning",
+    "atoms_to_map",
+    "load_map",
+    "normalize_map",
+    "pad_to_cube",
+    "pseudo_protein",
+    "read_map",
+    "read_model",
+    "resample_map",
+    "write_map",
+]
+
+# The authors' map (Banjac et al. 2021), stored with Git LFS in their repository.
+MAP_5J0N_URL = (
+    "https://media.githubusercontent.com/media/JelenaBanjac/protein-reconstruction/master/data/5j0n.mrc"
+)
+MAP_5J0N_SHA256 = "48d3147ccc6d17c11e57651b43e65494e2cef2e3bb92de4938c29a5189d837ee"
+_RCSB_URL = "https://files.rcsb.org/download/{pdb_id}.cif"
+
+#: molmap's ``sigmaFactor``: Gaussian standard deviation per unit of resolution, ``1 / (π √2)``.
+SIGMA_FACTOR = 1.0 / (math.pi * math.sqrt(2.0))
+#: Resolution (Å) at which atomic models and the pseudo-protein are rendered by :func:`load_map`.
+DEFAULT_RESOLUTION = 11.0
+#: Voxel size (Å) of rendered maps: molmap's ``resolution / 3``, the 3.667 Å of ``5j0n.mrc``.
+DEFAULT_VOXEL_SIZE = DEFAULT_RESOLUTION / 3.0
+# Rendered boxes extend this many σ beyond the atoms (molmap's default cutoff range).
+_CUTOFF_SIGMAS = 5.0
+# Fourier resampling pads the box so the achieved voxel size is within this relative tolerance.
+_VOXEL_SIZE_RTOL = 1e-3
+
+_MAP_SUFFIXES = (".mrc", ".map", ".ccp4")
+_MODEL_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
+_PSEUDO_RE = re.compile(r"pseudo(?P<d2>-d2)?(?::(?P<seed>\d+))?")
+_PDB_ID_RE = re.compile(r"[1-9][a-z0-9]{3}")
+# Named maps whose stand-in is the D2 pseudo-protein (β-galactosidase is D2-symmetric).
+_D2_FALLBACKS = frozenset({"5a1a"})
+_ACCEPTED = (
+    "a path to an MRC map (.mrc, .map, .ccp4) or an atomic model (.pdb, .cif, optionally .gz), "
+    '"5j0n" (the authors\' map), a 4-character PDB ID such as "5a1a", '
+    '"pseudo", "pseudo:SEED", "pseudo-d2" or "pseudo-d2:SEED"'
+)
+
+
+class MapError(ValueError):
+    """A map input is missing, corrupt or unavailable; the message names it and says what to do."""
+
+
+class MapFallbackWarning(UserWarning):
+    """A requested named map could not be obtained and the embedded pseudo-protein is used instead."""
+
+
+@dataclass(frozen=True, eq=False)
+class DensityMap:
+    """A density map with its voxel size and provenance.
+
+    Attributes
+    ----------
+    data : (z, y, x) float32 density (converted to float32 on construction).
+    voxel_size : edge of a voxel in Å.
+    name : what the map is: ``"5j0n"``, ``"pseudo:0"``, ``"pseudo-d2:3"``, ``"5a1a"`` or a path.
+    source : where the data came from (file path, URL, ``"generated: ..."``,
+        ``"fallback for 5j0n: <reason>; ..."``), for provenance records.
+    """
+
+    data: np.ndarray
+    voxel_size: float
+    name: str
+    source: str
+
+    def __post_init__(self) -> None:
+        data = np.asarray(self.data)
+        if data.ndim != 3 or min(data.shape) < 1:
+            raise ValueError(f"density data must be a non-empty (z, y, x) array; got shape {data.shape}")
+        if not np.isfinite(self.voxel_size) or self.voxel_size <= 0:
+            raise ValueError(f"voxel_size must be a positive number of Å; got {self.voxel_size!r}")
+        object.__setattr__(self, "data", np.ascontiguousarray(data, dtype=np.float32))
+        object.__setattr__(self, "voxel_size", float(self.voxel_size))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Array shape ``(z, y, x)`` in voxels."""
+        return tuple(self.data.shape)
+
+    @property
+    def box_size(self) -> int:
+        """Edge of the cubic box in voxels (``ValueError`` when the map is not a cube)."""
+        if len(set(self.data.shape)) != 1:
+            raise ValueError(f"map {self.name!r} is not a cube: shape {self.data.shape}; see pad_to_cube")
+        return self.data.shape[0]
+
+    @property
+    def extent(self) -> tuple[float, float, float]:
+        """Box edges ``(z, y, x)`` in Å."""
+        return tuple(n * self.voxel_size for n in self.data.shape)
+
+
+# --------------------------------------------------------------------------------------------
+# MRC files
+
+
+def read_map(path: str | os.PathLike) -> DensityMap:
+    """Read a 3-D density map from an MRC/CCP4 file.
+
+    The voxel size comes from the header (it must be isotropic and set). Axes are reordered to
+    ``[z, y, x]`` when the header's ``mapc, mapr, maps`` say the file stores another order. The
+    header origin is ignored: the centre is index ``N // 2`` (see the module docstring).
+
+    Parameters
+    ----------
+    path : the ``.mrc`` / ``.map`` file.
+
+    Returns
+    -------
+    A :class:`DensityMap` named and sourced by the path.
+
+    Raises
+    ------
+    MapError
+        The file is missing, is not a readable MRC file, does not hold a 3-D volume, has no
+        isotropic voxel size, is all zeros, or contains NaN or infinite values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MapError(f"{path}: no such map file; check the path (named maps: {_ACCEPTED})")
+    try:
+        with mrcfile.open(path, mode="r", permissive=False) as mrc:
+            data = np.array(mrc.data, dtype=np.float32)
+            voxel = mrc.voxel_size
+            voxel = (float(voxel.x), float(voxel.y), float(voxel.z))
+            order = (int(mrc.header.maps), int(mrc.header.mapr), int(mrc.header.mapc))
+    except Exception as err:  # mrcfile raises ValueError, OSError, ... for corrupt files
+        raise MapError(
+            f"{path}: not a readable MRC map ({type(err).__name__}: {err}); "
+            "check that the file is a complete MRC/CCP4 volume"
+        ) from err
+    if data.ndim != 3:
+        raise MapError(f"{path}: holds an array of shape {data.shape}, not a 3-D volume")
+    if sorted(order) != [1, 2, 3]:
+        raise MapError(f"{path}: invalid axis order (maps, mapr, mapc) = {order} in the header")
+    # data[s, r, c] with labels (maps, mapr, mapc) in 1 = x, 2 = y, 3 = z; we want [z, y, x]
+    data = np.ascontiguousarray(data.transpose([order.index(3), order.index(2), order.index(1)]))
+    if min(voxel) <= 0 or not np.allclose(voxel, voxel[0], rtol=1e-3):
+        raise MapError(
+            f"{path}: the header's voxel size {voxel} Å is unset or anisotropic; "
+            "set it (e.g. mrcfile's voxel_size, or relion_image_handler --angpix)"
+        )
+    if not np.isfinite(data).all():
+        raise MapError(f"{path}: the map contains NaN or infinite values; repair or regenerate it")
+    if not data.any():
+        raise MapError(f"{path}: the map is all zeros; regenerate it or choose another map")
+    return DensityMap(data, voxel[0], name=str(path), source=str(path.resolve()))
+
+
+def write_map(path: str | os.PathLike, density: DensityMap) -> Path:
+    """Write a map to an MRC file atomically (temporary file beside it, then rename).
+
+    Parameters
+    ----------
+    path : destination ``.mrc`` file; its folder must exist. An existing file is replaced.
+    density : the map; written as float32 with its voxel size in the header.
+
+    Returns
+    -------
+    The path written.
+
+    Raises
+    ------
+    MapError
+        The data contain NaN or infinite values, or the file cannot be written; nothing is left
+        behind at ``path`` (nor a temporary file), and an existing file there is unchanged.
+    """
+    if not isinstance(density, DensityMap):
+        raise TypeError(f"density must be a DensityMap; got {type(density).__name__}")
+    path = Path(path)
+    if not np.isfinite(density.data).all():
+        raise MapError(f"{path}: refusing to write map {density.name!r}: it contains NaN or infinite values")
+    if not path.parent.is_dir():
+        raise MapError(f"{path}: folder {path.parent} does not exist; create it first")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(density.data, dtype=np.float32))
+            mrc.voxel_size = density.voxel_size  # after set_data, which resets the cell
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError | ValueError):
+            raise MapError(f"{path}: could not write the map ({err}); nothing was written") from err
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# --------------------------------------------------------------------------------------------
+# Boxes, resampling, normalisation
+
+
+def _crop_or_pad(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Centred crop / zero-pad that maps index ``n // 2`` to ``m // 2`` on every axis."""
+    out = np.zeros(shape, dtype=array.dtype)
+    src, dst = [], []
+    for n, m in zip(array.shape, shape, strict=True):
+        offset = m // 2 - n // 2  # out[i + offset] = in[i]
+        lo, hi = max(0, -offset), min(n, m - offset)
+        src.append(slice(lo, hi))
+        dst.append(slice(lo + offset, hi + offset))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+def pad_to_cube(data: np.ndarray, center: str = "geometric") -> np.ndarray:
+    """Zero-pad a volume to a cube.
+
+    Parameters
+    ----------
+    data : (z, y, x) volume.
+    center : ``"geometric"`` keeps the box centre: input index ``n // 2`` lands on ``N // 2``
+        on every axis, with ``N = max(shape)`` (what :func:`load_map` does for files, so the
+        authors' 69×57×75 ``5j0n.mrc`` becomes 75³ as they used it). ``"mass"`` shifts by whole
+        voxels so that the centre of mass of the non-negative part of the density lands at
+        ``N // 2`` (to within half a voxel), growing ``N`` beyond ``max(shape)`` when needed so
+        nothing is cut.
+
+    Returns
+    -------
+    (N, N, N) volume of the input's dtype.
+    """
+    data = np.asarray(data)
+    if data.ndim != 3 or min(data.shape) < 1:
+        raise ValueError(f"data must be a non-empty (z, y, x) volume; got shape {data.shape}")
+    if center == "geometric":
+        size = max(data.shape)
+        return _crop_or_pad(data, (size,) * 3)
+    if center != "mass":
+        raise ValueError(f'center must be "geometric" or "mass"; got {center!r}')
+    mass = np.clip(np.nan_to_num(data.astype(np.float64)), 0.0, None)
+    total = mass.sum()
+    if total <= 0:
+        raise ValueError("center='mass' needs some positive density; the volume has none")
+    com = [
+        int(np.rint((mass.sum(axis=tuple(a for a in range(3) if a != axis)) * np.arange(n)).sum() / total))
+        for axis, n in enumerate(data.shape)
+    ]
+    size = max(data.shape)
+    while not all(size // 2 >= c and size - size // 2 >= n - c for c, n in zip(com, data.shape, strict=True)):
+        size += 1
+    out = np.zeros((size,) * 3, dtype=data.dtype)
+    offsets = [size // 2 - c for c in com]
+    out[tuple(slice(o, o + n) for o, n in zip(offsets, data.shape, strict=True))] = data
+    return out
+
+
+def _fourier_resize(volume: np.ndarray, size: int) -> np.ndarray:
+    """Resize a cube to ``size``³ by cropping / zero-padding its centred spectrum (values kept)."""
+    n = volume.shape[0]
+    spectrum = scipy.fft.fftshift(scipy.fft.fftn(scipy.fft.ifftshift(volume.astype(np.float32))))
+    spectrum = _crop_or_pad(spectrum, (size,) * 3)
+    out = scipy.fft.fftshift(scipy.fft.ifftn(scipy.fft.ifftshift(spectrum))).real
+    return (out * (size / n) ** 3).astype(np.float32)
+
+
+def _resample_sizes(n: int, ratio: float) -> tuple[int, int]:
+    """Smallest padded size ``n' >= n`` whose resampled size ``m = round(n' ratio)`` is within tolerance."""
+    best = None
+    for padded in range(n, 2 * n + 1):
+        m = max(1, round(padded * ratio))
+        error = abs(padded * ratio / m - 1.0)
+        if error <= _VOXEL_SIZE_RTOL:
+            return padded, m
+        if best is None or error < best[2]:
+            best = (padded, m, error)
+    return best[0], best[1]
+
+
+def resample_map(
+    density: DensityMap, box_size: int | None = None, voxel_size: float | None = None
+) -> DensityMap:
+    """Change a cubic map's voxel size (Fourier cropping / padding), then its box (centred).
+
+    The voxel size changes by cropping (coarser voxels: an ideal low-pass, no aliasing) or
+    zero-padding (finer voxels) the centred Fourier transform, which keeps the density *values*
+    (not their sum) and the centre, index ``N // 2``. The box is first zero-padded when needed so
+    that the achieved voxel size is within 0.1 % of the request (the exact value is the result's
+    ``voxel_size``). Then the box is cropped or zero-padded in real space to ``box_size`` around
+    index ``N // 2``.
+
+    Parameters
+    ----------
+    density : a cubic map.
+    box_size : edge of the output box in voxels; the resampled box when ``None``.
+    voxel_size : output voxel size in Å; unchanged when ``None``.
+
+    Returns
+    -------
+    A cubic :class:`DensityMap` with the same name and source.
+    """
+    if not isinstance(density, DensityMap):
+        raise TypeError(f"density must be a DensityMap; got {type(density).__name__}")
+    n = density.box_size  # raises for non-cubes
+    if box_size is not None and (int(box_size) != box_size or box_size < 1):
+        raise ValueError(f"box_size must be a positive integer; got {box_size!r}")
+    if voxel_size is not None and (not np.isfinite(voxel_size) or voxel_size <= 0):
+        raise ValueError(f"voxel_size must be a positive number of Å; got {voxel_size!r}")
+    data, voxel = density.data, density.voxel_size
+    if voxel_size is not None and abs(voxel / voxel_size - 1.0) > 1e-6:
+        padded, size = _resample_sizes(n, voxel / voxel_size)
+        data = _fourier_resize(_crop_or_pad(data, (padded,) * 3), size)
+        voxel = voxel * padded / size
+    if box_size is not None and int(box_size) != data.shape[0]:
+        data = _crop_or_pad(data, (int(box_size),) * 3)
+    return DensityMap(data, voxel, name=density.name, source=density.source)
+
+
+def normalize_map(data: np.ndarray) -> np.ndarray:
+    """Clip negative values to zero and scale so that the maximum is 1.
+
+    Density is non-negative; negative voxels in maps are solvent flattening, noise or Fourier
+    ringing, so they are set to zero. The scale is arbitrary in projection data, and a fixed
+    maximum makes noise levels given as variances comparable between maps.
+
+    Parameters
+    ----------
+    data : (z, y, x) volume with finite values and a positive maximum.
+
+    Returns
+    -------
+    (z, y, x) float32 volume in ``[0, 1]`` with maximum 1.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    if not np.isfinite(data).all():
+        raise ValueError("cannot normalise a map with NaN or infinite values")
+    peak = float(data.max(initial=0.0))
+    if peak <= 0:
+        raise ValueError(f"cannot normalise a map without positive density (maximum {peak})")
+    return np.clip(data, 0.0, None) / np.float32(peak)
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic models
+
+
+def read_model(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Atom positions and weights of the first model in a PDB or mmCIF file (read with gemmi).
+
+    Waters are removed and only the first of alternative conformations is kept; hydrogens, ions
+    and ligands present in the file are kept, as Chimera's ``molmap`` keeps them.
+
+    Parameters
+    ----------
+    path : ``.pdb`` / ``.ent`` / ``.cif`` / ``.mmcif`` file, optionally gzipped.
+
+    Returns
+    -------
+    positions : (n, 3) atom coordinates ``(x, y, z)`` in Å.
+    weights : (n,) atomic numbers (``molmap``'s weights), float64.
+
+    Raises
+    ------
+    MapError
+        The file is missing, cannot be parsed, or holds no atoms.
+    """
+    import gemmi
+
+    path = Path(path)
+    if not path.is_file():
+        raise MapError(f"{path}: no such model file; check the path")
+    try:
+        structure = gemmi.read_structure(str(path))
+    except Exception as err:  # gemmi raises RuntimeError, ValueError, ... on bad input
+        raise MapError(
+            f"{path}: not a readable PDB/mmCIF model ({type(err).__name__}: {err}); check the file"
+        ) from err
+    if len(structure) == 0:
+        raise MapError(f"{path}: the file holds no model (no ATOM/HETATM records)")
+    structure.remove_alternative_conformations()
+    structure.remove_waters()
+    positions, weights = [], []
+    for chain in structure[0]:
+        for residue in chain:
+            for atom in residue:
+                positions.append((atom.pos.x, atom.pos.y, atom.pos.z))
+                weights.append(atom.element.atomic_number)
+    if not positions:
+        raise MapError(f"{path}: no atoms found (only waters, or no ATOM/HETATM records)")
+    positions = np.asarray(positions, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    if not weights.any():
+        raise MapError(f"{path}: no atom has a known element; check the element column")
+    return positions, weights
+
+
+def atoms_to_map(
+    positions: np.ndarray,
+    weights: np.ndarray,
+    *,
+    resolution: float,
+    voxel_size: float,
+    box_size: int,
+) -> np.ndarray:
+    """Render atoms as a sum of Gaussians, like Chimera's ``molmap``.
+
+    Each atom is a normalised 3-D Gaussian of standard deviation
+    ``σ = resolution / (π √2) ≈ 0.225 resolution`` Å (molmap's ``sigmaFactor``) scaled by its
+    weight, so the map is in weight units per Å³ and ``map.sum() * voxel_size**3`` is the total
+    weight of the atoms inside the box. The atoms' centroid (unweighted mean position) is placed
+    at voxel ``N // 2``; density beyond the box is dropped. Gaussians are separable, so each chunk
+    of atoms is a single matrix product, exact (no cutoff), with cost ``O(n_atoms N³)`` flops.
+
+    Parameters
+    ----------
+    positions : (n, 3) atom coordinates ``(x, y, z)`` in Å.
+    weights : (n,) weights, e.g. atomic numbers.
+    resolution : resolution in Å that sets ``σ``.
+    voxel_size : voxel edge in Å.
+    box_size : edge ``N`` of the cubic box in voxels.
+
+    Returns
+    -------
+    (N, N, N) float32 density indexed ``[z, y, x]``.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1] != 3 or len(positions) == 0:
+        raise ValueError(f"positions must have shape (n, 3) with n >= 1; got {positions.shape}")
+    if weights.shape != positions.shape[:1]:
+        raise ValueError(f"weights must have shape ({len(positions)},); got {weights.shape}")
+    if not (np.isfinite(positions).all() and np.isfinite(weights).all()):
+        raise ValueError("positions and weights must be finite")
+    if not np.isfinite(resolution) or resolution <= 0:
+        raise ValueError(f"resolution must be a positive number of Å; got {resolution!r}")
+    if not np.isfinite(voxel_size) or voxel_size <= 0:
+        raise ValueError(f"voxel_size must be a positive number of Å; got {voxel_size!r}")
+    if int(box_size) != box_size or box_size < 1:
+        raise ValueError(f"box_size must be a positive integer; got {box_size!r}")
+    box = int(box_size)
+    sigma = SIGMA_FACTOR * resolution
+    coords = torch.from_numpy(positions - positions.mean(axis=0)) / voxel_size  # (n, 3) voxels from N//2
+    grid = torch.arange(box, dtype=torch.float64) - box // 2  # (N,) voxel indices relative to N//2
+    amplitude = torch.from_numpy(weights) * (2 * math.pi) ** -1.5 / sigma**3  # per Å³
+    volume = torch.zeros(box * box, box, dtype=torch.float32)  # (z*y, x)
+    chunk = max(1, (1 << 24) // (box * box))  # ~64 MB of float32 per (chunk, z, y) block
+    for start in range(0, len(coords), chunk):
+        c = coords[start : start + chunk]  # (c, 3)
+        g = torch.exp(-0.5 * ((grid - c[:, :, None]) * (voxel_size / sigma)) ** 2)  # (c, 3, N)
+        gx, gy, gz = g[:, 0].float(), g[:, 1].float(), g[:, 2].float()  # (c, N) each
+        zy = (gz * amplitude[start : start + chunk, None].float())[:, :, None] * gy[:, None, :]  # (c, z, y)
+        volume.addmm_(zy.reshape(len(c), box * box).T, gx)
+    return volume.reshape(box, box, box).numpy()
+
+
+def _render_box(positions: np.ndarray, resolution: float, voxel_size: float) -> int:
+    """Smallest even box holding, centred on the centroid, every rotation of the atoms plus 5 σ."""
+    radius = np.linalg.norm(positions - positions.mean(axis=0), axis=1).max()
+    half = math.ceil((radius + _CUTOFF_SIGMAS * SIGMA_FACTOR * resolution) / voxel_size)
+    return 2 * (half + 1)
+
+
+# --------------------------------------------------------------------------------------------
+# The embedded pseudo-protein
+
+_CA_STEP = 3.8  # Å between consecutive Cα
+_HELIX_RISE, _HELIX_RADIUS, _HELIX_TWIST = 1.5, 2.3, math.radians(100.0)
+_STRAND_RISE = 3.3
+_STRAND_ZIGZAG = math.sqrt(_CA_STEP**2 - _STRAND_RISE**2) / 2
+_MIN_BOND_ANGLE_COS = math.cos(math.radians(100.0))  # consecutive steps turn by at most 100°
+_CLASH = 4.0  # Å, closest approach of non-neighbouring Cα
+_DOMAIN_SCALE = 29.0  # Å, longest semi-axis of the largest domain
+_RESIDUE_VOLUME = 140.0  # Å³ of domain per residue (proteins: ~135)
+_BACKBONE_WEIGHT = 27.0  # N + Cα + C + O
+_SIDE_CHAIN_WEIGHT = 18.0  # each of up to two side-chain pseudo-atoms
+_CANDIDATES = 96
+
+
+def _helix(n: int) -> np.ndarray:
+    k = np.arange(n)
+    xyz = np.stack(
+        [_HELIX_RADIUS * np.cos(k * _HELIX_TWIST), _HELIX_RADIUS * np.sin(k * _HELIX_TWIST), _HELIX_RISE * k],
+        -1,
+    )
+    return xyz - xyz[0]
+
+
+def _strand(n: int) -> np.ndarray:
+    k = np.arange(n)
+    return np.stack([_STRAND_ZIGZAG * ((-1.0) ** k - 1.0), np.zeros(n), _STRAND_RISE * k], -1)
+
+
+def _loop(n: int, rng: np.random.Generator) -> np.ndarray:
+    direction, points = np.array([0.0, 0.0, 1.0]), [np.zeros(3)]
+    for _ in range(n - 1):
+        while True:
+            step = direction + 0.9 * rng.standard_normal(3)
+            step /= np.linalg.norm(step)
+            if step @ direction >= _MIN_BOND_ANGLE_COS:
+                break
+        points.append(points[-1] + _CA_STEP * step)
+        direction = step
+    return np.asarray(points)
+
+
+def _domains(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Three ellipsoidal domains (centre, semi-axes, rotation) of decreasing size, off a common line."""
+    sizes = (1.0, 0.78, 0.6)
+    rotations = Rotation.random(3, random_state=rng).as_matrix()
+    first = rng.standard_normal(3)
+    first /= np.linalg.norm(first)
+    second = rng.standard_normal(3)
+    second /= np.linalg.norm(second)
+    second -= 0.6 * (second @ first) * first  # away from the first direction: no straight line
+    second /= np.linalg.norm(second)
+    centres = [np.zeros(3)] + [
+        u * 0.72 * _DOMAIN_SCALE * (sizes[0] + s) for u, s in zip((first, second), sizes[1:], strict=True)
+    ]
+    base = np.array([1.0, 0.82, 0.68]) * _DOMAIN_SCALE
+    return [(centres[i], base * sizes[i] * rng.uniform(0.9, 1.1, 3), rotations[i]) for i in range(3)]
+
+
+def _ca_trace(rng: np.random.Generator) -> np.ndarray:
+    """Cα trace: helices, strands and loops placed one by one, each the best of random candidates."""
+    domains = _domains(rng)
+    counts = np.cumsum([int(4 / 3 * math.pi * np.prod(axes) / _RESIDUE_VOLUME) for _, axes, _ in domains])
+    trace = [domains[0][0] + rng.uniform(-3.0, 3.0, 3)]
+    direction = rng.standard_normal(3)
+    direction /= np.linalg.norm(direction)
+    for (centre, axes, rotation), count in zip(domains, counts, strict=True):
+        while len(trace) < count:
+            kind = rng.choice(3, p=(0.45, 0.2, 0.35))
+            if kind == 0:
+                segment = _helix(int(rng.integers(8, 19)))
+            elif kind == 1:
+                segment = _strand(int(rng.integers(4, 9)))
+            else:
+                segment = _loop(int(rng.integers(2, 6)), rng)
+            points = np.asarray(trace)
+            turns = Rotation.random(_CANDIDATES, random_state=rng).as_matrix()  # (K, 3, 3)
+            steps = direction + 0.9 * rng.standard_normal((_CANDIDATES, 3))
+            steps /= np.linalg.norm(steps, axis=1, keepdims=True)  # (K, 3)
+            candidates = points[-1] + _CA_STEP * steps[:, None, :] + np.einsum("kij,nj->kni", turns, segment)
+            valid = steps @ direction >= _MIN_BOND_ANGLE_COS  # bond angle at the last Cα
+            if len(segment) > 1:  # bond angle at the segment's first Cα
+                first = (candidates[:, 1] - candidates[:, 0]) / _CA_STEP
+                valid &= np.einsum("ki,ki->k", first, steps) >= _MIN_BOND_ANGLE_COS
+            # leaving the domain costs in proportion to how far; each clash costs 20
+            depth = np.linalg.norm(((candidates - centre) @ rotation) / axes, axis=-1)  # (K, n)
+            penalty = 10.0 * np.clip(depth - 1.0, 0.0, None).sum(axis=1)
+            if len(points) > 1:
+                dist, _ = cKDTree(points[:-1]).query(candidates.reshape(-1, 3), distance_upper_bound=_CLASH)
+                penalty += 20.0 * np.isfinite(dist).reshape(_CANDIDATES, -1).sum(axis=1)
+            penalty += 20.0 * (np.linalg.norm(candidates[:, 1:] - points[-1], axis=-1) < _CLASH).sum(axis=1)
+            penalty[~valid] = np.inf
+            best = candidates[int(np.argmin(penalty))]
+            trace.extend(best)
+            direction = (best[-1] - best[-2]) / _CA_STEP if len(best) > 1 else steps[int(np.argmin(penalty))]
+    return np.asarray(trace)
+
+
+def _side_chains(trace: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """0-2 side-chain pseudo-atoms per residue, pointing away from the chain (Cβ-like direction)."""
+    before = np.vstack([trace[1:2], trace[:-1]])  # the neighbours, mirrored at the ends
+    after = np.vstack([trace[1:], trace[-2:-1]])
+    outward = 2 * trace - before - after
+    outward /= np.maximum(np.linalg.norm(outward, axis=1, keepdims=True), 1e-9)
+    count = rng.choice(3, size=len(trace), p=(0.1, 0.5, 0.4))
+    first = trace + 2.4 * outward + 0.3 * rng.standard_normal(trace.shape)
+    bent = outward + 0.35 * rng.standard_normal(trace.shape)
+    second = first + 1.8 * bent / np.linalg.norm(bent, axis=1, keepdims=True)
+    return np.concatenate([first[count >= 1], second[count >= 2]])
+
+
+@lru_cache(maxsize=8)
+def _asymmetric_unit(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([seed, 0x5EED])
+    trace = _ca_trace(rng)
+    side = _side_chains(trace, rng)
+    positions = np.concatenate([trace, side])
+    positions -= positions.mean(axis=0)
+    weights = np.concatenate([np.full(len(trace), _BACKBONE_WEIGHT), np.full(len(side), _SIDE_CHAIN_WEIGHT)])
+    positions.flags.writeable = False
+    weights.flags.writeable = False
+    return positions, weights
+
+
+_D2_OPERATORS = np.array(
+    [np.diag(d) for d in ((1, 1, 1), (1, -1, -1), (-1, 1, -1), (-1, -1, 1))], dtype=float
+)
+# Candidate directions of the asymmetric unit's offset from the origin, all off the symmetry axes.
+_D2_DIRECTIONS = np.array([(a, b, c) for a in (1.0, 2.0) for b in (1.0, 2.0) for c in (1.0, 2.0)])
+_D2_DIRECTIONS = _D2_DIRECTIONS[1:-1] / np.linalg.norm(_D2_DIRECTIONS[1:-1], axis=1, keepdims=True)
+_D2_MAX_CONTACT = 0.01  # fraction of the unit's Cα within _CLASH of another copy
+
+
+def _d2_contact(trace: np.ndarray, offset: np.ndarray) -> float:
+    placed = trace + offset
+    others = np.concatenate([placed @ op.T for op in _D2_OPERATORS[1:]])
+    close, _ = cKDTree(others).query(placed, distance_upper_bound=_CLASH)
+    return float(np.isfinite(close).mean())
+
+
+def _d2_assembly(unit: np.ndarray, trace: np.ndarray) -> np.ndarray:
+    """The four D2 copies of ``unit``, offset so the tetramer is compact yet its copies barely touch.
+
+    For each candidate direction the smallest offset (bisection, 0.5 Å) at which fewer than 1 %
+    of the Cα ``trace`` come within 4 Å of another copy; the direction with the smallest offset
+    wins, which also minimises the tetramer's radius of gyration ``√(Rg_unit² + offset²)``.
+    """
+    best = None
+    for direction in _D2_DIRECTIONS:
+        low, high = 0.0, 2.0 * np.linalg.norm(trace, axis=1).max() + _CLASH
+        while high - low > 0.5:
+            middle = 0.5 * (low + high)
+            if _d2_contact(trace, middle * direction) <= _D2_MAX_CONTACT:
+                high = middle
+            else:
+                low = middle
+        if best is None or high < np.linalg.norm(best):
+            best = high * direction
+    return np.concatenate([(unit + best) @ op.T for op in _D2_OPERATORS])
+
+
+def pseudo_protein(seed: int = 0, symmetry: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """An embedded, procedurally generated pseudo-protein (no network needed).
+
+    A single chain of Cα-like pseudo-atoms, 3.8 Å apart, folded into three ellipsoidal domains of
+    decreasing size (so the molecule is clearly asymmetric): α-helices (rise 1.5 Å and 100° per
+    residue, radius 2.3 Å) and β-strands (3.3 Å per residue, zigzag) joined by loops, each segment
+    placed as the best of random candidates that stays inside its domain and avoids clashes
+    (non-neighbouring Cα closer than 4 Å; a few remain). Residues then get zero to two side-chain
+    pseudo-atoms pointing away from the chain, which gives the map texture at 5-10 Å.
+
+    Over seeds 0-29: 590-790 residues (65-85 kDa of protein), 1,350-1,850 pseudo-atoms, a
+    radius of gyration of 26-31 Å (the typical ``2.2 N^0.38`` Å of a globular protein of ``N``
+    residues is 25-28 Å) and a largest extent of 75-110 Å; generated in ~0.05 s. The same seed
+    always gives the same protein; different seeds give different ones.
+
+    Parameters
+    ----------
+    seed : non-negative integer.
+    symmetry : ``None``, or ``"D2"`` for four copies of the seed's protein related by 180°
+        rotations about x, y and z, placed off-axis so that they barely touch (a stand-in for
+        the D2-symmetric β-galactosidase, PDB 5a1a): radius of gyration 44-60 Å, largest extent
+        115-175 Å.
+
+    Returns
+    -------
+    positions : (n, 3) coordinates ``(x, y, z)`` in Å, centroid at the origin. Rows are the Cα
+        trace in chain order, then the side-chain pseudo-atoms; with ``"D2"``, the asymmetric
+        unit's rows transformed by the identity and the 180° rotations about x, y and z, in
+        that order (the symmetry axes are the coordinate axes).
+    weights : (n,) weights on the atomic-number scale: 27 per Cα (the backbone's N, Cα, C, O),
+        18 per side-chain pseudo-atom.
+    """
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    if symmetry not in (None, "D2"):
+        raise ValueError(f'symmetry must be None or "D2"; got {symmetry!r}')
+    positions, weights = _asymmetric_unit(int(seed))
+    if symmetry == "D2":
+        trace = positions[weights == _BACKBONE_WEIGHT]
+        return _d2_assembly(positions, trace), np.tile(weights, 4)
+    return positions.copy(), weights.copy()
+
+
+# --------------------------------------------------------------------------------------------
+# Maps by name
+
+
+class _Unavailable(Exception):
+    """A named map's file could not be downloaded."""
+
+
+def _download(url: str, fname: str, known_hash: str | None) -> Path:
+    """Download ``url`` once into :func:`data_dir` with pooch (temp file, hash check, then move)."""
+    import pooch
+
+    try:
+        return Path(
+            pooch.retrieve(url, known_hash=known_hash, fname=fname, path=data_dir(), progressbar=False)
+        )
+    except (OSError, ValueError) as err:  # requests' errors are OSErrors; a hash mismatch is a ValueError
+        text = str(err) if len(str(err)) <= 200 else str(err)[:200] + "..."
+        raise _Unavailable(f"download of {url} failed ({type(err).__name__}: {text})") from err
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _find(fname: str) -> Path | None:
+    for folder in map_dirs():
+        if (folder / fname).is_file():
+            return folder / fname
+    return None
+
+
+def _load_5j0n() -> DensityMap:
+    path = _find("5j0n.mrc")
+    if path is None:
+        path = _download(MAP_5J0N_URL, "5j0n.mrc", f"sha256:{MAP_5J0N_SHA256}")
+    elif (digest := _sha256(path)) != MAP_5J0N_SHA256:
+        raise MapError(
+            f"{path}: SHA-256 {digest} differs from the authors' 5j0n.mrc ({MAP_5J0N_SHA256}); "
+            "delete or replace the file"
+        )
+    density = read_map(path)
+    return DensityMap(density.data, density.voxel_size, name="5j0n", source=str(path))
+
+
+def _render(
+    positions: np.ndarray, weights: np.ndarray, voxel_size: float, name: str, source: str
+) -> DensityMap:
+    box = _render_box(positions, DEFAULT_RESOLUTION, voxel_size)
+    data = atoms_to_map(
+        positions, weights, resolution=DEFAULT_RESOLUTION, voxel_size=voxel_size, box_size=box
+    )
+    return DensityMap(
+        data, voxel_size, name=name, source=f"{source}; atoms_to_map at {DEFAULT_RESOLUTION:g} Å"
+    )
+
+
+def _load_pdb(pdb_id: str, voxel_size: float) -> DensityMap:
+    fname = f"{pdb_id}.cif"
+    path = _find(fname)
+    url = _RCSB_URL.format(pdb_id=pdb_id.upper())
+    if path is None:
+        path = _download(url, fname, None)
+    positions, weights = read_model(path)
+    return _render(positions, weights, voxel_size, pdb_id, f"{path} (from {url})")
+
+
+def _load_pseudo(seed: int, d2: bool, voxel_size: float) -> DensityMap:
+    positions, weights = pseudo_protein(seed, "D2" if d2 else None)
+    name = f"pseudo{'-d2' if d2 else ''}:{seed}"
+    return _render(
+        positions,
+        weights,
+        voxel_size,
+        name,
+        f"generated: pseudo_protein({seed}, symmetry={'D2' if d2 else None!r})",
+    )
+
+
+def _load_file(path: Path, voxel_size: float) -> DensityMap:
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    is_model = any(s in _MODEL_SUFFIXES for s in suffixes)
+    if not path.is_file():
+        kind = "model" if is_model else "map"
+        raise MapError(f"{path}: no such {kind} file; check the path (accepted: {_ACCEPTED})")
+    if is_model:
+        positions, weights = read_model(path)
+        return _render(positions, weights, voxel_size, str(path), str(path.resolve()))
+    return read_map(path)
+
+
+def _is_path(name: str | os.PathLike) -> bool:
+    if isinstance(name, os.PathLike):
+        return True
+    path = Path(name)
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    known = _MAP_SUFFIXES + _MODEL_SUFFIXES
+    return any(s in known for s in suffixes) or os.sep in name or "/" in name
+
+
+def load_map(
+    name: str | os.PathLike,
+    *,
+    box_size: int | None = None,
+    voxel_size: float | None = None,
+    fallback: bool = True,
+) -> DensityMap:
+    """Load a density map by path or by name, as a normalised cube.
+
+    Resolution (see the module docstring for the accepted names):
+
+    * a path to an MRC map: :func:`read_map`, then :func:`pad_to_cube` with the *geometric*
+      centre (the box centre stays the centre), then resampled with :func:`resample_map`;
+    * ``"5j0n"``: ``5j0n.mrc`` from the first folder of :func:`cryoorient.paths.map_dirs`
+      holding it, else downloaded once into :func:`cryoorient.paths.data_dir` from
+      :data:`MAP_5J0N_URL`; its SHA-256 is checked either way. 3.667 Å voxels, 75³ once cubed;
+    * a PDB ID: its mmCIF model (from ``map_dirs()`` as ``ID.cif``, else downloaded from RCSB
+      into ``data_dir()``), or a path to a model file: rendered with :func:`atoms_to_map`;
+    * ``"pseudo[:SEED]"`` / ``"pseudo-d2[:SEED]"`` (seed 0 by default): :func:`pseudo_protein`
+      rendered with :func:`atoms_to_map`.
+
+    Models and the pseudo-protein are rendered at :data:`DEFAULT_RESOLUTION` (11 Å), directly at
+    ``voxel_size`` (default :data:`DEFAULT_VOXEL_SIZE`, 11/3 Å), in the smallest even box that
+    holds every rotation of the molecule plus 5 σ of its Gaussians. They are regenerated on each
+    call (well under a second for the pseudo-protein), not cached.
+
+    Parameters
+    ----------
+    name : a path or one of the names above (case-insensitive).
+    box_size : edge of the returned cube in voxels (centred crop / zero-pad); natural size when ``None``.
+    voxel_size : voxel size in Å of the returned map; the source's when ``None``.
+    fallback : when a named map cannot be downloaded, warn with :class:`MapFallbackWarning` and
+        return the pseudo-protein (``"pseudo-d2:0"`` for ``"5a1a"``, ``"pseudo:0"`` otherwise)
+        with ``source`` starting ``"fallback for NAME: <reason>"``; when ``False``, raise
+        :class:`MapError`.
+
+    Returns
+    -------
+    A cubic :class:`DensityMap` normalised by :func:`normalize_map` (non-negative, maximum 1).
+
+    Raises
+    ------
+    MapError
+        Unknown name, missing or corrupt file, checksum mismatch, or (with ``fallback=False``)
+        a download failure.
+    """
+    if box_size is not None and (int(box_size) != box_size or box_size < 1):
+        raise ValueError(f"box_size must be a positive integer; got {box_size!r}")
+    if voxel_size is not None and (not np.isfinite(voxel_size) or voxel_size <= 0):
+        raise ValueError(f"voxel_size must be a positive number of Å; got {voxel_size!r}")
+    render_voxel = DEFAULT_VOXEL_SIZE if voxel_size is None else float(voxel_size)
+    if not isinstance(name, str | os.PathLike):
+        raise MapError(f"map name must be a string or a path; got {name!r}; accepted: {_ACCEPTED}")
+    if _is_path(name):
+        density = _load_file(Path(name), render_voxel)
+    else:
+        key = name.strip().lower()
+        pseudo = _PSEUDO_RE.fullmatch(key)
+        if pseudo:
+            density = _load_pseudo(int(pseudo["seed"] or 0), bool(pseudo["d2"]), render_voxel)
+        elif _PDB_ID_RE.fullmatch(key):
+            try:
+                density = _load_5j0n() if key == "5j0n" else _load_pdb(key, render_voxel)
+            except _Unavailable as err:
+                density = _fall_back(key, str(err), render_voxel, fallback)
+        else:
+            raise MapError(f"unknown map {name!r}; accepted: {_ACCEPTED}")
+    if len(set(density.shape)) != 1:  # files; rendered maps are cubes already
+        density = DensityMap(
+            pad_to_cube(density.data, "geometric"), density.voxel_size, density.name, density.source
+        )
+    density = resample_map(density, box_size=box_size, voxel_size=voxel_size)
+    return DensityMap(normalize_map(density.data), density.voxel_size, density.name, density.source)
+
+
+def _fall_back(key: str, reason: str, voxel_size: float, fallback: bool) -> DensityMap:
+    d2 = key in _D2_FALLBACKS
+    stand_in = f"pseudo{'-d2' if d2 else ''}:0"
+    folders = ", ".join(str(p) for p in map_dirs())
+    fname = f"{key}.mrc" if key == "5j0n" else f"{key}.cif"
+    where = f"put {fname} in one of [{folders}] (or in a folder listed in $CRYOORIENT_MAPS)"
+    if not fallback:
+        raise MapError(f"map {key!r} is unavailable: {reason}. To use it offline, {where}.")
+    warnings.warn(
+        f"MAP {key!r} COULD NOT BE OBTAINED ({reason}); USING THE EMBEDDED PSEUDO-PROTEIN "
+        f"{stand_in!r} INSTEAD. Results are not those of {key}. To use {key} offline, {where}; "
+        "pass fallback=False to make this an error.",
+        MapFallbackWarning,
+        stacklevel=3,
+    )
+    density = _load_pseudo(0, d2, voxel_size)
+    return DensityMap(
+        density.data, density.voxel_size, stand_in, f"fallback for {key}: {reason}; {density.source}"
+    )

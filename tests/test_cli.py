@@ -1,0 +1,99 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cryoorient.cli import main
+from cryoorient.dataset import read_particles, read_stack
+from cryoorient.density import load_map, write_map
+from cryoorient.projection import normalize_images
+
+SIMULATE = ["simulate", "pseudo:1", "-n", "12", "--box-size", "32", "--voxel-size", "8", "--quiet"]
+
+
+def test_simulate_writes_a_dataset(tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert main([*SIMULATE, "--shift", "2", "--snr-db", "0", "-o", str(out)]) == 0
+    assert "wrote 12 projections of pseudo:1 (32 px" in capsys.readouterr().out
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "dataset.json",
+        "particles.mrcs",
+        "particles.star",
+        "particles_quaternions.npy",
+        "splits.npz",
+    ]
+    record = json.loads((out / "dataset.json").read_text())
+    assert record["parameters"]["noise_variance"] == pytest.approx(1.0)  # 0 dB
+    assert record["map"]["name"] == "pseudo:1"
+    particles = read_particles(out / "particles.star")
+    assert particles.images.shape == (12, 32, 32) and np.abs(particles.shifts).max() <= 2
+
+
+def test_project_reproduces_the_simulated_images(tmp_path):
+    out = tmp_path / "ds"
+    assert main([*SIMULATE, "--shift", "3", "-o", str(out)]) == 0
+    map_path = write_map(tmp_path / "map.mrc", load_map("pseudo:1", box_size=32, voxel_size=8.0))
+    projected = tmp_path / "proj.mrcs"
+    assert (
+        main(["project", str(map_path), "--angles", str(out / "particles.star"), "--output", str(projected)])
+        == 0
+    )
+    images, pixel = read_stack(projected)
+    assert images.shape == (12, 32, 32) and pixel == pytest.approx(8.0)
+    simulated = read_particles(out / "particles.star").images  # normalised over the dataset
+    again = normalize_images(torch.from_numpy(images)).numpy()
+    assert np.abs(again - simulated).max() < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--noise-var", "-1"], "noise_variance must be >= 0; got -1"),
+        (["--shift", "40"], "larger than half the box"),
+    ],
+)
+def test_simulate_bad_values(tmp_path, capsys, extra, message):
+    assert main([*SIMULATE, *extra, "-o", str(tmp_path / "ds")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_simulate_refuses_a_non_empty_folder(tmp_path, capsys):
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "keep.txt").write_text("mine")
+    assert main([*SIMULATE, "-o", str(tmp_path / "ds")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (tmp_path / "ds" / "keep.txt").read_text() == "mine"
+
+
+def test_project_errors_name_the_file(tmp_path, capsys):
+    star = tmp_path / "coords.star"
+    star.write_text("data_particles\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n10 20\n")
+    assert main(["project", "pseudo:1", "--angles", str(star), "--output", str(tmp_path / "o.mrcs")]) == 2
+    assert "coords.star: no particle table with rlnAngleRot" in capsys.readouterr().err
+    assert (
+        main(
+            ["project", str(tmp_path / "missing.mrc"), "--angles", str(star), "-o", str(tmp_path / "o.mrcs")]
+        )
+        == 2
+    )
+    assert "missing.mrc" in capsys.readouterr().err
+    assert not (tmp_path / "o.mrcs").exists()
+
+
+def test_installed_command_help():
+    exe = shutil.which("cryoorient") or str(__import__("pathlib").Path(sys.executable).parent / "cryoorient")
+    for command, options in [
+        ("project", ["--angles", "--output", "--ctf", "--device"]),
+        (
+            "simulate",
+            ["--noise-var", "--snr-db", "--shift", "--ctf", "--defocus", "--orientations", "--seed"],
+        ),
+    ]:
+        result = subprocess.run([exe, command, "--help"], capture_output=True, text=True, check=True)
+        assert all(option in result.stdout for option in options)
