@@ -11,6 +11,9 @@ PROFILE ?= default
 VENV    := .venv
 PY      := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# The paper's 5j0n map, when ../shared/data holds it (searched, never copied); else the notebooks
+# download it or fall back to the embedded pseudo-protein with a warning.
+export CRYOORIENT_MAPS ?= $(abspath $(wildcard ../shared/data))
 
 .PHONY: help install test lint figures notebooks benchmark clean
 

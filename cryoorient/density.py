@@ -861,7 +861,9 @@ def load_map(
     Parameters
     ----------
     name : a path or one of the names above (case-insensitive).
-    box_size : edge of the returned cube in voxels (centred crop / zero-pad); natural size when ``None``.
+    box_size : edge of the returned cube in voxels. Alone, it keeps the field of view: the voxel
+        size becomes ``natural voxel size × natural box / box_size``. With ``voxel_size``, the map
+        is resampled first, then cropped or zero-padded around its centre. Natural box when ``None``.
     voxel_size : voxel size in Å of the returned map; the source's when ``None``.
     fallback : when a named map cannot be downloaded, warn with :class:`MapFallbackWarning` and
         return the pseudo-protein (``"pseudo-d2:0"`` for ``"5a1a"``, ``"pseudo:0"`` otherwise)
@@ -903,6 +905,9 @@ def load_map(
         density = DensityMap(
             pad_to_cube(density.data, "geometric"), density.voxel_size, density.name, density.source
         )
+    if box_size is not None and voxel_size is None:
+        # box alone: keep the field of view, so the whole map spans box_size voxels
+        voxel_size = density.voxel_size * density.box_size / int(box_size)
     density = resample_map(density, box_size=box_size, voxel_size=voxel_size)
     return DensityMap(normalize_map(density.data), density.voxel_size, density.name, density.source)
 

@@ -22,7 +22,14 @@ from cryoorient import __version__
 from cryoorient.paths import figures_dir, git_commit
 from cryoorient.sampling import haar_distance_pdf
 
-__all__ = ["plot_directions", "plot_distance_histogram", "save_figure", "use_style"]
+__all__ = [
+    "plot_directions",
+    "plot_distance_histogram",
+    "plot_map_slices",
+    "save_figure",
+    "show_images",
+    "use_style",
+]
 
 _STYLE = {
     "figure.dpi": 100,
@@ -139,3 +146,58 @@ def plot_distance_histogram(
     ax.set_xticks([0, np.pi / 4, np.pi / 2, 3 * np.pi / 4, np.pi], ["0", "π/4", "π/2", "3π/4", "π"])
     ax.set_xlabel("$d_q$ (rad)")
     ax.set_ylabel("density")
+
+
+def show_images(
+    axes: Sequence[Axes], images: torch.Tensor | np.ndarray, titles: Sequence[str] | None = None
+) -> None:
+    """Show 2-D images ``[y, x]`` in grey, origin at the bottom (x right, y up), without ticks.
+
+    Parameters
+    ----------
+    axes : one axes per image.
+    images : (N, H, W) images.
+    titles : optional title per image.
+    """
+    images = np.asarray(images, dtype=float)
+    if images.ndim != 3 or len(images) != len(axes):
+        raise ValueError(f"need (N, H, W) images for {len(axes)} axes; got shape {images.shape}")
+    for k, (ax, image) in enumerate(zip(axes, images, strict=True)):
+        ax.imshow(image, cmap="gray", origin="lower")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if titles is not None:
+            ax.set_title(titles[k])
+
+
+def plot_map_slices(axes: Sequence[Axes], volume: np.ndarray, voxel_size: float) -> None:
+    """Central slices of a map ``[z, y, x]`` through index ``N // 2``: xy, xz and yz planes.
+
+    Parameters
+    ----------
+    axes : three axes.
+    volume : (D, H, W) map.
+    voxel_size : Å per voxel, for the axis labels.
+    """
+    volume = np.asarray(volume, dtype=float)
+    if volume.ndim != 3 or len(axes) != 3:
+        raise ValueError(f"need a 3-D map and 3 axes; got shape {volume.shape} and {len(axes)} axes")
+    cz, cy, cx = (n // 2 for n in volume.shape)
+    planes = [
+        (volume[cz], "x", "y", f"xy plane (z = {cz})"),
+        (volume[:, cy], "x", "z", f"xz plane (y = {cy})"),
+        (volume[:, :, cx], "y", "z", f"yz plane (x = {cx})"),
+    ]
+    vmax = volume.max()
+    for ax, (plane, horizontal, vertical, title) in zip(axes, planes, strict=True):
+        h, w = plane.shape
+        extent = (
+            -(w // 2) * voxel_size,
+            (w - w // 2) * voxel_size,
+            -(h // 2) * voxel_size,
+            (h - h // 2) * voxel_size,
+        )
+        ax.imshow(plane, cmap="gray_r", origin="lower", extent=extent, vmin=0, vmax=vmax)
+        ax.set_xlabel(f"{horizontal} (Å)")
+        ax.set_ylabel(f"{vertical} (Å)")
+        ax.set_title(title)

@@ -1,25 +1,24 @@
 # %% [markdown]
-# # 01 · Data generation: orientations and how they are distributed
+# # 01 · Data generation: a density map, orientations, projections and the dataset
 #
 # Single-particle cryo-EM records many projections of one protein, each in an unknown
-# orientation. The paper describes an orientation by a unit quaternion
-# $q = (w, x, y, z)$ (scalar first; $q$ and $-q$ are the same orientation) and measures how far
-# apart two orientations are by the geodesic distance on SO(3)
+# orientation. This notebook builds the paper's raw material, step by step:
+#
+# 1. the **density map** (PDB 5j0n, the paper's protein, or an embedded pseudo-protein offline);
+# 2. **orientations**, drawn under the four schemes of the paper's appendix, and the distances
+#    between them;
+# 3. **projections** in RELION's convention, clean, noisy, shifted and with a CTF (the paper's
+#    projection examples; the CTF goes beyond the paper);
+# 4. the **dataset** on disk (`.mrcs` + RELION `.star`) and its training / validation / test split
+#    (the paper's Table 1).
+#
+# Orientations are unit quaternions $q = (w, x, y, z)$ (scalar first; $q$ and $-q$ are the same
+# orientation), and the distance between two orientations is the geodesic distance on SO(3)
 #
 # $$d_q(q_i, q_j) = 2 \arccos \left| \langle q_i, q_j \rangle \right| \in [0, \pi],$$
 #
-# the angle of the rotation that takes one orientation to the other. Step (i) of the method
-# learns to predict $d_q$ from two projections; which distances it sees during training depends
-# on how the orientations were drawn. This notebook draws orientations under the four schemes
-# of the paper's appendix and shows the projection directions and the distances they induce:
-#
-# * **uniform**: uniform (Haar) on SO(3), the paper's main setting;
-# * **euler**: uniform on the Euler angles, which over-samples the poles;
-# * **half** and **quarter**: uniform orientations whose projection directions cover only half or a
-#   quarter of the sphere (the appendix's restricted coverage).
-#
-# Euler angles follow RELION's ZYZ convention (rot, tilt, psi); the projection direction of an
-# orientation is $(\sin\mathrm{tilt}\cos\mathrm{rot}, \sin\mathrm{tilt}\sin\mathrm{rot}, \cos\mathrm{tilt})$.
+# the angle of the rotation that takes one to the other. Step (i) of the method learns to predict
+# $d_q$ from two projections.
 
 # %%
 # Colab only: install the package from the repository (does nothing elsewhere).
@@ -34,7 +33,14 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 profile = "default"  # parameter profile, recorded with every figure
-n_orientations = 2000  # orientations drawn per sampling scheme
+map_name = "5j0n"  # density map: "5j0n", a PDB ID, an MRC path, or "pseudo[:SEED]"
+box_size = 64  # image size D in pixels (paper: 116)
+voxel_size = None  # Å per pixel; None keeps the map's field of view in box_size pixels
+n_projections = 5000  # P, projections in the dataset (paper: 5,000)
+n_orientations = 2000  # orientations per scheme in the sampling figure
+shift_limit = 5.0  # ± pixels, triangular in-plane shifts in the examples
+noise_variance = 16.0  # σ² of the noisy examples (the paper's noisiest setting)
+defocus = 15000.0  # Å, defocus of the CTF example
 seed = 0  # seed of every random draw in this notebook
 
 # %%
@@ -46,20 +52,65 @@ from scipy import stats
 from cryoorient import (
     SAMPLING_SCHEMES,
     haar_distance_cdf,
+    load_map,
     quaternion_distance,
     quaternion_distance_matrix,
     quaternion_to_euler,
     sample_orientations,
     viewing_direction,
 )
-from cryoorient.plotting import plot_directions, plot_distance_histogram, save_figure, use_style
+from cryoorient.dataset import SimulationParameters, load_dataset, simulate_particles
+from cryoorient.plotting import (
+    plot_directions,
+    plot_distance_histogram,
+    plot_map_slices,
+    save_figure,
+    show_images,
+    use_style,
+)
+from cryoorient.projection import ctf_2d, snr_db
 
 use_style()
 
 # %% [markdown]
-# ## Drawing orientations
-# Each scheme draws `n_orientations` unit quaternions from the same seed. The tilt range shows
-# the coverage: the half and quarter schemes never tilt past 90°.
+# ## 1 · The density map
+# `load_map` resolves the name the same way everywhere: `5j0n` is the authors' map (checked by
+# its SHA-256, read from `$CRYOORIENT_MAPS` or the cache, downloaded once otherwise). If it cannot
+# be had, a loud warning says so and the embedded pseudo-protein stands in; the map actually used
+# is recorded with every figure. The map is padded to a cube about its box centre and resampled
+# (Fourier cropping) to `box_size` voxels, keeping its field of view.
+
+# %%
+density = load_map(map_name, box_size=box_size, voxel_size=voxel_size)
+print(f"map used: {density.name}  (source: {density.source})")
+print(f"voxel size {density.voxel_size:.2f} Å, field of view {density.voxel_size * box_size:.0f} Å")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"map shape {density.shape}, values in [{density.data.min():.0f}, {density.data.max():.0f}]")
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
+plot_map_slices(axes, density.data, density.voxel_size)
+fig.suptitle(f"Density map {density.name}: central slices ({box_size}³ voxels of {density.voxel_size:.2f} Å)")
+fig.tight_layout()
+save_figure(
+    fig, "map_slices", profile=profile, map=density.name, map_source=density.source, box_size=box_size
+)
+plt.show()
+
+# %% [markdown]
+# ## 2 · Orientations and how they are distributed
+# Each scheme draws `n_orientations` orientations from the same seed:
+#
+# * **uniform**: uniform (Haar) on SO(3), the paper's main setting;
+# * **euler**: uniform on the Euler angles, which over-samples the poles;
+# * **half** and **quarter**: uniform orientations whose projection directions cover only half or a
+#   quarter of the sphere (the appendix's restricted coverage).
+#
+# Euler angles follow RELION's ZYZ convention (rot, tilt, psi); the projection direction of an
+# orientation is $(\sin\mathrm{tilt}\cos\mathrm{rot}, \sin\mathrm{tilt}\sin\mathrm{rot}, \cos\mathrm{tilt})$.
+# The tilt range shows the coverage: the half and quarter schemes never tilt past 90°.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -74,7 +125,6 @@ for scheme, q in orientations.items():
     )
 
 # %% [markdown]
-# ## Projection directions and pairwise distances
 # Top row: each orientation's projection direction on an equal-area map of the sphere, so that
 # equal densities of points mean equal densities of directions. Bottom row: the histogram of
 # $d_q$ over all pairs, against the density $(1-\cos\theta)/\pi$ of distances between uniformly
@@ -101,12 +151,12 @@ save_figure(fig, "orientation_sampling", profile=profile, n_orientations=n_orien
 plt.show()
 
 # %% [markdown]
-# ## Is "uniform" really uniform on SO(3)?
-# If the orientations are Haar-distributed, the distance from any fixed orientation (here the
-# identity) to them follows the density $(1-\cos\theta)/\pi$, whose cumulative distribution is
-# $(\theta - \sin\theta)/\pi$. A Kolmogorov–Smirnov test compares the two; sampling uniformly on
-# the Euler angles instead fails it, which is the appendix's point. The table also gives the mean
-# pairwise distance; for Haar orientations it is $\pi/2 + 2/\pi \approx 2.207$ rad.
+# **Is "uniform" really uniform on SO(3)?** If the orientations are Haar-distributed, the distance
+# from any fixed orientation (here the identity) to them follows the density $(1-\cos\theta)/\pi$,
+# whose cumulative distribution is $(\theta - \sin\theta)/\pi$. A Kolmogorov–Smirnov test compares
+# the two; sampling uniformly on the Euler angles instead fails it, which is the appendix's point.
+# The table also gives the mean pairwise distance; for Haar orientations it is
+# $\pi/2 + 2/\pi \approx 2.207$ rad.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -122,3 +172,123 @@ for scheme, q in orientations.items():
 assert ks["uniform"] > alpha, "uniform sampling should pass the Haar KS test"
 assert ks["euler"] < alpha, "uniform Euler angles should fail the Haar KS test"
 assert abs(pairwise["uniform"].mean() - (np.pi / 2 + 2 / np.pi)) < 0.02
+
+# %% [markdown]
+# ## 3 · Projections
+# A projection of the map $V$ in orientation $R$ (RELION's matrix of the Euler angles) is the line
+# integral $p(x, y) = \int V(R^\top (x, y, z)^\top)\, dz$, computed with the Fourier-slice theorem
+# as RELION does, so that a STAR file we write means the same thing in RELION. The paper's
+# perturbations, each seeded:
+#
+# * the clean projections of the whole dataset are normalised to unit variance, and white
+#   Gaussian noise of variance $\sigma^2$ is added: $\mathrm{SNR} = 1/\sigma^2$, so $\sigma^2 = 16$
+#   is −12 dB;
+# * in-plane shifts are drawn from a triangular distribution on $[-t, t]$ pixels in $x$ and $y$
+#   (stored as RELION origins: the particle's centre sits at the box centre minus the origin);
+# * beyond the paper, a contrast transfer function (CTF) with RELION's formula.
+#
+# The examples use the first 200 orientations of a uniform draw (normalisation is over those 200).
+
+# %%
+examples = sample_orientations(200, "uniform", seed=seed)
+variants = {
+    "clean": {},
+    f"noise σ²={noise_variance:g}": {"noise_variance": noise_variance},
+    f"shift ±{shift_limit:g} px": {"shift_limit": shift_limit},
+    "noise + shift": {"noise_variance": noise_variance, "shift_limit": shift_limit},
+    f"CTF {defocus / 1e4:g} µm": {"ctf": True, "defocus_range": (defocus, defocus)},
+}
+stacks = {
+    name: simulate_particles(density, examples, seed=seed, progress=False, **kw)
+    for name, kw in variants.items()
+}
+
+# %%
+# NBVAL_CHECK_OUTPUT
+clean = stacks["clean"].images
+noisy = stacks[f"noise σ²={noise_variance:g}"].images
+measured = (noisy - clean).var()
+print(f"clean stack {clean.shape}: |mean| < 1e-3: {abs(clean.mean()) < 1e-3}, variance {clean.var():.2f}")
+print(f"noise variance within 5 % of {noise_variance:g}: {abs(measured / noise_variance - 1) < 0.05}")
+print(f"SNR {snr_db(noise_variance):.1f} dB")
+largest = np.abs(stacks["noise + shift"].shifts).max()
+print(f"largest shift within ±{shift_limit:g} px: {largest <= shift_limit}")
+
+# %%
+n_show = 4
+fig, axes = plt.subplots(len(variants), n_show, figsize=(1.9 * n_show, 1.9 * len(variants)))
+for row, (name, stack) in zip(axes, stacks.items(), strict=True):
+    show_images(row, stack.images[:n_show])
+    row[0].set_ylabel(name)
+for col in range(n_show):
+    rot, tilt, psi = quaternion_to_euler(examples[col]).rad2deg().tolist()
+    axes[0, col].set_title(f"rot {rot:.0f}°, tilt {tilt:.0f}°\npsi {psi:.0f}°", fontsize=8)
+fig.suptitle(f"Projections of {density.name} ({box_size} px)")
+fig.tight_layout()
+save_figure(
+    fig, "projection_examples", profile=profile, map=density.name, box_size=box_size,
+    noise_variance=noise_variance, shift_limit=shift_limit, defocus=defocus, seed=seed,
+)  # fmt: skip
+plt.show()
+
+# %% [markdown]
+# The CTF multiplies each image's Fourier transform. With RELION's formula,
+# $\mathrm{CTF}(u) = -\sin\gamma(u)$, $\gamma = \pi\lambda\Delta f u^2 + \tfrac{\pi}{2} C_s \lambda^3 u^4
+# - \arctan\!\big(Q_0/\sqrt{1-Q_0^2}\big)$ (300 kV, $C_s$ = 2.7 mm, $Q_0$ = 0.1): its rings flip the
+# contrast of whole frequency bands, which is why the CTF example above looks so different.
+
+# %%
+transfer = ctf_2d(box_size, density.voxel_size, defocus_u=defocus)  # (D, D), origin at [0, 0]
+frequencies = np.fft.fftfreq(box_size, d=density.voxel_size)  # 1/Å
+fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [1, 2]})
+nyquist = 1 / (2 * density.voxel_size)
+left.imshow(np.fft.fftshift(transfer.numpy()), cmap="RdBu_r", vmin=-1, vmax=1, origin="lower",
+            extent=(-nyquist, nyquist, -nyquist, nyquist))  # fmt: skip
+left.set_xlabel("$u_x$ (1/Å)")
+left.set_ylabel("$u_y$ (1/Å)")
+left.set_title(f"CTF, defocus {defocus / 1e4:g} µm")
+right.plot(frequencies[: box_size // 2], transfer[0, : box_size // 2].numpy(), label=f"{box_size} px grid")
+fine = ctf_2d(8 * box_size, density.voxel_size, defocus_u=defocus)[0, : 4 * box_size]
+right.plot(np.fft.fftfreq(8 * box_size, d=density.voxel_size)[: 4 * box_size], fine.numpy(), "k", lw=0.6,
+           label="finely sampled")  # fmt: skip
+right.axhline(0, color="grey", lw=0.5)
+right.set_xlabel("spatial frequency (1/Å)")
+right.set_ylabel("CTF")
+right.legend(frameon=False)
+right.set_title("radial profile")
+fig.tight_layout()
+save_figure(
+    fig, "ctf_example", profile=profile, voxel_size=density.voxel_size, defocus=defocus, box_size=box_size
+)
+plt.show()
+
+# %% [markdown]
+# ## 4 · The dataset on disk and its split
+# The dataset of `n_projections` clean projections at uniform orientations is written as
+# `particles.mrcs` + a RELION 3.1 `particles.star` (so it can be read by RELION), with the exact
+# quaternions and the split. It is cached under `data/datasets/`, keyed by a hash of the
+# parameters and of the map's content: the later notebooks load it from there, or rebuild it when
+# they run alone. Noise and shifts are added on the fly during training, so one clean dataset
+# serves every noise level.
+#
+# As in the paper's Table 1, 50 % of the projections train the distance estimator, 17 % validate
+# it and 33 % are kept for testing; the splits are disjoint, so are their pairs. The number of
+# distinct pairs in a split of $n$ projections is $n(n-1)/2$.
+
+# %%
+parameters = SimulationParameters(
+    map=map_name, n_projections=n_projections, box_size=box_size, voxel_size=voxel_size, seed=seed
+)
+dataset = load_dataset(parameters)
+print(f"dataset folder: {dataset.path}")
+print(f"map used: {dataset.map_name}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"images {dataset.particles.images.shape}, quaternions {tuple(dataset.quaternions.shape)}")
+print(f"{'split':12s} {'projections':>12s} {'share':>6s} {'distinct pairs':>15s}")
+for name, indices in dataset.splits.items():
+    n = len(indices)
+    print(f"{name:12s} {n:12d} {n / n_projections:6.0%} {n * (n - 1) // 2:15,d}")
+joined = np.concatenate(list(dataset.splits.values()))
+print(f"disjoint and complete: {np.array_equal(np.sort(joined), np.arange(n_projections))}")

@@ -622,3 +622,16 @@ def test_shared_copy_matches_the_pinned_hash():
     if not SHARED_5J0N.is_file():
         pytest.skip("no shared copy of 5j0n.mrc")
     assert hashlib.sha256(SHARED_5J0N.read_bytes()).hexdigest() == MAP_5J0N_SHA256
+
+
+def test_load_map_box_alone_keeps_the_field_of_view():
+    natural = load_map("pseudo:1")
+    fitted = load_map("pseudo:1", box_size=24)
+    assert fitted.shape == (24, 24, 24)
+    extent = natural.voxel_size * natural.box_size
+    assert fitted.voxel_size * 24 == pytest.approx(extent, rel=2e-3)
+    # the molecule is still whole: nothing of it reaches the faces of the box
+    faces = np.concatenate(
+        [fitted.data[[0, -1]].ravel(), fitted.data[:, [0, -1]].ravel(), fitted.data[..., [0, -1]].ravel()]
+    )
+    assert np.abs(faces).max() < 0.02
