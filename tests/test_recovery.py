@@ -1,0 +1,256 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cryoorient.alignment import align_orientations
+from cryoorient.geometry import quaternion_distance, quaternion_distance_matrix, quaternion_multiply
+from cryoorient.recovery import (
+    RecoveryResult,
+    recover_orientations,
+    recover_orientations_sampled,
+    spectral_orientations,
+)
+from cryoorient.sampling import sample_orientations
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+P = 150
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small problems: extra intra-op threads only add synchronisation, which costs seconds when
+    the two cores of a shared machine are busy (timings belong to benchmarks/recovery.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def truth() -> torch.Tensor:
+    return sample_orientations(P, "uniform", seed=11)
+
+
+@pytest.fixture(scope="module")
+def exact(truth) -> torch.Tensor:
+    return quaternion_distance_matrix(truth)
+
+
+def perturbed(distances: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:
+    """Symmetric Gaussian errors of standard deviation ``std`` on the distances, clipped to [0, π]."""
+    n = len(distances)
+    noise = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, n))).triu(1) * std
+    return (distances + noise + noise.T).clamp(0.0, math.pi)
+
+
+def error(truth: torch.Tensor, result: RecoveryResult) -> float:
+    return align_orientations(truth, result.quaternions).error
+
+
+# --- the full-batch path ---------------------------------------------------------------------------
+
+
+def test_exact_distances_are_recovered(truth, exact):
+    result = recover_orientations(exact, device="cpu")
+    assert isinstance(result, RecoveryResult)
+    assert error(truth, result) < 1e-3
+    assert result.loss < 1e-12
+    assert result.converged
+    assert result.quaternions.shape == (P, 4)
+    assert bool((result.quaternions[:, 0] >= 0).all())
+    assert torch.allclose(
+        torch.linalg.vector_norm(result.quaternions, dim=1), torch.ones(P, dtype=torch.float64)
+    )
+
+
+@pytest.mark.parametrize("scheme", ["quarter", "euler"])
+def test_exact_distances_non_uniform_orientations(scheme):
+    q = sample_orientations(120, scheme, seed=12)
+    result = recover_orientations(quaternion_distance_matrix(q), device="cpu")
+    assert error(q, result) < 1e-3
+
+
+def test_spectral_initialisation_is_exact_for_exact_distances(truth, exact):
+    q = spectral_orientations(exact, device="cpu")
+    assert align_orientations(truth, q).error < 1e-6
+
+
+def test_refinement_from_a_rough_start(truth, exact):
+    # a start 0.2 rad away from the truth, refined by L-BFGS on L_OR alone
+    noise = torch.from_numpy(np.random.default_rng(13).standard_normal((P, 4))) * 0.05
+    result = recover_orientations(exact, init=truth + noise, device="cpu")
+    assert error(truth, result) < 1e-3
+    assert result.steps > 0
+
+
+def test_loss_decreases(truth, exact):
+    noise = torch.from_numpy(np.random.default_rng(14).standard_normal((P, 4))) * 0.1
+    history = recover_orientations(perturbed(exact, 0.2), init=truth + noise, device="cpu").loss_history
+    assert history[-1] < 0.5 * history[0]
+    assert bool(np.all(np.diff(history) <= 1e-12))  # Armijo line search: monotone
+
+
+def test_random_initialisation_decreases_the_loss(exact):
+    # random starts often end in a local minimum (hence the spectral default); the loss still falls
+    result = recover_orientations(exact, init="random", n_restarts=2, max_steps=100, device="cpu")
+    assert result.loss < 0.5 * result.loss_history[0]
+
+
+def test_adam_reaches_the_same_minimum(exact):
+    noisy = perturbed(exact, 0.3, seed=15)
+    lbfgs = recover_orientations(noisy, device="cpu")
+    adam = recover_orientations(noisy, optimizer="adam", lr=0.003, max_steps=2000, tol=1e-8, device="cpu")
+    assert adam.loss == pytest.approx(lbfgs.loss, rel=5e-3)  # Adam jitters near the minimum
+    assert lbfgs.steps < adam.steps
+
+
+def test_perturbed_distances_error_grows_with_noise(truth, exact):
+    errors = [
+        error(truth, recover_orientations(perturbed(exact, std, seed=16), device="cpu"))
+        for std in (0.1, 0.3, 0.6)
+    ]
+    assert errors[0] < errors[1] < errors[2]
+    assert errors[0] < 0.05
+    assert errors[2] < 0.3  # sensible: far below the ~2.2 rad of unrelated orientations
+
+
+def test_deterministic_for_a_seed(exact):
+    noisy = perturbed(exact, 0.3, seed=17)
+    a = recover_orientations(noisy, seed=3, device="cpu")
+    b = recover_orientations(noisy, seed=3, device="cpu")
+    assert torch.equal(a.quaternions, b.quaternions)
+    assert np.array_equal(a.loss_history, b.loss_history)
+
+
+# --- the sampled-pair path -------------------------------------------------------------------------
+
+
+def test_sampled_path_agrees_with_full_batch_on_exact_distances(truth, exact):
+    full = recover_orientations(exact, device="cpu")
+    sampled = recover_orientations_sampled(exact, device="cpu")
+    assert error(truth, full) < 1e-3
+    assert error(truth, sampled) < 1e-3
+
+
+def test_sampled_path_refines_to_the_full_batch_minimum(truth, exact):
+    # from the same rough start, the stochastic and the full-batch minimisations end together
+    noisy = perturbed(exact, 0.3, seed=18)
+    start = truth + torch.from_numpy(np.random.default_rng(19).standard_normal((P, 4))) * 0.05
+    full = recover_orientations(noisy, init=start, device="cpu")
+    sampled = recover_orientations_sampled(noisy, init=start, pairs_per_step=4096, device="cpu")
+    e_full, e_sampled = error(truth, full), error(truth, sampled)
+    assert e_sampled == pytest.approx(e_full, rel=0.25)
+    assert sampled.converged
+    assert sampled.epochs == len(sampled.loss_history) - 1
+
+
+def test_sampled_path_converges_linearly_on_exact_distances(truth, exact):
+    # the per-row Gauss-Newton step cancels residuals geometrically: no jitter at an exact solution
+    start = truth + torch.from_numpy(np.random.default_rng(21).standard_normal((P, 4))) * 0.05
+    result = recover_orientations_sampled(exact, init=start, pairs_per_step=1024, device="cpu")
+    assert error(truth, result) < 1e-6
+    assert result.loss_history[-1] < 1e-12 * result.loss_history[0]
+    stays = recover_orientations_sampled(exact, init=truth, max_epochs=3, loss_atol=0.0, device="cpu")
+    assert error(truth, stays) < 1e-9
+
+
+def test_sampled_path_with_a_distance_function(truth):
+    calls = []
+
+    def distance_fn(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        calls.append(len(i))
+        return quaternion_distance(truth[i], truth[j])
+
+    result = recover_orientations_sampled(distance_fn, P, n_landmarks=40, max_epochs=3, device="cpu")
+    assert error(truth, result) < 1e-3
+    assert max(calls) <= 1 << 16  # evaluated in bounded chunks, never P² at once
+
+
+def test_sampled_path_is_deterministic(exact):
+    noisy = perturbed(exact, 0.3, seed=20)
+    a = recover_orientations_sampled(noisy, seed=5, max_epochs=5, device="cpu")
+    b = recover_orientations_sampled(noisy, seed=5, max_epochs=5, device="cpu")
+    assert torch.equal(a.quaternions, b.quaternions)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_outputs_on_requested_device(exact, device):
+    assert recover_orientations(exact, device=device).quaternions.device.type == device
+    assert recover_orientations_sampled(exact, max_epochs=1, device=device).quaternions.device.type == device
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+def bad_matrices(exact: torch.Tensor):
+    asymmetric = exact.clone()
+    asymmetric[0, 1] += 0.1
+    with_nan = exact.clone()
+    with_nan[2, 3] = with_nan[3, 2] = math.nan
+    above = exact.clone()
+    above[4, 5] = above[5, 4] = math.pi + 0.01
+    below = exact.clone()
+    below[4, 5] = below[5, 4] = -0.01
+    return [
+        (exact[:, :-1], "square"),
+        (exact[None], "square"),
+        (asymmetric, "symmetric"),
+        (with_nan, "NaN"),
+        (above, r"\[0, π\]"),
+        (below, r"\[0, π\]"),
+        (exact[:3, :3], "at least 4"),
+    ]
+
+
+def test_bad_distance_matrices(exact):
+    for matrix, message in bad_matrices(exact):
+        for function in (recover_orientations, recover_orientations_sampled, spectral_orientations):
+            with pytest.raises(ValueError, match=message):
+                function(matrix, device="cpu")
+
+
+def test_tolerates_round_off(truth):
+    q = truth.clone()
+    q[1] = q[0]  # d = 0
+    q[3] = quaternion_multiply(q[2], q.new_tensor([0.0, 1.0, 0.0, 0.0]))  # a half turn: d = π
+    nudged = quaternion_distance_matrix(q)  # then off by float32 round-off: asymmetric, beyond [0, π]
+    nudged[0, 1] = nudged[1, 0] = -1e-6
+    nudged[2, 3] = nudged[3, 2] = math.pi + 1e-6
+    nudged[4, 5] += 1e-6
+    assert error(q, recover_orientations(nudged, device="cpu")) < 1e-3
+
+
+def test_bad_distance_functions(truth):
+    def wrong_shape(i, j):
+        return torch.zeros(len(i) + 1)
+
+    def with_nan(i, j):
+        return torch.full((len(i),), math.nan)
+
+    def negative(i, j):
+        return -quaternion_distance(truth[i], truth[j]) - 0.1
+
+    for fn, message in ((wrong_shape, "shape"), (with_nan, "NaN"), (negative, r"\[0, π\]")):
+        with pytest.raises(ValueError, match=message):
+            recover_orientations_sampled(fn, P, device="cpu")
+    with pytest.raises(ValueError, match="n .* required"):
+        recover_orientations_sampled(negative, device="cpu")
+    with pytest.raises(ValueError, match="at least 4"):
+        recover_orientations_sampled(negative, 3, device="cpu")
+
+
+def test_bad_parameters(exact):
+    with pytest.raises(ValueError, match="unknown init"):
+        recover_orientations(exact, init="mds", device="cpu")
+    with pytest.raises(ValueError, match=r"shape \(150, 4\)"):
+        recover_orientations(exact, init=torch.ones(P, 3), device="cpu")
+    with pytest.raises(ValueError, match="optimizer"):
+        recover_orientations(exact, optimizer="sgd", device="cpu")
+    with pytest.raises(ValueError, match="n_restarts"):
+        recover_orientations(exact, n_restarts=0, device="cpu")
+    with pytest.raises(ValueError, match="pairs_per_step"):
+        recover_orientations_sampled(exact, pairs_per_step=0, device="cpu")
+    with pytest.raises(ValueError, match="does not match"):
+        recover_orientations_sampled(exact, n=P + 1, device="cpu")
