@@ -28,13 +28,14 @@ import math
 import numpy as np
 import torch
 
-from cryoorient.geometry import canonical_quaternion, euler_to_quaternion
+from cryoorient.geometry import canonical_quaternion, euler_to_quaternion, quaternion_distance_matrix
 
 __all__ = [
     "SAMPLING_SCHEMES",
     "haar_distance_cdf",
     "haar_distance_pdf",
     "sample_orientations",
+    "sample_uniform_distance_pairs",
 ]
 
 SAMPLING_SCHEMES = ("uniform", "euler", "half", "quarter")
@@ -104,3 +105,46 @@ def haar_distance_cdf(theta: np.ndarray | float) -> np.ndarray:
     """
     theta = np.clip(np.asarray(theta, dtype=float), 0.0, np.pi)
     return (theta - np.sin(theta)) / np.pi
+
+
+def sample_uniform_distance_pairs(
+    quaternions: torch.Tensor,
+    n_pairs: int,
+    n_bins: int = 32,
+    seed: int | np.random.Generator = 0,
+) -> torch.Tensor:
+    """Draw distinct pairs ``(i, j)``, ``i < j``, whose distances ``d_q`` are uniform on ``[0, π]``.
+
+    Random orientations are rarely close (density ``(1 - cos θ)/π``), so training on all pairs
+    would hardly ever show small distances. As the paper does, pairs are resampled: the range is
+    cut into ``n_bins`` equal bins and the same number of pairs is drawn from each (all of a bin's
+    pairs when it has fewer; the shortfall goes to the other bins).
+
+    Parameters
+    ----------
+    quaternions : (N, 4) orientations of the items to pair (e.g. one split).
+    n_pairs : number of pairs wanted (at most N (N - 1) / 2).
+    n_bins : distance bins.
+    seed : seed or generator.
+
+    Returns
+    -------
+    (n_pairs, 2) int64 indices into ``quaternions``.
+    """
+    q = torch.as_tensor(quaternions, dtype=torch.float64)
+    n = len(q)
+    total = n * (n - 1) // 2
+    if int(n_pairs) != n_pairs or not 0 < n_pairs <= total:
+        raise ValueError(f"n_pairs must be an integer in [1, {total}] for {n} items; got {n_pairs!r}")
+    rng = np.random.default_rng(seed)
+    i, j = np.triu_indices(n, k=1)
+    bins = np.minimum((quaternion_distance_matrix(q).numpy()[i, j] / np.pi * n_bins).astype(int), n_bins - 1)
+    members = [np.flatnonzero(bins == b) for b in range(n_bins)]
+    # fill bins in order of availability so that small bins give all they have
+    quota, chosen = int(n_pairs), []
+    for rank, b in enumerate(sorted(range(n_bins), key=lambda b: len(members[b]))):
+        take = min(len(members[b]), quota // (n_bins - rank))
+        chosen.append(rng.choice(members[b], size=take, replace=False))
+        quota -= take
+    picked = rng.permutation(np.concatenate(chosen))
+    return torch.from_numpy(np.stack((i[picked], j[picked]), axis=1)).long()

@@ -1,0 +1,495 @@
+"""Distance learning: train ``G_w`` so that ``d̂_p(p_i, p_j) ≈ d_q(q_i, q_j)``.
+
+The loss is the paper's ``L_DE = mean (d̂_p − d_q)²`` over pairs of training projections. Two
+recipes (:data:`RECIPES`):
+
+``"paper"``
+    the paper's: a fixed set of training pairs resampled so that their ``d_q`` are uniform on
+    ``[0, π]`` (a ``pairs_fraction`` of all pairs, 1 % in the paper), mini-batches of
+    ``batch_size`` pairs, RMSProp.
+``"inbatch"``
+    a batch of ``batch_size`` images gives all its ``B (B − 1) / 2`` pairs for ``B`` forward
+    passes; each pair is weighted by the inverse of the training pairs' distance density, so
+    the loss is again an average over uniformly distributed distances; AdamW with a cosine
+    learning-rate schedule.
+
+Both can add noise and shifts on the fly (``noise_variance``, ``shift_limit``), so one clean
+dataset serves every noise level, and can downsample the images (``image_size``) for speed.
+
+Training is checkpointed after every epoch (atomically) and resumes where it stopped, to the same
+result as an uninterrupted run: every epoch's randomness derives from ``(seed, epoch)``. Under
+``torchrun`` (``torch.distributed`` initialised) the network is wrapped in
+DistributedDataParallel: each process computes the features of its share of a batch, features are
+gathered, and every process evaluates the loss of the whole batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from cryoorient import __version__
+from cryoorient.geometry import quaternion_distance
+from cryoorient.projection import sample_shifts, shift_images
+from cryoorient.sampling import sample_uniform_distance_pairs
+from cryoorient.siamese import SiameseDistance
+
+__all__ = [
+    "RECIPES",
+    "TrainingConfig",
+    "TrainingResult",
+    "distance_weights",
+    "evaluate_distances",
+    "load_model",
+    "prepare_images",
+    "train_distance",
+]
+
+RECIPES = ("inbatch", "paper")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything that determines a trained distance estimator (with the data it is trained on).
+
+    Attributes
+    ----------
+    recipe : ``"inbatch"`` or ``"paper"`` (see the module docstring).
+    architecture, n_features, distance : the network (:class:`cryoorient.siamese.SiameseDistance`).
+    image_size : images are downsampled (area averaging) to this size; ``None`` keeps them.
+    epochs : passes over the training images (``inbatch``) or training pairs (``paper``).
+    batch_size : images per step (``inbatch``) or pairs per step (``paper``).
+    learning_rate, weight_decay : optimiser settings.
+    noise_variance : σ² of white noise added on the fly (relative to the unit-variance stack).
+    shift_limit : triangular shifts ±t pixels added on the fly (pixels of the dataset).
+    pairs_fraction : ``paper`` recipe: fraction of all training pairs kept after resampling.
+    validation_pairs : validation pairs (uniform in ``d_q``) evaluated after each epoch.
+    seed : seeds initialisation, batches, augmentation and pair sampling.
+    """
+
+    recipe: str = "inbatch"
+    architecture: str = "compact"
+    n_features: int = 128
+    distance: str = "cosine"
+    image_size: int | None = 32
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    noise_variance: float = 0.0
+    shift_limit: float = 0.0
+    pairs_fraction: float = 0.01
+    validation_pairs: int = 4000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+        for name in ("epochs", "batch_size", "validation_pairs"):
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if self.recipe == "inbatch" and self.batch_size < 2:
+            raise ValueError(f"the inbatch recipe needs batch_size >= 2 images; got {self.batch_size}")
+        if not self.noise_variance >= 0 or not self.shift_limit >= 0:
+            raise ValueError(
+                f"noise_variance and shift_limit must be >= 0; got {self.noise_variance}, {self.shift_limit}"
+            )
+        if not 0 < self.pairs_fraction <= 1:
+            raise ValueError(f"pairs_fraction must be in (0, 1]; got {self.pairs_fraction}")
+        SiameseDistance(self.architecture, self.n_features, self.distance)  # validates the network
+
+    def to_dict(self) -> dict:
+        """JSON-ready parameters."""
+        return asdict(self)
+
+
+@dataclass
+class TrainingResult:
+    """A trained estimator and its learning curves.
+
+    ``history`` has one entry per epoch: ``epoch``, ``train_loss`` (mean L_DE of the epoch's
+    batches, rad²), ``validation_loss`` (L_DE on uniform-distance validation pairs, rad²),
+    ``learning_rate`` and ``seconds`` (cumulative).
+    """
+
+    model: SiameseDistance
+    config: TrainingConfig
+    history: list[dict]
+    folder: Path | None = None
+
+
+# --- data --------------------------------------------------------------------------------------------
+
+
+def prepare_images(
+    images: torch.Tensor,
+    image_size: int | None,
+    *,
+    noise_variance: float = 0.0,
+    shift_limit: float = 0.0,
+    generator: np.random.Generator | None = None,
+) -> torch.Tensor:
+    """Augment (shifts, then noise) and downsample a batch of images for the network.
+
+    Parameters
+    ----------
+    images : (B, D, D) images, normalised to unit variance over their dataset.
+    image_size : output size (area averaging); ``None`` keeps ``D``.
+    noise_variance : σ² of added white noise, at the dataset's pixel size.
+    shift_limit : triangular shifts ±t pixels, at the dataset's pixel size.
+    generator : numpy generator for the augmentation (required when augmenting).
+
+    Returns
+    -------
+    (B, 1, S, S) float32 images.
+    """
+    x = images.float()
+    if (noise_variance > 0 or shift_limit > 0) and generator is None:
+        raise ValueError("a generator is needed for on-the-fly augmentation")
+    if shift_limit > 0:
+        x = shift_images(x, sample_shifts(len(x), shift_limit, seed=generator).to(x.device))
+    if noise_variance > 0:
+        noise = torch.from_numpy(generator.standard_normal(x.shape, dtype=np.float32)).to(x.device)
+        x = x + math.sqrt(noise_variance) * noise
+    x = x[:, None]
+    if image_size is not None and image_size != x.shape[-1]:
+        x = F.interpolate(x, size=(image_size, image_size), mode="area")
+    return x
+
+
+def distance_weights(distances: torch.Tensor, reference: torch.Tensor, n_bins: int = 32, cap: float = 20.0):
+    """Weights that make a set of pair distances count as if uniform on ``[0, π]``.
+
+    Parameters
+    ----------
+    distances : (M,) pair distances to weight, radians.
+    reference : (K,) distances whose histogram estimates the pair distance density.
+    n_bins : histogram bins on ``[0, π]``.
+    cap : largest weight (rare, very small distances would otherwise dominate).
+
+    Returns
+    -------
+    (M,) weights ``1 / (π density(d))``, capped, so that uniform distances get weight 1.
+    """
+    counts = torch.histc(reference.double(), bins=n_bins, min=0.0, max=math.pi)
+    density = counts / counts.sum() * n_bins / math.pi
+    index = (distances.double() / math.pi * n_bins).long().clamp(0, n_bins - 1)
+    return (1.0 / (math.pi * density[index]).clamp_min(1.0 / cap)).to(distances.dtype)
+
+
+def _pair_targets(quaternions: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    return quaternion_distance(quaternions[i], quaternions[j]).float()
+
+
+# --- evaluation --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def embed(
+    model: SiameseDistance,
+    images: torch.Tensor,
+    image_size: int | None,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Features ``G_w(p)`` of a stack, computed once in batches: (N, D, D) -> (N, n_f) on CPU."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval()
+    out = [
+        model.features(prepare_images(images[s : s + batch_size].to(device), image_size)).cpu()
+        for s in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out) if out else torch.empty(0, model.config["n_features"])
+
+
+def evaluate_distances(
+    model: SiameseDistance,
+    images: torch.Tensor,
+    quaternions: torch.Tensor,
+    pairs: torch.Tensor,
+    image_size: int | None,
+    *,
+    device: torch.device | str | None = None,
+) -> dict:
+    """Estimated vs true distances on given pairs, and the summary metrics.
+
+    Parameters
+    ----------
+    model : the estimator.
+    images : (N, D, D) images; quaternions : (N, 4) their true orientations.
+    pairs : (M, 2) index pairs into ``images``.
+    image_size : as in training.
+
+    Returns
+    -------
+    ``d_p`` and ``d_q`` (M,) float arrays, and ``loss`` (mean (d̂_p − d_q)², rad²), ``rmse``
+    (rad), ``pearson``, ``rmse_above_2`` (RMSE over pairs with ``d_q > 2`` rad).
+    """
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or len(pairs) == 0:
+        raise ValueError(f"pairs must be a non-empty (M, 2) index array; got shape {tuple(pairs.shape)}")
+    if int(pairs.min()) < 0 or int(pairs.max()) >= len(images):
+        raise ValueError(f"pairs reference images outside 0..{len(images) - 1}")
+    used, inverse = torch.unique(pairs.flatten(), return_inverse=True)
+    features = embed(model, images[used], image_size, device=device)
+    inverse = inverse.reshape(-1, 2)
+    d_p = model.feature_distance(features[inverse[:, 0]], features[inverse[:, 1]]).numpy()
+    d_q = _pair_targets(quaternions, pairs[:, 0], pairs[:, 1]).numpy()
+    error = d_p - d_q
+    far = d_q > 2
+    return {
+        "d_p": d_p,
+        "d_q": d_q,
+        "loss": float(np.mean(error**2)),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "pearson": float(np.corrcoef(d_p, d_q)[0, 1]),
+        "rmse_above_2": float(np.sqrt(np.mean(error[far] ** 2))) if far.any() else float("nan"),
+    }
+
+
+# --- training ----------------------------------------------------------------------------------------
+
+
+def _distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _batch_loss(
+    model: SiameseDistance,
+    network: torch.nn.Module,
+    x: torch.Tensor,
+    i: torch.Tensor,
+    j: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+) -> torch.Tensor:
+    """Weighted L_DE of pairs ``(i, j)`` of a batch of prepared images ``x`` (B, 1, S, S).
+
+    Under DDP every process embeds its share of ``x`` and the features are gathered (with
+    gradients), so the loss, and after DDP's averaging the gradient, equal those of one process
+    embedding the whole batch.
+    """
+    rank, world = _distributed()
+    if world > 1:
+        from torch.distributed.nn.functional import all_gather
+
+        chunks = torch.tensor_split(torch.arange(len(x)), world)
+        local = network(x[chunks[rank]])
+        sizes = [len(c) for c in chunks]
+        padded = F.pad(local, (0, 0, 0, max(sizes) - len(local)))  # all_gather needs equal shapes
+        features = torch.cat([g[:n] for g, n in zip(all_gather(padded), sizes, strict=True)])
+    else:
+        features = network(x)
+    d_p = model.feature_distance(features[i], features[j])
+    return (weight * (d_p - target) ** 2).sum() / weight.sum()
+
+
+def _save_atomic(obj: object, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _seeded(config: TrainingConfig, *stream: int) -> np.random.Generator:
+    return np.random.default_rng([config.seed, *stream])
+
+
+def train_distance(
+    images: torch.Tensor,
+    quaternions: torch.Tensor,
+    splits: dict[str, np.ndarray],
+    config: TrainingConfig,
+    *,
+    folder: str | Path | None = None,
+    resume: bool = True,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> TrainingResult:
+    """Train a Siamese distance estimator on the ``train`` split, validating on ``validation``.
+
+    Parameters
+    ----------
+    images : (N, D, D) images normalised to unit variance over the dataset.
+    quaternions : (N, 4) their true orientations.
+    splits : ``train`` and ``validation`` index arrays (disjoint, so are their pairs).
+    config : the training configuration.
+    folder : where checkpoints (``checkpoint.pt``, after every epoch), the final ``model.pt`` and
+        ``history.json`` go; nothing is written when ``None``.
+    resume : continue from ``folder/checkpoint.pt`` when it exists (same configuration).
+    device : ``None``: CUDA when available, else CPU.
+    progress : show a progress bar (epoch, losses, time left).
+    max_steps : stop after this many optimisation steps (for tests of distributed training).
+    """
+    for name in ("train", "validation"):
+        if name not in splits or len(splits[name]) < 2:
+            raise ValueError(f"split {name!r} must hold at least 2 images; got {len(splits.get(name, []))}")
+    images = torch.as_tensor(images)
+    if images.ndim != 3 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"images must be a stack of square images (N, D, D); got {tuple(images.shape)}")
+    if len(quaternions) != len(images):
+        raise ValueError(f"{len(images)} images but {len(quaternions)} orientations")
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or infinite values")
+    rank, world = _distributed()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    quaternions = torch.as_tensor(quaternions, dtype=torch.float64)
+    train_idx = torch.as_tensor(np.asarray(splits["train"]), dtype=torch.long)
+    val_idx = torch.as_tensor(np.asarray(splits["validation"]), dtype=torch.long)
+
+    torch.manual_seed(config.seed)
+    model = SiameseDistance(config.architecture, config.n_features, config.distance).to(device)
+    network = DistributedDataParallel(model.network) if world > 1 else model.network
+    if config.recipe == "paper":
+        optimizer = torch.optim.RMSprop(model.parameters(), lr=config.learning_rate)
+        n_pairs = max(1, int(config.pairs_fraction * len(train_idx) * (len(train_idx) - 1) / 2))
+        train_pairs = train_idx[
+            sample_uniform_distance_pairs(quaternions[train_idx], n_pairs, seed=_seeded(config, 1))
+        ]
+        steps_per_epoch = math.ceil(len(train_pairs) / config.batch_size)
+    else:
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        steps_per_epoch = len(train_idx) // config.batch_size
+        reference = quaternion_distance(
+            quaternions[train_idx][:, None], quaternions[train_idx][None]
+        ).flatten()
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+        if config.recipe == "inbatch"
+        else None
+    )
+    n_val = min(config.validation_pairs, len(val_idx) * (len(val_idx) - 1) // 2)
+    val_pairs = val_idx[sample_uniform_distance_pairs(quaternions[val_idx], n_val, seed=_seeded(config, 2))]
+
+    folder = Path(folder) if folder is not None else None
+    start, history = 0, []
+    checkpoint = folder / "checkpoint.pt" if folder is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        if resume and checkpoint.exists():
+            state = torch.load(checkpoint, map_location=device, weights_only=False)
+            if state["config"] != config.to_dict():
+                raise ValueError(f"{checkpoint} was written for another configuration; use a new folder")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            start, history = state["epoch"], state["history"]
+
+    steps = 0
+    elapsed = history[-1]["seconds"] if history else 0.0
+    bar = tqdm(range(start, config.epochs), desc="training", unit="epoch", disable=not progress or rank != 0,
+               initial=start, total=config.epochs)  # fmt: skip
+    for epoch in bar:
+        tic = time.perf_counter()
+        rng = _seeded(config, 3, epoch)
+        model.train()
+        losses = []
+        if config.recipe == "paper":
+            order = train_pairs[torch.from_numpy(rng.permutation(len(train_pairs)))]
+            batches = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
+        else:
+            order = train_idx[torch.from_numpy(rng.permutation(len(train_idx)))]
+            batches = [
+                order[s * config.batch_size : (s + 1) * config.batch_size] for s in range(steps_per_epoch)
+            ]
+        for batch in batches:
+            if config.recipe == "paper":
+                used, inverse = torch.unique(batch.flatten(), return_inverse=True)
+                i, j = inverse.reshape(-1, 2).unbind(-1)
+                target = _pair_targets(quaternions, batch[:, 0], batch[:, 1])
+                weight = torch.ones_like(target)
+            else:
+                used = batch
+                i, j = torch.triu_indices(len(batch), len(batch), offset=1)
+                target = _pair_targets(quaternions, batch[i], batch[j])
+                weight = distance_weights(target, reference)
+            x = prepare_images(
+                images[used], config.image_size, noise_variance=config.noise_variance,
+                shift_limit=config.shift_limit, generator=rng,
+            ).to(device)  # fmt: skip
+            loss = _batch_loss(
+                model, network, x, i.to(device), j.to(device), target.to(device), weight.to(device)
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            losses.append(loss.item())
+            steps += 1
+            if max_steps is not None and steps >= max_steps:
+                return TrainingResult(
+                    model, config, history + [{"epoch": epoch + 1, "train_losses": losses}], folder
+                )
+        val = evaluate_distances(model, images, quaternions, val_pairs, config.image_size, device=device)
+        elapsed += time.perf_counter() - tic
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)),
+                "validation_loss": val["loss"],
+                "learning_rate": optimizer.param_groups[0]["lr"],
+                "seconds": elapsed,
+            }
+        )
+        bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val=f"{val['loss']:.3f}")
+        if checkpoint is not None and rank == 0:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
+            state |= {"history": history, "config": config.to_dict()}
+            if scheduler is not None:
+                state["scheduler"] = scheduler.state_dict()
+            _save_atomic(state, checkpoint)
+    if folder is not None and rank == 0:
+        _save_atomic({"model": model.state_dict(), "config": config.to_dict(), "version": __version__},
+                     folder / "model.pt")  # fmt: skip
+        (folder / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    return TrainingResult(model, config, history, folder)
+
+
+def load_model(
+    path: str | Path, device: torch.device | str | None = None
+) -> tuple[SiameseDistance, TrainingConfig]:
+    """Load a ``model.pt`` written by :func:`train_distance`.
+
+    Raises ``ValueError`` naming the file when it is corrupt or from another architecture.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=device or "cpu", weights_only=False)
+        config = TrainingConfig(**state["config"])
+        model = SiameseDistance(config.architecture, config.n_features, config.distance)
+        model.load_state_dict(state["model"])
+    except (OSError, RuntimeError, KeyError, TypeError, EOFError, ValueError) as error:
+        raise ValueError(f"{path}: not a usable cryoorient model ({error}); delete it to retrain") from error
+    return model.to(device or "cpu").eval(), config
+
+
+def config_key(config: TrainingConfig, dataset_key: str) -> str:
+    """Cache key of a model: its configuration and the dataset it is trained on."""
+    blob = json.dumps(
+        {"config": config.to_dict(), "dataset": dataset_key, "version": __version__}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
