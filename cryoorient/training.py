@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -482,7 +483,15 @@ def load_model(
         config = TrainingConfig(**state["config"])
         model = SiameseDistance(config.architecture, config.n_features, config.distance)
         model.load_state_dict(state["model"])
-    except (OSError, RuntimeError, KeyError, TypeError, EOFError, ValueError) as error:
+    except (
+        OSError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        EOFError,
+        ValueError,
+        pickle.UnpicklingError,
+    ) as error:
         raise ValueError(f"{path}: not a usable cryoorient model ({error}); delete it to retrain") from error
     return model.to(device or "cpu").eval(), config
 
