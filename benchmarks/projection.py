@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import cpu_model, print_table
 
 from cryoorient.geometry import quaternion_to_matrix
 from cryoorient.projection import project, project_real_space
@@ -92,17 +93,6 @@ def relative_errors(images: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Per-image ``‖a - b‖ / ‖b‖``."""
     diff = (images.astype(np.float64) - reference).reshape(len(reference), -1)
     return np.linalg.norm(diff, axis=1) / np.linalg.norm(reference.reshape(len(reference), -1), axis=1)
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_peer(python: str, volume: np.ndarray, rotations: np.ndarray, subset: int) -> dict:
@@ -224,9 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{peer['max_relative_error_vs_real_space']:.4f} vs real space",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    print_table(rows)
     if peer["status"] == "ok":
         difference = peer["max_relative_error_vs_cryoorient"]
         print(f"cryoorient vs ASPIRE on the subset: max relative difference {difference:.4f}")

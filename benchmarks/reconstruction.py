@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import cpu_model, print_table
 
 from cryoorient.density import load_map
 from cryoorient.geometry import quaternion_to_matrix
@@ -48,17 +49,6 @@ from cryoorient.reconstruction import fourier_shell_correlation, reconstruct, re
 from cryoorient.sampling import sample_orientations
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reconstruction.json"
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run(images, rotations, ctf, truth, repeats: int, **kwargs) -> dict:
@@ -179,9 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{r['fsc_at_nyquist']:.3f}",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    print_table(rows)
     print(
         f"map {truth.name} at {args.size}³, {truth.voxel_size:.3f} Å/voxel: Nyquist {nyquist:.2f} Å "
         f"(target for FSC 0.5: <= {1.1 * nyquist:.2f} Å; time target 60 s)"

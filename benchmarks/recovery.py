@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import cpu_model
 
 from cryoorient.alignment import align_orientations, align_orientations_reference
 from cryoorient.geometry import quaternion_distance, quaternion_distance_matrix
@@ -67,17 +68,6 @@ PAPER = {
     "source": "as quoted in the task brief; the paper's text (mdeff/paper-cryoem-orientation-recovery) "
     "states 'variances in [0.0, 0.8]' for the perturbation",
 }
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _status_mib(field: str) -> float:

@@ -19,14 +19,7 @@ from cryoorient.sampling import sample_orientations
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small problems: extra intra-op threads only add synchronisation, which costs seconds when
-    the two cores of a shared machine are busy (timings belong to benchmarks/recovery.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_o4(seed: int, proper: bool) -> torch.Tensor:

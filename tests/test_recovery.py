@@ -18,14 +18,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 P = 150
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small problems: extra intra-op threads only add synchronisation, which costs seconds when
-    the two cores of a shared machine are busy (timings belong to benchmarks/recovery.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
