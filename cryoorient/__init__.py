@@ -5,6 +5,7 @@ A rerunnable companion to Banjac, Donati & Defferrard (2021), arXiv:2104.06237.
 
 __version__ = "0.1.0"
 
+from cryoorient.alignment import AlignmentResult, align_orientations
 from cryoorient.density import DensityMap, MapError, MapFallbackWarning, load_map, read_map, write_map
 from cryoorient.geometry import (
     canonical_quaternion,
@@ -29,10 +30,26 @@ from cryoorient.projection import (
     sample_shifts,
     shift_images,
 )
+from cryoorient.reconstruction import ReconstructionResult, fourier_shell_correlation, reconstruct, resolution
+from cryoorient.recovery import RecoveryResult, recover_orientations, recover_orientations_sampled
 from cryoorient.sampling import SAMPLING_SCHEMES, haar_distance_cdf, haar_distance_pdf, sample_orientations
+from cryoorient.siamese import SiameseDistance
+from cryoorient.training import TrainingConfig, train_distance
 
 __all__ = [
     "SAMPLING_SCHEMES",
+    "AlignmentResult",
+    "ReconstructionResult",
+    "RecoveryResult",
+    "SiameseDistance",
+    "TrainingConfig",
+    "align_orientations",
+    "fourier_shell_correlation",
+    "reconstruct",
+    "recover_orientations",
+    "recover_orientations_sampled",
+    "resolution",
+    "train_distance",
     "DensityMap",
     "MapError",
     "MapFallbackWarning",
