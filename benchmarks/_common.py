@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
+import torch
 
 
 def cpu_model() -> str:
@@ -16,6 +20,19 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def machine_info(**extra: object) -> dict:
+    """What a benchmark ran on (CPU, cores, torch threads, versions), plus ``extra`` entries."""
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    } | extra
 
 
 def print_table(rows: Sequence[Sequence[str]]) -> None:

@@ -22,7 +22,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import cpu_model, print_table
+from _common import machine_info, print_table
 
 from cryoorient.geometry import quaternion_to_matrix
 from cryoorient.projection import project, project_real_space
@@ -179,15 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
             "mean_relative_error": float(ours_vs_reference.mean()),
         },
         "peer": {"name": "ASPIRE Volume.project (NUFFT), separate venv", **peer},
-        "machine": {
-            "cpu_model": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_info(),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")

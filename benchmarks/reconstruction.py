@@ -32,15 +32,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
-from _common import cpu_model, print_table
+from _common import machine_info, print_table
 
 from cryoorient.density import load_map
 from cryoorient.geometry import quaternion_to_matrix
@@ -139,17 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
             "resolution_fsc_0.5_angstrom": f"within 10 % of 2 x pixel size ({1.1 * nyquist:.2f} Å)",
         },
         "runs": runs,
-        "machine": {
-            "cpu_model": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average_1_5_15_min_before": load_before,
-            "load_average_1_5_15_min_after": load_after,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_info(
+            load_average_1_5_15_min_before=load_before, load_average_1_5_15_min_after=load_after
+        ),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")

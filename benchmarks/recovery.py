@@ -41,7 +41,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -50,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import cpu_model
+from _common import machine_info
 
 from cryoorient.alignment import align_orientations, align_orientations_reference
 from cryoorient.geometry import quaternion_distance, quaternion_distance_matrix
@@ -490,16 +489,7 @@ def main(argv: list[str] | None = None) -> dict:
         start = time.perf_counter()
         results[name] = runners[name]()
         print(f"[{name}: {time.perf_counter() - start:.0f} s]", flush=True)
-    results["machine"] = {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": args.threads,
-        "load_average_at_end": os.getloadavg(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+    results["machine"] = machine_info(torch_threads=args.threads, load_average_at_end=os.getloadavg())
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     report(results)
