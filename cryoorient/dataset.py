@@ -672,7 +672,10 @@ def save_dataset(
             "files": files,
         }
         (tmp / "dataset.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except OSError as error:  # another process filled ``folder`` meanwhile
+            raise DatasetError(f"{folder} exists and is not empty; choose a new output folder") from error
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -712,5 +715,10 @@ def load_dataset(
             shutil.rmtree(folder)
 
     stack, quaternions, splits = simulate_dataset(params, density, device=device, progress=progress)
-    save_dataset(folder, stack, quaternions, splits, expected | map_provenance(density))
+    try:
+        save_dataset(folder, stack, quaternions, splits, expected | map_provenance(density))
+    except DatasetError:
+        if not folder.exists():
+            raise
+        # a concurrent run (two notebooks, two helpers) cached the same dataset first: use theirs
     return _load_cached(folder, expected)

@@ -224,6 +224,23 @@ def test_load_dataset_caches_and_resumes(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [first.path.name]  # no temporary folders left
 
 
+def test_concurrent_writer_of_the_same_dataset_is_used(tmp_path, monkeypatch):
+    params = SimulationParameters(**SMALL)
+    simulate = ds.simulate_dataset
+    winner = {}
+
+    def race(*args, **kwargs):  # another process caches the same dataset while this one simulates
+        monkeypatch.setattr(ds, "simulate_dataset", simulate)
+        winner["dataset"] = load_dataset(params, cache_dir=tmp_path, progress=False)
+        return simulate(*args, **kwargs)
+
+    monkeypatch.setattr(ds, "simulate_dataset", race)
+    loser = load_dataset(params, cache_dir=tmp_path, progress=False)
+    assert loser.path == winner["dataset"].path
+    assert np.array_equal(loser.particles.images, winner["dataset"].particles.images)
+    assert [p.name for p in tmp_path.iterdir()] == [loser.path.name]
+
+
 def test_corrupt_cache_is_rebuilt(tmp_path):
     params = SimulationParameters(**SMALL)
     first = load_dataset(params, cache_dir=tmp_path, progress=False)
