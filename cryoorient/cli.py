@@ -4,6 +4,9 @@
     Project a map at the orientations and origins of a STAR file, like ``relion_project``.
 ``cryoorient simulate MAP -n N [--noise-var V | --snr-db S] [--shift T] [--ctf] -o DIR``
     Simulate a dataset folder: ``particles.mrcs`` + ``particles.star`` + true quaternions + splits.
+``cryoorient train DATASET -o DIR [...]``
+    Train the Siamese distance estimator; ``torchrun --nproc-per-node K -m cryoorient.cli train ...``
+    trains with DistributedDataParallel.
 
 MAP is an MRC file or a named map (``5j0n``, a PDB ID such as ``5a1a``, ``pseudo[:SEED]``,
 ``pseudo-d2[:SEED]``). Errors name the file and the bad value and exit with status 2.
@@ -12,10 +15,13 @@ MAP is an MRC file or a named map (``5j0n``, a PDB ID such as ``5a1a``, ``pseudo
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.distributed as dist
 
 from cryoorient import __version__
 from cryoorient.dataset import (
@@ -23,6 +29,7 @@ from cryoorient.dataset import (
     DatasetError,
     SimulationParameters,
     map_provenance,
+    open_dataset,
     read_star,
     save_dataset,
     simulate_dataset,
@@ -31,7 +38,9 @@ from cryoorient.dataset import (
 from cryoorient.density import load_map
 from cryoorient.geometry import euler_to_matrix
 from cryoorient.projection import apply_ctf, ctf_2d, noise_variance, project
-from cryoorient.sampling import SAMPLING_SCHEMES
+from cryoorient.sampling import SAMPLING_SCHEMES, sample_uniform_distance_pairs
+from cryoorient.siamese import ARCHITECTURES, DISTANCES
+from cryoorient.training import RECIPES, TrainingConfig, evaluate_distances, train_distance
 
 __all__ = ["main"]
 
@@ -92,6 +101,39 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     s.add_argument("--device", default=None, help="torch device (default: CUDA when available, else CPU)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    t = sub.add_parser(
+        "train",
+        help="train the Siamese distance estimator on a dataset (runs under torchrun too)",
+        description="Train d̂_p(p_i, p_j) ≈ d_q(q_i, q_j) on the training split of DATASET (a folder from "
+        "`cryoorient simulate`, or a RELION particle STAR file whose angles are the truth), validate on its "
+        "validation split and report RMSE and Pearson r on its test split. Resumes an interrupted run in "
+        "OUTPUT. Under `torchrun --nproc-per-node K` it trains with DistributedDataParallel (NCCL on GPUs, "
+        "gloo on CPUs); every process reads the whole dataset.",
+    )
+    t.add_argument("dataset", metavar="DATASET", type=Path, help="dataset folder or particle STAR file")
+    t.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="model folder")
+    defaults = TrainingConfig()
+    t.add_argument("--recipe", choices=RECIPES, default=defaults.recipe, help="in-batch pairs or the paper's")
+    t.add_argument("--architecture", choices=ARCHITECTURES, default=defaults.architecture)
+    t.add_argument("--n-features", type=int, default=defaults.n_features, metavar="N_F")
+    t.add_argument("--distance", choices=DISTANCES, default=defaults.distance, help="feature distance d_f")
+    t.add_argument(
+        "--image-size", type=int, default=defaults.image_size, metavar="S", help="downsample to S px"
+    )
+    t.add_argument("--epochs", type=int, default=defaults.epochs)
+    t.add_argument("--batch-size", type=int, default=defaults.batch_size, metavar="B",
+                   help="images (inbatch) or pairs (paper) per step")  # fmt: skip
+    t.add_argument("--lr", type=float, default=defaults.learning_rate, help="learning rate")
+    t.add_argument("--noise-var", type=float, default=0.0, metavar="V", help="noise σ² added on the fly")
+    t.add_argument("--shift", type=float, default=0.0, metavar="T", help="shifts ±T px added on the fly")
+    t.add_argument("--seed", type=int, default=0, help="seed of training (and of a STAR file's split)")
+    t.add_argument(
+        "--max-steps", type=int, default=None, metavar="K", help="stop after K steps (smoke tests)"
+    )
+    t.add_argument("--restart", action="store_true", help="ignore a checkpoint in OUTPUT and start over")
+    t.add_argument("--device", default=None, help="torch device (default: CUDA when available, else CPU)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -150,11 +192,64 @@ def _simulate(args: argparse.Namespace) -> None:
     )
 
 
+def _train(args: argparse.Namespace) -> None:
+    config = TrainingConfig(
+        recipe=args.recipe,
+        architecture=args.architecture,
+        n_features=args.n_features,
+        distance=args.distance,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        noise_variance=args.noise_var,
+        shift_limit=args.shift,
+        seed=args.seed,
+    )
+    data = open_dataset(args.dataset, seed=args.seed)
+    images = torch.from_numpy(data.particles.images).float()
+    images = (images - images.mean()) / images.std()
+    device = args.device
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # launched by torchrun
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    try:
+        result = train_distance(
+            images, data.quaternions, data.splits, config, folder=args.output, resume=not args.restart,
+            device=device, progress=not args.quiet, max_steps=args.max_steps,
+        )  # fmt: skip
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if args.max_steps is not None and result.history and "train_losses" in result.history[-1]:
+        print(f"stopped after {args.max_steps} steps; history in {args.output / 'history.json'}")
+        return
+    test = data.splits.get("test", np.array([], dtype=int))
+    if len(test) < 2:
+        print(f"trained {config.epochs} epochs into {args.output}/ (no test split to report on)")
+        return
+    n_pairs = min(4000, len(test) * (len(test) - 1) // 2)
+    pairs = torch.from_numpy(test)[
+        sample_uniform_distance_pairs(data.quaternions[test], n_pairs, seed=args.seed)
+    ]
+    metrics = evaluate_distances(result.model, images, data.quaternions, pairs, config.image_size)
+    print(
+        f"trained {config.epochs} epochs into {args.output}/; test ({len(pairs)} pairs, uniform d_q): "
+        f"RMSE {metrics['rmse']:.3f} rad, Pearson r {metrics['pearson']:.3f}, "
+        f"RMSE for d_q > 2: {metrics['rmse_above_2']:.3f} rad"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        {"project": _project, "simulate": _simulate}[args.command](args)
+        {"project": _project, "simulate": _simulate, "train": _train}[args.command](args)
     except (ValueError, OSError) as error:  # MapError and DatasetError are ValueErrors
         print(f"cryoorient {args.command}: error: {error}", file=sys.stderr)
         return 2

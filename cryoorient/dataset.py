@@ -64,6 +64,7 @@ __all__ = [
     "ParticleStack",
     "SimulationParameters",
     "load_dataset",
+    "open_dataset",
     "map_provenance",
     "read_particles",
     "read_stack",
@@ -601,6 +602,30 @@ def _load_cached(folder: Path, expected: dict) -> Dataset:
     with np.load(folder / "splits.npz") as z:
         splits = {k: z[k] for k in z.files}
     return Dataset(folder, particles, quaternions, splits, record)
+
+
+def open_dataset(path: str | Path, *, seed: int = 0) -> Dataset:
+    """Open a dataset folder (from ``cryoorient simulate``) or any RELION particle STAR file.
+
+    A folder is checked against its recorded checksums and brings its true quaternions and splits.
+    A STAR file's orientations come from its Euler angles, and it is split with
+    :func:`split_indices` (the paper's fractions, ``seed``).
+
+    Raises
+    ------
+    DatasetError naming the path when it is neither, or when a file is missing or damaged.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "dataset.json").is_file():
+            raise DatasetError(f"{path}: no dataset.json; give a folder written by `cryoorient simulate`")
+        return _load_cached(path, {})
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such dataset folder or STAR file")
+    particles = read_particles(path)
+    splits = split_indices(len(particles), seed=seed)
+    record = {"source": str(path), "map": {"name": path.stem}, "pixel_size": particles.pixel_size}
+    return Dataset(path, particles, particles.quaternions, splits, record)
 
 
 def map_provenance(density: DensityMap) -> dict:

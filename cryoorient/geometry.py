@@ -34,6 +34,7 @@ __all__ = [
     "quaternion_multiply",
     "quaternion_to_euler",
     "quaternion_to_matrix",
+    "rotate_in_plane",
     "viewing_direction",
 ]
 
@@ -243,6 +244,28 @@ def quaternion_to_euler(q: torch.Tensor) -> torch.Tensor:
     (..., 3) angles as :func:`matrix_to_euler` returns them.
     """
     return matrix_to_euler(quaternion_to_matrix(q))
+
+
+def rotate_in_plane(q: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Orientations turned in the image plane: ``psi → psi + δ`` in RELION's Euler angles.
+
+    ``q' = r_z(δ)⁻¹ q`` with ``r_z(δ) = (cos δ/2, 0, 0, sin δ/2)``; the projection at ``q'`` is the
+    projection at ``q`` rotated by ``δ`` about the image centre
+    (:func:`cryoorient.projection.rotate_images`), and ``d_q(q, q') = |δ|`` (mod 2π, folded to [0, π]).
+
+    Parameters
+    ----------
+    q : (..., 4) unit quaternions.
+    angles : (...) in-plane angles ``δ``, radians (broadcast against ``q[..., 0]``).
+
+    Returns
+    -------
+    (..., 4) unit quaternions, the dtype of ``q``.
+    """
+    q = _as_float_tensor(q, "q", (4,))
+    half = -torch.as_tensor(angles, dtype=q.dtype, device=q.device) / 2
+    zero = torch.zeros_like(half)
+    return quaternion_multiply(torch.stack((torch.cos(half), zero, zero, torch.sin(half)), dim=-1), q)
 
 
 def viewing_direction(q: torch.Tensor) -> torch.Tensor:

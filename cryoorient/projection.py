@@ -72,6 +72,7 @@ __all__ = [
     "project",
     "project_real_space",
     "sample_defocus",
+    "rotate_images",
     "sample_shifts",
     "shift_images",
     "snr_db",
@@ -409,6 +410,45 @@ def shift_images(images: torch.Tensor | np.ndarray, shifts: torch.Tensor | np.nd
     spectrum = torch.fft.rfft2(img)  # (N, H, W // 2 + 1)
     ramp = torch.polar(torch.ones_like(phase), phase).to(spectrum.dtype)
     return torch.fft.irfft2(spectrum * ramp, s=(h, w)).to(img.dtype)
+
+
+def rotate_images(images: torch.Tensor | np.ndarray, angles: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Rotate images in-plane about their centre pixel ``(N // 2, N // 2)``, bilinearly.
+
+    Rotating by ``δ`` gives the projection at the same ``rot`` and ``tilt`` and at ``psi + δ``
+    (RELION's convention; see :func:`cryoorient.geometry.rotate_in_plane`), so the rotated images
+    and their updated orientations are new, exact training examples, up to interpolation and
+    the corners (filled with zero). Quarter turns are exact.
+
+    Parameters
+    ----------
+    images : (N, H, W) images ``[y, x]``, square.
+    angles : (N,) in-plane angles ``δ``, radians.
+
+    Returns
+    -------
+    (N, H, W) rotated images, same dtype and device as ``images``.
+    """
+    img = _check_images(images)
+    if img.ndim != 3 or img.shape[1] != img.shape[2]:
+        raise ValueError(f"images must have shape (N, D, D); got {tuple(img.shape)}")
+    n, d, _ = img.shape
+    angle = torch.as_tensor(angles, dtype=torch.float64, device=img.device)
+    if angle.shape != (n,):
+        raise ValueError(f"expected ({n},) angles; got {tuple(angle.shape)}")
+    # output pixel (y, x) reads input at R(δ)ᵀ-rotated coordinates about the centre c = d // 2
+    c = d // 2
+    coords = torch.arange(d, dtype=torch.float64, device=img.device) - c
+    y, x = torch.meshgrid(coords, coords, indexing="ij")
+    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    src_x = cos * x - sin * y + c
+    src_y = sin * x + cos * y + c
+    # grid_sample's normalised coordinates (align_corners=True): -1 at pixel 0, +1 at pixel d - 1
+    grid = torch.stack((src_x, src_y), dim=-1) * (2.0 / (d - 1)) - 1.0
+    out = F.grid_sample(
+        img[:, None].double(), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )
+    return out[:, 0].to(img.dtype)
 
 
 def sample_shifts(n: int, limit: float, seed: int | np.random.Generator = 0) -> torch.Tensor:

@@ -20,7 +20,9 @@ Training is checkpointed after every epoch (atomically) and resumes where it sto
 result as an uninterrupted run: every epoch's randomness derives from ``(seed, epoch)``. Under
 ``torchrun`` (``torch.distributed`` initialised) the network is wrapped in
 DistributedDataParallel: each process computes the features of its share of a batch, features are
-gathered, and every process evaluates the loss of the whole batch.
+gathered, and every process evaluates the loss of the whole batch; batch normalisation uses the
+statistics of the whole batch (:class:`cryoorient.siamese.BatchNorm2d`), so a step equals one
+process's step on the same batch.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import os
 import pickle
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,8 +46,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from cryoorient import __version__
-from cryoorient.geometry import quaternion_distance
-from cryoorient.projection import sample_shifts, shift_images
+from cryoorient.geometry import quaternion_distance, rotate_in_plane
+from cryoorient.paths import data_dir
+from cryoorient.projection import rotate_images, sample_shifts, shift_images
 from cryoorient.sampling import sample_uniform_distance_pairs
 from cryoorient.siamese import SiameseDistance
 
@@ -54,7 +58,10 @@ __all__ = [
     "TrainingResult",
     "distance_weights",
     "evaluate_distances",
+    "ModelCacheWarning",
+    "config_key",
     "load_model",
+    "trained_model",
     "prepare_images",
     "train_distance",
 ]
@@ -74,6 +81,10 @@ class TrainingConfig:
     epochs : passes over the training images (``inbatch``) or training pairs (``paper``).
     batch_size : images per step (``inbatch``) or pairs per step (``paper``).
     learning_rate, weight_decay : optimiser settings.
+    rotations : ``inbatch`` recipe: turn every image by a random in-plane angle ``δ`` and its
+        orientation by ``psi → psi + δ`` (exact new examples; see
+        :func:`cryoorient.projection.rotate_images`), so the network never sees the same pair twice.
+        ``None`` (default): on for ``inbatch``, off for ``paper``.
     noise_variance : σ² of white noise added on the fly (relative to the unit-variance stack).
     shift_limit : triangular shifts ±t pixels added on the fly (pixels of the dataset).
     pairs_fraction : ``paper`` recipe: fraction of all training pairs kept after resampling.
@@ -90,6 +101,7 @@ class TrainingConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
+    rotations: bool | None = None
     noise_variance: float = 0.0
     shift_limit: float = 0.0
     pairs_fraction: float = 0.01
@@ -108,6 +120,13 @@ class TrainingConfig:
         if not self.noise_variance >= 0 or not self.shift_limit >= 0:
             raise ValueError(
                 f"noise_variance and shift_limit must be >= 0; got {self.noise_variance}, {self.shift_limit}"
+            )
+        if self.rotations is None:
+            object.__setattr__(self, "rotations", self.recipe == "inbatch")
+        if self.recipe == "paper" and self.rotations:
+            raise ValueError(
+                "the paper recipe trains on fixed pairs resampled to uniform distances, which in-plane "
+                "rotations would change; use rotations=False with recipe='paper'"
             )
         if not 0 < self.pairs_fraction <= 1:
             raise ValueError(f"pairs_fraction must be in (0, 1]; got {self.pairs_fraction}")
@@ -207,14 +226,25 @@ def embed(
     *,
     batch_size: int = 256,
     device: torch.device | str | None = None,
+    noise_variance: float = 0.0,
+    shift_limit: float = 0.0,
+    seed: int | np.random.Generator = 0,
 ) -> torch.Tensor:
-    """Features ``G_w(p)`` of a stack, computed once in batches: (N, D, D) -> (N, n_f) on CPU."""
+    """Features ``G_w(p)`` of a stack, computed once in batches: (N, D, D) -> (N, n_f) on CPU.
+
+    ``noise_variance`` and ``shift_limit`` degrade the images first, as in training, with noise and
+    shifts drawn from ``seed`` (so a given seed always gives the same noisy test set).
+    """
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    generator = np.random.default_rng(seed)
     model.eval()
     out = [
-        model.features(prepare_images(images[s : s + batch_size].to(device), image_size)).cpu()
+        model.features(
+            prepare_images(images[s : s + batch_size], image_size, noise_variance=noise_variance,
+                           shift_limit=shift_limit, generator=generator).to(device)
+        ).cpu()
         for s in range(0, len(images), batch_size)
-    ]
+    ]  # fmt: skip
     return torch.cat(out) if out else torch.empty(0, model.config["n_features"])
 
 
@@ -226,6 +256,9 @@ def evaluate_distances(
     image_size: int | None,
     *,
     device: torch.device | str | None = None,
+    noise_variance: float = 0.0,
+    shift_limit: float = 0.0,
+    seed: int | np.random.Generator = 0,
 ) -> dict:
     """Estimated vs true distances on given pairs, and the summary metrics.
 
@@ -235,6 +268,7 @@ def evaluate_distances(
     images : (N, D, D) images; quaternions : (N, 4) their true orientations.
     pairs : (M, 2) index pairs into ``images``.
     image_size : as in training.
+    noise_variance, shift_limit, seed : degrade the images used, as :func:`embed` does.
 
     Returns
     -------
@@ -246,7 +280,8 @@ def evaluate_distances(
     if int(pairs.min()) < 0 or int(pairs.max()) >= len(images):
         raise ValueError(f"pairs reference images outside 0..{len(images) - 1}")
     used, inverse = torch.unique(pairs.flatten(), return_inverse=True)
-    features = embed(model, images[used], image_size, device=device)
+    features = embed(model, images[used], image_size, device=device, noise_variance=noise_variance,
+                     shift_limit=shift_limit, seed=seed)  # fmt: skip
     inverse = inverse.reshape(-1, 2)
     d_p = model.feature_distance(features[inverse[:, 0]], features[inverse[:, 1]]).numpy()
     d_q = _pair_targets(quaternions, pairs[:, 0], pairs[:, 1]).numpy()
@@ -340,7 +375,9 @@ def train_distance(
     resume : continue from ``folder/checkpoint.pt`` when it exists (same configuration).
     device : ``None``: CUDA when available, else CPU.
     progress : show a progress bar (epoch, losses, time left).
-    max_steps : stop after this many optimisation steps (for tests of distributed training).
+    max_steps : stop after this many optimisation steps (smoke tests, tests of distributed
+        training); the partial epoch's per-step losses go to ``history.json`` but no ``model.pt``
+        is written.
     """
     for name in ("train", "validation"):
         if name not in splits or len(splits[name]) < 2:
@@ -360,7 +397,9 @@ def train_distance(
 
     torch.manual_seed(config.seed)
     model = SiameseDistance(config.architecture, config.n_features, config.distance).to(device)
-    network = DistributedDataParallel(model.network) if world > 1 else model.network
+    network = model.network
+    if world > 1:
+        network = DistributedDataParallel(network, device_ids=[device] if device.type == "cuda" else None)
     if config.recipe == "paper":
         optimizer = torch.optim.RMSprop(model.parameters(), lr=config.learning_rate)
         n_pairs = max(1, int(config.pairs_fraction * len(train_idx) * (len(train_idx) - 1) / 2))
@@ -420,15 +459,20 @@ def train_distance(
             if config.recipe == "paper":
                 used, inverse = torch.unique(batch.flatten(), return_inverse=True)
                 i, j = inverse.reshape(-1, 2).unbind(-1)
-                target = _pair_targets(quaternions, batch[:, 0], batch[:, 1])
-                weight = torch.ones_like(target)
             else:
                 used = batch
                 i, j = torch.triu_indices(len(batch), len(batch), offset=1)
-                target = _pair_targets(quaternions, batch[i], batch[j])
-                weight = distance_weights(target, reference)
+            batch_images, batch_q = images[used], quaternions[used]
+            if config.rotations:
+                delta = torch.from_numpy(rng.uniform(0.0, 2 * math.pi, len(used)))
+                batch_images = rotate_images(batch_images, delta)
+                batch_q = rotate_in_plane(batch_q, delta)
+            target = _pair_targets(batch_q, i, j)
+            weight = (
+                torch.ones_like(target) if config.recipe == "paper" else distance_weights(target, reference)
+            )
             x = prepare_images(
-                images[used], config.image_size, noise_variance=config.noise_variance,
+                batch_images, config.image_size, noise_variance=config.noise_variance,
                 shift_limit=config.shift_limit, generator=rng,
             ).to(device)  # fmt: skip
             loss = _batch_loss(
@@ -441,11 +485,22 @@ def train_distance(
                 scheduler.step()
             losses.append(loss.item())
             steps += 1
-            if max_steps is not None and steps >= max_steps:
-                return TrainingResult(
-                    model, config, history + [{"epoch": epoch + 1, "train_losses": losses}], folder
-                )
-        val = evaluate_distances(model, images, quaternions, val_pairs, config.image_size, device=device)
+            if max_steps is not None and steps >= max_steps:  # a partial epoch: no model.pt
+                history = history + [{"epoch": epoch + 1, "train_losses": losses}]
+                if folder is not None and rank == 0:
+                    (folder / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+                return TrainingResult(model, config, history, folder)
+        val = evaluate_distances(
+            model,
+            images,
+            quaternions,
+            val_pairs,
+            config.image_size,
+            device=device,
+            noise_variance=config.noise_variance,
+            shift_limit=config.shift_limit,
+            seed=_seeded(config, 4),
+        )  # fmt: skip  (the same degraded validation images every epoch)
         elapsed += time.perf_counter() - tic
         history.append(
             {
@@ -494,6 +549,57 @@ def load_model(
     ) as error:
         raise ValueError(f"{path}: not a usable cryoorient model ({error}); delete it to retrain") from error
     return model.to(device or "cpu").eval(), config
+
+
+class ModelCacheWarning(UserWarning):
+    """A cached model was unusable and is being retrained."""
+
+
+def trained_model(
+    images: torch.Tensor,
+    quaternions: torch.Tensor,
+    splits: dict[str, np.ndarray],
+    config: TrainingConfig,
+    dataset_key: str,
+    *,
+    cache_dir: str | Path | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> TrainingResult:
+    """The model for ``config`` trained on a dataset: from the cache, else trained and cached.
+
+    The cache folder ``cache_dir/KEY`` (default ``data_dir()/models``) is keyed by
+    :func:`config_key` of the configuration and ``dataset_key`` (e.g. the dataset's cache folder
+    name, itself a hash of its parameters and map). A run interrupted part-way resumes from its
+    last epoch; an unreadable model is retrained with a :class:`ModelCacheWarning`.
+
+    Parameters
+    ----------
+    images, quaternions, splits : as for :func:`train_distance`.
+    config : the training configuration.
+    dataset_key : identifies the data ``images`` come from.
+    cache_dir, device, progress : where models live, where to train, progress bar.
+    """
+    root = Path(cache_dir) if cache_dir is not None else data_dir() / "models"
+    folder = root / config_key(config, dataset_key)
+    model_path = folder / "model.pt"
+    if model_path.is_file():
+        try:
+            model, stored = load_model(model_path, device=device)
+            history = json.loads((folder / "history.json").read_text())
+            if stored != config:
+                raise ValueError(f"{model_path} holds another configuration")
+            return TrainingResult(model, config, history, folder)
+        except (ValueError, OSError) as error:
+            warnings.warn(f"retraining: {error}", ModelCacheWarning, stacklevel=2)
+            model_path.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset.txt").write_text(dataset_key + "\n")
+    result = train_distance(
+        images, quaternions, splits, config, folder=folder, resume=True, device=device, progress=progress
+    )
+    result.model.eval()
+    return result
 
 
 def config_key(config: TrainingConfig, dataset_key: str) -> str:

@@ -97,3 +97,28 @@ def test_installed_command_help():
     ]:
         result = subprocess.run([exe, command, "--help"], capture_output=True, text=True, check=True)
         assert all(option in result.stdout for option in options)
+
+
+TRAIN = ["--image-size", "16", "--n-features", "8", "--batch-size", "6", "--epochs", "2", "--quiet"]
+
+
+def test_train_on_a_dataset_folder_and_on_a_star_file(tmp_path, capsys):
+    data = tmp_path / "ds"
+    assert main([*SIMULATE[:3], "40", *SIMULATE[4:], "-o", str(data)]) == 0
+    assert main(["train", str(data), "-o", str(tmp_path / "model"), *TRAIN]) == 0
+    out = capsys.readouterr().out
+    assert "trained 2 epochs" in out and "RMSE" in out and "Pearson r" in out
+    history = json.loads((tmp_path / "model" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert (tmp_path / "model" / "model.pt").is_file()
+    # a plain RELION STAR file: truth from its angles, the paper's split made here
+    assert main(["train", str(data / "particles.star"), "-o", str(tmp_path / "star"), *TRAIN]) == 0
+    assert "trained 2 epochs" in capsys.readouterr().out
+
+
+def test_train_errors_name_the_input(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nowhere"), "-o", str(tmp_path / "m"), *TRAIN]) == 2
+    assert "nowhere: no such dataset folder or STAR file" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["train", str(tmp_path / "empty"), "-o", str(tmp_path / "m"), *TRAIN]) == 2
+    assert "no dataset.json" in capsys.readouterr().err

@@ -5,7 +5,14 @@ import pytest
 import torch
 from scipy import stats
 
-from cryoorient.geometry import euler_to_matrix, quaternion_to_matrix
+from cryoorient.density import load_map
+from cryoorient.geometry import (
+    euler_to_matrix,
+    euler_to_quaternion,
+    quaternion_distance,
+    quaternion_to_matrix,
+    rotate_in_plane,
+)
 from cryoorient.projection import (
     add_noise,
     apply_ctf,
@@ -14,6 +21,7 @@ from cryoorient.projection import (
     normalize_images,
     project,
     project_real_space,
+    rotate_images,
     sample_defocus,
     sample_shifts,
     shift_images,
@@ -457,3 +465,21 @@ def test_bad_input_raises_value_error_naming_the_problem():
         project(vol, rotations, pad_factor=0.5)
     with pytest.raises(ValueError, match="batch_size"):
         project(vol, rotations, batch_size=0)
+
+
+def test_rotating_a_projection_is_projecting_at_psi_plus_delta():
+    """Exact for quarter turns, bilinear-accurate otherwise (the basis of rotation augmentation)."""
+    density = load_map("pseudo:3", box_size=32, voxel_size=6.0)
+    angles = torch.tensor([[30.0, 50.0, 10.0], [200.0, 120.0, -40.0]], dtype=torch.float64).deg2rad()
+    q = euler_to_quaternion(angles)
+    images = project(density.data, euler_to_matrix(angles).float())
+    for delta, tolerance in ((math.pi / 2, 1e-5), (-math.pi, 1e-5), (0.6, 0.08)):
+        turned_q = rotate_in_plane(q, torch.full((2,), delta, dtype=torch.float64))
+        expected = project(density.data, quaternion_to_matrix(turned_q).float())
+        rotated = rotate_images(images, torch.full((2,), delta))
+        inner = (slice(None), slice(1, -1), slice(1, -1))  # the border row that wraps in is zero-filled
+        error = (rotated - expected)[inner].norm() / expected[inner].norm()
+        assert error < tolerance, (delta, float(error))
+        assert torch.allclose(quaternion_distance(q, turned_q), torch.tensor(abs(delta), dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"expected \(2,\) angles"):
+        rotate_images(images, torch.zeros(3))

@@ -1,15 +1,21 @@
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
+from cryoorient import training
+from cryoorient.cli import main
 from cryoorient.geometry import quaternion_distance, quaternion_to_matrix
 from cryoorient.projection import project
 from cryoorient.sampling import sample_orientations, sample_uniform_distance_pairs
-from cryoorient.siamese import SiameseDistance, cosine_distance
-from cryoorient.training import TrainingConfig, evaluate_distances, load_model, train_distance
+from cryoorient.siamese import SiameseDistance, cosine_distance, orientation_distance
+from cryoorient.training import TrainingConfig, evaluate_distances, load_model, train_distance, trained_model
 
 TINY = {"image_size": 16, "epochs": 2, "batch_size": 8, "n_features": 16, "validation_pairs": 50}
 
@@ -42,6 +48,22 @@ def test_cosine_distance_is_the_angle():
     a, b = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])
     assert cosine_distance(a, b).item() == pytest.approx(math.pi / 4)
     assert cosine_distance(a, -a).item() == pytest.approx(math.pi)
+
+
+def test_orientation_distance_is_exact_on_the_rotation_embedding(quaternions):
+    q = quaternions.double()
+    embedding = (q[:, :, None] * q[:, None, :]).flatten(1) * torch.linspace(0.5, 3, len(q), dtype=q.dtype)[
+        :, None
+    ]
+    d = orientation_distance(embedding[:, None], embedding[None])  # the norm of features does not matter
+    assert torch.allclose(d, quaternion_distance(q[:, None], q[None]), atol=2e-3)  # 2e-3: the cos floor
+    near = orientation_distance(embedding[:50], embedding[:50] + 1e-7 * torch.randn(50, 16, dtype=q.dtype))
+    assert near.max() < 1e-5  # accurate near 0
+    f = torch.randn(7, 12, requires_grad=True)
+    d = SiameseDistance("compact", 12, "orientation").pairwise(f)
+    assert torch.allclose(d, d.T, atol=1e-6) and (d >= 0).all() and (d <= math.pi + 1e-6).all()
+    d.sum().backward()
+    assert torch.isfinite(f.grad).all()
 
 
 def test_uniform_distance_pairs_are_uniform():
@@ -97,3 +119,66 @@ def test_bad_inputs(data, tmp_path):
         load_model(tmp_path / "model.pt")
     with pytest.raises(ValueError, match="outside"):
         evaluate_distances(SiameseDistance("compact", 16), images, q, torch.tensor([[0, 99]]), 16)
+
+
+def _train_args(dataset, output):
+    return ["train", str(dataset), "-o", str(output), "--image-size", "16", "--n-features", "16",
+            "--batch-size", "8", "--max-steps", "3", "--quiet"]  # fmt: skip
+
+
+def test_torchrun_with_gloo_matches_one_process(tmp_path):
+    """DistributedDataParallel on 2 CPU processes: same losses as one process on the same batches."""
+    dataset = tmp_path / "data"
+    assert main(["simulate", "pseudo", "-n", "64", "--box-size", "24", "-o", str(dataset), "--quiet"]) == 0
+    assert main(_train_args(dataset, tmp_path / "single")) == 0
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "cryoorient.cli", *_train_args(dataset, tmp_path / "ddp")]  # fmt: skip
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    single = json.loads((tmp_path / "single" / "history.json").read_text())[-1]["train_losses"]
+    ddp = json.loads((tmp_path / "ddp" / "history.json").read_text())[-1]["train_losses"]
+    assert len(single) == len(ddp) == 3
+    assert single[-1] < single[0] or ddp[-1] != single[0]  # the steps did change the weights
+    # Summation order differs (two processes, gathered features, all-reduced batch statistics) and
+    # Adam's first steps amplify rounding: ~2e-4 here. Per-process batch statistics were 15 % off.
+    np.testing.assert_allclose(ddp, single, rtol=2e-3)
+    assert not (tmp_path / "ddp" / "model.pt").exists()  # a partial run leaves no model
+
+
+def test_trained_model_is_cached_by_configuration(data, tmp_path, monkeypatch):
+    images, q, splits = data
+    config = TrainingConfig(**TINY)
+    first = trained_model(images, q, splits, config, "data-a", cache_dir=tmp_path, progress=False)
+    assert len(first.history) == config.epochs and (first.folder / "model.pt").is_file()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached model should have been used")
+
+    monkeypatch.setattr(training, "train_distance", no_training)
+    again = trained_model(images, q, splits, config, "data-a", cache_dir=tmp_path, progress=False)
+    assert again.folder == first.folder and again.history == first.history
+    for a, b in zip(again.model.parameters(), first.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    other = TrainingConfig(**TINY | {"seed": 1})
+    with pytest.raises(AssertionError, match="cached model"):  # another configuration: not cached
+        trained_model(images, q, splits, other, "data-a", cache_dir=tmp_path, progress=False)
+    with pytest.raises(AssertionError, match="cached model"):  # another dataset: not cached
+        trained_model(images, q, splits, config, "data-b", cache_dir=tmp_path, progress=False)
+    monkeypatch.undo()
+    (first.folder / "model.pt").write_bytes(b"not a model")
+    with pytest.warns(training.ModelCacheWarning, match="not a usable cryoorient model"):
+        rebuilt = trained_model(images, q, splits, config, "data-a", cache_dir=tmp_path, progress=False)
+    for a, b in zip(rebuilt.model.parameters(), first.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_evaluation_on_degraded_images_is_reproducible(data):
+    images, q, splits = data
+    model = SiameseDistance("compact", 8, "orientation")
+    pairs = torch.tensor([[0, 1], [2, 3], [4, 5]])
+    clean = evaluate_distances(model, images, q, pairs, 16)
+    noisy = evaluate_distances(model, images, q, pairs, 16, noise_variance=4.0, seed=3)
+    again = evaluate_distances(model, images, q, pairs, 16, noise_variance=4.0, seed=3)
+    assert np.array_equal(noisy["d_p"], again["d_p"]) and not np.allclose(noisy["d_p"], clean["d_p"])
+    assert ((noisy["d_p"] >= 0) & (noisy["d_p"] <= math.pi + 1e-6)).all()
