@@ -38,9 +38,9 @@ from cryoorient.dataset import (
 from cryoorient.density import load_map
 from cryoorient.geometry import euler_to_matrix
 from cryoorient.projection import apply_ctf, ctf_2d, noise_variance, project
-from cryoorient.sampling import SAMPLING_SCHEMES, sample_uniform_distance_pairs
+from cryoorient.sampling import SAMPLING_SCHEMES
 from cryoorient.siamese import ARCHITECTURES, DISTANCES
-from cryoorient.training import RECIPES, TrainingConfig, evaluate_distances, train_distance
+from cryoorient.training import RECIPES, TrainingConfig, evaluate_distances, split_pairs, train_distance
 
 __all__ = ["main"]
 
@@ -233,10 +233,7 @@ def _train(args: argparse.Namespace) -> None:
     if len(test) < 2:
         print(f"trained {config.epochs} epochs into {args.output}/ (no test split to report on)")
         return
-    n_pairs = min(4000, len(test) * (len(test) - 1) // 2)
-    pairs = torch.from_numpy(test)[
-        sample_uniform_distance_pairs(data.quaternions[test], n_pairs, seed=args.seed)
-    ]
+    pairs = split_pairs(data.quaternions, test, 4000, seed=args.seed)
     metrics = evaluate_distances(result.model, images, data.quaternions, pairs, config.image_size)
     print(
         f"trained {config.epochs} epochs into {args.output}/; test ({len(pairs)} pairs, uniform d_q): "

@@ -445,8 +445,9 @@ def rotate_images(images: torch.Tensor | np.ndarray, angles: torch.Tensor | np.n
     src_y = sin * x + cos * y + c
     # grid_sample's normalised coordinates (align_corners=True): -1 at pixel 0, +1 at pixel d - 1
     grid = torch.stack((src_x, src_y), dim=-1) * (2.0 / (d - 1)) - 1.0
+    dtype = img.dtype if img.is_floating_point() else torch.float32
     out = F.grid_sample(
-        img[:, None].double(), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        img[:, None].to(dtype), grid.to(dtype), mode="bilinear", padding_mode="zeros", align_corners=True
     )
     return out[:, 0].to(img.dtype)
 

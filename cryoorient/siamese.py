@@ -117,12 +117,14 @@ _DISTANCE_FUNCTIONS = {
 }
 
 
-def _paper_network() -> nn.Sequential:
+def _paper_network(n_features: int = 512) -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = (1, 32, 64, 128, 256, 256, 512, 512)
     for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
         layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if n_features != channels[-1]:  # the appendix's n_f ablation: a linear map to n_f
+        layers.append(nn.Linear(channels[-1], n_features))
     return nn.Sequential(*layers)
 
 
@@ -176,7 +178,8 @@ def feature_network(architecture: str = "compact", n_features: int = 128) -> nn.
 
     Parameters
     ----------
-    architecture : ``"paper"`` (n_f is 512, ``n_features`` must be 512) or ``"compact"``.
+    architecture : ``"paper"`` (512 features; another ``n_features`` adds a linear map to it, as
+        for the appendix's n_f ablation) or ``"compact"``.
     n_features : n_f, the feature dimension.
     """
     if architecture not in ARCHITECTURES:
@@ -184,9 +187,7 @@ def feature_network(architecture: str = "compact", n_features: int = 128) -> nn.
     if int(n_features) != n_features or n_features < 1:
         raise ValueError(f"n_features must be a positive integer; got {n_features!r}")
     if architecture == "paper":
-        if n_features != 512:
-            raise ValueError(f"the paper's architecture has n_f = 512 features; got n_features={n_features}")
-        return _paper_network()
+        return _paper_network(int(n_features))
     return _compact_network(int(n_features))
 
 

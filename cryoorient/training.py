@@ -46,6 +46,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from cryoorient import __version__
+from cryoorient.dataset import Dataset
 from cryoorient.geometry import quaternion_distance, rotate_in_plane
 from cryoorient.paths import data_dir
 from cryoorient.projection import rotate_images, sample_shifts, shift_images
@@ -60,6 +61,8 @@ __all__ = [
     "evaluate_distances",
     "ModelCacheWarning",
     "config_key",
+    "dataset_model",
+    "split_pairs",
     "load_model",
     "trained_model",
     "prepare_images",
@@ -600,6 +603,48 @@ def trained_model(
     )
     result.model.eval()
     return result
+
+
+def dataset_model(
+    dataset: Dataset,
+    config: TrainingConfig,
+    *,
+    cache_dir: str | Path | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> TrainingResult:
+    """:func:`trained_model` on a cached dataset (:func:`cryoorient.dataset.load_dataset`).
+
+    The dataset's cache folder name (a hash of its parameters and map) keys the model.
+    """
+    images = torch.from_numpy(dataset.particles.images)
+    return trained_model(
+        images, dataset.quaternions, dataset.splits, config, dataset.path.name,
+        cache_dir=cache_dir, device=device, progress=progress,
+    )  # fmt: skip
+
+
+def split_pairs(
+    quaternions: torch.Tensor, indices: np.ndarray, n_pairs: int, seed: int | np.random.Generator = 0
+) -> torch.Tensor:
+    """Pairs of distinct items of a split whose distances ``d_q`` are uniform on ``[0, π]``.
+
+    Parameters
+    ----------
+    quaternions : (N, 4) orientations of the whole dataset.
+    indices : the split's indices into ``quaternions``.
+    n_pairs : how many pairs (at most all pairs of the split).
+    seed : seed of the resampling.
+
+    Returns
+    -------
+    (n_pairs, 2) long indices into ``quaternions``.
+    """
+    indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+    n_pairs = min(int(n_pairs), len(indices) * (len(indices) - 1) // 2)
+    if n_pairs < 1:
+        raise ValueError(f"a split of {len(indices)} items has no pairs")
+    return indices[sample_uniform_distance_pairs(quaternions[indices], n_pairs, seed=seed)]
 
 
 def config_key(config: TrainingConfig, dataset_key: str) -> str:

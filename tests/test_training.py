@@ -42,6 +42,7 @@ def test_feature_shapes_and_distance_range():
     assert d.shape == (5, 5) and (d >= 0).all() and (d <= math.pi + 1e-6).all()
     assert torch.allclose(d, d.T, atol=1e-6) and d.diagonal().abs().max() < 1e-5
     assert sum(p.numel() for p in SiameseDistance("paper", 512).parameters()) == 4_517_888
+    assert SiameseDistance("paper", 4).features(torch.randn(2, 40, 40)).shape == (2, 4)
 
 
 def test_cosine_distance_is_the_angle():
