@@ -53,7 +53,13 @@ from _common import machine_info
 
 from cryoorient.alignment import align_orientations, align_orientations_reference
 from cryoorient.geometry import quaternion_distance, quaternion_distance_matrix
-from cryoorient.recovery import recover_orientations, recover_orientations_sampled, spectral_orientations
+from cryoorient.recovery import (
+    orientation_loss,
+    perturb_distances,
+    recover_orientations,
+    recover_orientations_sampled,
+    spectral_orientations,
+)
 from cryoorient.sampling import sample_orientations
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recovery.json"
@@ -96,20 +102,6 @@ def peak_rss_mib() -> float:
     return peak if not math.isnan(peak) else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def perturb(distances: torch.Tensor, std: float, seed: int) -> torch.Tensor:
-    """Symmetric frozen Gaussian errors of standard deviation ``std``, clipped to ``[0, π]``."""
-    n = len(distances)
-    noise = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, n))).triu(1) * std
-    return (distances + noise + noise.T).clamp(0.0, math.pi)
-
-
-def loss_at(q: torch.Tensor, distances: torch.Tensor) -> float:
-    """``L_OR`` (mean over pairs i < j) of orientations ``q`` against ``distances``."""
-    residual = quaternion_distance_matrix(q) - distances
-    n = len(q)
-    return float((residual**2).sum() / (n * (n - 1)))
-
-
 def best_of(repeats: int, run):
     """Run ``run()`` ``repeats`` times; return the result with the smallest ``seconds`` and all times."""
     results = [run() for _ in range(repeats)]
@@ -132,7 +124,7 @@ def recovery_record(truth: torch.Tensor, result, distances: torch.Tensor | None 
     if result.epochs is not None:
         record["epochs"] = result.epochs
     if distances is not None:
-        record["loss_at_truth"] = loss_at(truth, distances)
+        record["loss_at_truth"] = orientation_loss(truth, distances)
     if times is not None:
         record["all_runs_seconds"] = times
     return record
@@ -158,7 +150,7 @@ def section_perturbed(truth: torch.Tensor, repeats: int) -> dict:
     exact = quaternion_distance_matrix(truth)
     out = {}
     for name, std in (("variance_0.8", math.sqrt(0.8)), ("std_0.8", 0.8)):
-        noisy = perturb(exact, std, seed=1)
+        noisy = perturb_distances(exact, std, seed=1)
         result, times = best_of(repeats, lambda noisy=noisy: recover_orientations(noisy))
         out[name] = {
             "std": std,
@@ -197,7 +189,7 @@ def section_sweep(truth: torch.Tensor) -> dict:
     for reading in ("variance", "std"):
         for value in VARIANCES:
             std = math.sqrt(value) if reading == "variance" else value
-            noisy = perturb(exact, std, seed=1) if value else exact
+            noisy = perturb_distances(exact, std, seed=1) if value else exact
             result = recover_orientations(noisy)
             record = recovery_record(truth, result, noisy)
             rows.append({"reading": reading, "value": value, "std": std, "variance": std**2, **record})
@@ -211,7 +203,7 @@ def section_sweep(truth: torch.Tensor) -> dict:
 def section_optimizers(truth: torch.Tensor) -> dict:
     """L-BFGS against Adam from the same starts; random against spectral initialisation."""
     exact = quaternion_distance_matrix(truth)
-    noisy = perturb(exact, math.sqrt(0.8), seed=1)
+    noisy = perturb_distances(exact, math.sqrt(0.8), seed=1)
     out = {}
     # same spectral start for every optimiser
     start = spectral_orientations(noisy)
@@ -255,7 +247,10 @@ def section_alignment(truth: torch.Tensor, repeats: int) -> dict:
     """The fast aligner against the paper's approach on recovered orientations."""
     exact = quaternion_distance_matrix(truth)
     out = {}
-    for name, distances in (("exact", exact), ("variance_0.8", perturb(exact, math.sqrt(0.8), seed=1))):
+    for name, distances in (
+        ("exact", exact),
+        ("variance_0.8", perturb_distances(exact, math.sqrt(0.8), seed=1)),
+    ):
         recovered = recover_orientations(distances).quaternions
         fast, fast_times = best_of(repeats, lambda recovered=recovered: align_orientations(truth, recovered))
         reference, ref_times = best_of(

@@ -50,6 +50,8 @@ from cryoorient.geometry import canonical_quaternion, matrix_to_quaternion, quat
 __all__ = [
     "INITIALISATIONS",
     "RecoveryResult",
+    "orientation_loss",
+    "perturb_distances",
     "recover_orientations",
     "recover_orientations_sampled",
     "spectral_orientations",
@@ -94,6 +96,50 @@ class RecoveryResult:
 
 
 # --- input checks --------------------------------------------------------------------------------
+
+
+def perturb_distances(
+    distances: torch.Tensor, std: float, seed: int | np.random.Generator = 0
+) -> torch.Tensor:
+    """Distances with symmetric, frozen Gaussian errors, clipped to ``[0, π]`` (the paper's test).
+
+    Parameters
+    ----------
+    distances : (P, P) symmetric distances, radians.
+    std : standard deviation of the errors, radians (the paper's "variance v" is ``std = √v``).
+    seed : seed of the errors (one draw per pair ``i < j``, mirrored; the diagonal is kept).
+
+    Returns
+    -------
+    (P, P) float64 perturbed distances.
+    """
+    d = torch.as_tensor(distances, dtype=torch.float64)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"distances must be a square (P, P) matrix; got shape {tuple(d.shape)}")
+    if not std >= 0:
+        raise ValueError(f"std must be >= 0; got {std}")
+    noise = torch.from_numpy(np.random.default_rng(seed).standard_normal(d.shape)).triu(1) * std
+    return (d + noise.to(d.device) + noise.T.to(d.device)).clamp(0.0, math.pi)
+
+
+def orientation_loss(quaternions: torch.Tensor, distances: torch.Tensor) -> float:
+    """``L_OR`` of orientations against a distance matrix, in radians².
+
+    The mean over pairs ``i < j`` of ``(d_ij − d_q(q_i, q_j))²``, normalised as in
+    :class:`RecoveryResult`.
+
+    Parameters
+    ----------
+    quaternions : (P, 4) unit quaternions.
+    distances : (P, P) target distances, radians.
+    """
+    q = torch.as_tensor(quaternions, dtype=torch.float64)
+    d = torch.as_tensor(distances, dtype=torch.float64, device=q.device)
+    if d.shape != (len(q), len(q)):
+        raise ValueError(f"{len(q)} orientations but a distance matrix of shape {tuple(d.shape)}")
+    residual = quaternion_distance(q[:, None], q[None]) - d
+    n = len(q)
+    return float((residual**2).triu(1).sum() / (n * (n - 1) / 2))
 
 
 def _resolve_device(device: Device) -> torch.device:

@@ -31,10 +31,13 @@ Architectures (:data:`ARCHITECTURES`):
     and 2×2 max pooling, then global average pooling: n_f = 512 features, ~4.5 M parameters.
 ``"compact"``
     for CPUs: five stages of two 3×3 convolutions (32-64-128-256-256 channels), each followed by
-    batch normalisation and ReLU, max pooling between stages, global average pooling and a linear
-    map to ``n_features`` (~2.4 M parameters). Batch normalisation trains much better here than
-    group normalisation (test RMSE 0.40 vs 0.63 rad in the same 7 CPU-minutes on 5j0n); under
-    distributed training its statistics are over the whole batch (:class:`BatchNorm2d`).
+    batch normalisation and ReLU, max pooling between stages, global average pooling and a
+    linear map to ``n_features`` (~2.4 M parameters). Batch normalisation trains much better here
+    than group normalisation (test RMSE 0.40 vs 0.63 rad after the same 7 minutes on one core,
+    5j0n, orientation ``d_f``, no rotations); under distributed training its statistics are over
+    the whole batch (:class:`BatchNorm2d`). Zero padding: circular padding would make the features
+    exactly invariant to circular shifts, but costs a third more time per epoch on a CPU;
+    invariance to shifts is learned from on-the-fly shifts instead.
 """
 
 from __future__ import annotations

@@ -432,8 +432,14 @@ def train_distance(
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         if resume and checkpoint.exists():
-            state = torch.load(checkpoint, map_location=device, weights_only=False)
-            if state["config"] != config.to_dict():
+            try:
+                state = torch.load(checkpoint, map_location=device, weights_only=False)
+                stored = state["config"]
+            except (OSError, RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as error:
+                raise ValueError(
+                    f"{checkpoint}: unreadable checkpoint ({error}); delete it or pass resume=False"
+                ) from error
+            if stored != config.to_dict():
                 raise ValueError(f"{checkpoint} was written for another configuration; use a new folder")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -598,9 +604,18 @@ def trained_model(
             model_path.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "dataset.txt").write_text(dataset_key + "\n")
-    result = train_distance(
-        images, quaternions, splits, config, folder=folder, resume=True, device=device, progress=progress
-    )
+    try:
+        result = train_distance(
+            images, quaternions, splits, config, folder=folder, resume=True, device=device, progress=progress
+        )
+    except ValueError as error:
+        if "checkpoint" not in str(error):
+            raise
+        warnings.warn(f"starting over: {error}", ModelCacheWarning, stacklevel=2)
+        (folder / "checkpoint.pt").unlink(missing_ok=True)
+        result = train_distance(
+            images, quaternions, splits, config, folder=folder, resume=False, device=device, progress=progress
+        )
     result.model.eval()
     return result
 
@@ -649,7 +664,14 @@ def split_pairs(
 
 def config_key(config: TrainingConfig, dataset_key: str) -> str:
     """Cache key of a model: its configuration and the dataset it is trained on."""
+    network = SiameseDistance(config.architecture, config.n_features, config.distance).network
     blob = json.dumps(
-        {"config": config.to_dict(), "dataset": dataset_key, "version": __version__}, sort_keys=True
-    )
+        {
+            "config": config.to_dict(),
+            "dataset": dataset_key,
+            "version": __version__,
+            "network": repr(network),
+        },
+        sort_keys=True,
+    )  # the network's layout is in the key, so a changed architecture never reuses an old model
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -27,3 +27,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def toy_projections() -> tuple[torch.Tensor, torch.Tensor]:
+    """(48, 16, 16) unit-variance projections of a small blobby volume, and their (48, 4) orientations."""
+    from cryoorient.geometry import quaternion_to_matrix
+    from cryoorient.projection import project
+
+    rng = np.random.default_rng(0)
+    volume = torch.zeros(16, 16, 16)
+    for _ in range(4):
+        z, y, x = rng.integers(5, 11, 3)
+        volume[z - 1 : z + 2, y - 2 : y + 1, x - 1 : x + 1] += 1.0
+    q = sample_orientations(48, seed=1)
+    images = project(volume, quaternion_to_matrix(q).float())
+    return (images - images.mean()) / images.std(), q

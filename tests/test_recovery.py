@@ -8,6 +8,8 @@ from cryoorient.alignment import align_orientations
 from cryoorient.geometry import quaternion_distance, quaternion_distance_matrix, quaternion_multiply
 from cryoorient.recovery import (
     RecoveryResult,
+    orientation_loss,
+    perturb_distances,
     recover_orientations,
     recover_orientations_sampled,
     spectral_orientations,
@@ -247,3 +249,19 @@ def test_bad_parameters(exact):
         recover_orientations_sampled(exact, pairs_per_step=0, device="cpu")
     with pytest.raises(ValueError, match="does not match"):
         recover_orientations_sampled(exact, n=P + 1, device="cpu")
+
+
+def test_perturbed_distances_and_the_loss_they_give(rng):
+    q = sample_orientations(40, seed=3)
+    exact = quaternion_distance_matrix(q)
+    assert orientation_loss(q, exact) < 1e-20
+    noisy = perturb_distances(exact, 0.3, seed=1)
+    assert torch.equal(noisy, noisy.T) and noisy.min() >= 0 and noisy.max() <= math.pi
+    assert torch.equal(noisy, perturb_distances(exact, 0.3, seed=1))  # frozen by the seed
+    residual = (noisy - exact)[torch.triu_indices(40, 40, 1).unbind()]
+    assert 0.2 < float(residual.std()) < 0.32  # ~0.3, a little less where clipped
+    assert orientation_loss(q, noisy) == pytest.approx(float((residual**2).mean()))
+    with pytest.raises(ValueError, match="square"):
+        perturb_distances(torch.zeros(3, 4), 0.1)
+    with pytest.raises(ValueError, match="40 orientations"):
+        orientation_loss(q, exact[:3, :3])

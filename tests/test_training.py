@@ -11,8 +11,7 @@ from scipy import stats
 
 from cryoorient import training
 from cryoorient.cli import main
-from cryoorient.geometry import quaternion_distance, quaternion_to_matrix
-from cryoorient.projection import project
+from cryoorient.geometry import quaternion_distance
 from cryoorient.sampling import sample_orientations, sample_uniform_distance_pairs
 from cryoorient.siamese import SiameseDistance, cosine_distance, orientation_distance
 from cryoorient.training import TrainingConfig, evaluate_distances, load_model, train_distance, trained_model
@@ -21,15 +20,8 @@ TINY = {"image_size": 16, "epochs": 2, "batch_size": 8, "n_features": 16, "valid
 
 
 @pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(0)
-    volume = torch.zeros(16, 16, 16)
-    for _ in range(4):
-        z, y, x = rng.integers(5, 11, 3)
-        volume[z - 1 : z + 2, y - 2 : y + 1, x - 1 : x + 1] += 1.0
-    q = sample_orientations(48, seed=1)
-    images = project(volume, quaternion_to_matrix(q).float())
-    images = (images - images.mean()) / images.std()
+def data(toy_projections):
+    images, q = toy_projections
     splits = {"train": np.arange(0, 32), "validation": np.arange(32, 40), "test": np.arange(40, 48)}
     return images, q, splits
 
@@ -120,11 +112,32 @@ def test_bad_inputs(data, tmp_path):
         load_model(tmp_path / "model.pt")
     with pytest.raises(ValueError, match="outside"):
         evaluate_distances(SiameseDistance("compact", 16), images, q, torch.tensor([[0, 99]]), 16)
+    with pytest.raises(ValueError, match=r"square images \(N, D, D\)"):
+        train_distance(images[:, :, :-1], q, splits, TrainingConfig(**TINY), progress=False)
+    # a model file of another architecture: named, not half-loaded
+    other = {"model": SiameseDistance("paper", 512).state_dict(), "config": TrainingConfig(**TINY).to_dict()}
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt: not a usable cryoorient model"):
+        load_model(tmp_path / "other.pt")
+    # a corrupt checkpoint: a clear error when resuming by hand, a warning and a fresh start when cached
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match="checkpoint.pt: unreadable checkpoint"):
+        train_distance(images, q, splits, TrainingConfig(**TINY), folder=tmp_path / "run", progress=False)
+    config = TrainingConfig(**TINY)
+    cached = tmp_path / "cache" / training.config_key(config, "data")
+    cached.mkdir(parents=True)
+    (cached / "checkpoint.pt").write_bytes(b"\x00" * 10)
+    with pytest.warns(training.ModelCacheWarning, match="starting over"):
+        result = trained_model(
+            images, q, splits, config, "data", cache_dir=tmp_path / "cache", progress=False
+        )
+    assert len(result.history) == config.epochs and (cached / "model.pt").is_file()
 
 
 def _train_args(dataset, output):
     return ["train", str(dataset), "-o", str(output), "--image-size", "16", "--n-features", "16",
-            "--batch-size", "8", "--max-steps", "3", "--quiet"]  # fmt: skip
+            "--batch-size", "8", "--max-steps", "2", "--quiet"]  # fmt: skip
 
 
 def test_torchrun_with_gloo_matches_one_process(tmp_path):
@@ -139,11 +152,12 @@ def test_torchrun_with_gloo_matches_one_process(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     single = json.loads((tmp_path / "single" / "history.json").read_text())[-1]["train_losses"]
     ddp = json.loads((tmp_path / "ddp" / "history.json").read_text())[-1]["train_losses"]
-    assert len(single) == len(ddp) == 3
-    assert single[-1] < single[0] or ddp[-1] != single[0]  # the steps did change the weights
-    # Summation order differs (two processes, gathered features, all-reduced batch statistics) and
-    # Adam's first steps amplify rounding: ~2e-4 here. Per-process batch statistics were 15 % off.
-    np.testing.assert_allclose(ddp, single, rtol=2e-3)
+    assert len(single) == len(ddp) == 2
+    assert single[1] != single[0]  # the step did change the weights
+    # The first loss checks the forward pass (per-process batch statistics were 2 % off), the second
+    # the averaged gradient of the first step. Summation order differs (two processes, gathered
+    # features, all-reduced statistics) and Adam's first, sign-like steps amplify rounding: ~2e-4.
+    np.testing.assert_allclose(ddp, single, rtol=1e-3)
     assert not (tmp_path / "ddp" / "model.pt").exists()  # a partial run leaves no model
 
 
@@ -183,3 +197,20 @@ def test_evaluation_on_degraded_images_is_reproducible(data):
     again = evaluate_distances(model, images, q, pairs, 16, noise_variance=4.0, seed=3)
     assert np.array_equal(noisy["d_p"], again["d_p"]) and not np.allclose(noisy["d_p"], clean["d_p"])
     assert ((noisy["d_p"] >= 0) & (noisy["d_p"] <= math.pi + 1e-6)).all()
+
+
+def test_features_are_shift_invariant(data):
+    """Global average pooling over translation-equivariant layers: a particle moved in an empty box
+    by a multiple of the network's stride (16 px) keeps its features exactly, as long as its
+    influence (the receptive field, ~200 px) stays inside the box. (Invariance to other shifts is
+    learned from on-the-fly shifts; notebook 03 measures it.)"""
+    images = data[0][:4]
+    canvas = torch.nn.functional.pad(images - images[:, :1, :1], (152, 152, 152, 152)).double()  # 320 px
+    model = SiameseDistance("compact", 16).double().eval()
+    torch.nn.init.zeros_(model.network[-1].bias)  # else the random start's features are ~ its bias
+    with torch.no_grad():
+        f = model.features(canvas)
+        scale = (f - model.features(torch.roll(canvas, 1, dims=0))).norm(dim=1).min()  # another particle
+        for shift in ((16, 0), (-16, 32), (32, 32)):
+            moved = model.features(torch.roll(canvas, shift, dims=(1, 2)))
+            assert (moved - f).norm(dim=1).max() < 1e-9 * scale, shift

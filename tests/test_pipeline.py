@@ -1,0 +1,44 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cryoorient.dataset import read_particles
+from cryoorient.geometry import quaternion_distance
+from cryoorient.pipeline import estimated_distances, learned_recovery, write_orientations
+from cryoorient.siamese import SiameseDistance
+
+
+@pytest.fixture(scope="module")
+def stack(toy_projections):
+    images, q = toy_projections
+    return images[:12], q[:12]
+
+
+def test_estimated_distances_are_a_symmetric_matrix_in_range(stack):
+    images, _ = stack
+    torch.manual_seed(0)
+    d = estimated_distances(SiameseDistance("compact", 8, "orientation"), images, 16)
+    assert d.shape == (12, 12) and d.dtype == torch.float64
+    assert torch.equal(d, d.T) and d.diagonal().abs().max() == 0
+    assert d.min() >= 0 and d.max() <= math.pi
+
+
+def test_learned_recovery_runs_end_to_end_and_refuses_euclidean(stack):
+    images, q = stack
+    torch.manual_seed(0)
+    model = SiameseDistance("compact", 8, "cosine")
+    result = learned_recovery(model, images, q, np.arange(2, 12), 16)
+    assert result.recovery.quaternions.shape == (10, 4) and result.alignment.errors.shape == (10,)
+    assert result.alignment.error == pytest.approx(float(result.alignment.errors.mean()))
+    with pytest.raises(ValueError, match="Euclidean"):
+        learned_recovery(SiameseDistance("compact", 8, "euclidean"), images, q, np.arange(12), 16)
+
+
+def test_written_orientations_read_back(stack, tmp_path):
+    images, q = stack
+    star = write_orientations(tmp_path / "out", images.numpy(), q, pixel_size=4.2)
+    back = read_particles(star)
+    assert back.pixel_size == pytest.approx(4.2) and np.allclose(back.images, images.numpy())
+    assert quaternion_distance(back.quaternions, q).max() < 1e-4  # via Euler angles in degrees
