@@ -35,7 +35,7 @@ import pickle
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,7 @@ __all__ = [
     "split_pairs",
     "load_model",
     "trained_model",
+    "warm_started",
     "prepare_images",
     "train_distance",
 ]
@@ -93,6 +94,9 @@ class TrainingConfig:
     pairs_fraction : ``paper`` recipe: fraction of all training pairs kept after resampling.
     validation_pairs : validation pairs (uniform in ``d_q``) evaluated after each epoch.
     seed : seeds initialisation, batches, augmentation and pair sampling.
+    warm_start : cache key (:func:`config_key`) of a trained model whose weights start this
+        training (same architecture), e.g. the noiseless model before training on noisy images;
+        ``None`` starts from a seeded random initialisation. :func:`trained_model` resolves it.
     """
 
     recipe: str = "inbatch"
@@ -110,6 +114,7 @@ class TrainingConfig:
     pairs_fraction: float = 0.01
     validation_pairs: int = 4000
     seed: int = 0
+    warm_start: str | None = None
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -136,8 +141,15 @@ class TrainingConfig:
         SiameseDistance(self.architecture, self.n_features, self.distance)  # validates the network
 
     def to_dict(self) -> dict:
-        """JSON-ready parameters."""
-        return asdict(self)
+        """JSON-ready parameters.
+
+        ``warm_start`` appears only when set, so the cache keys of models trained from scratch did
+        not change when the field was added.
+        """
+        d = asdict(self)
+        if d["warm_start"] is None:
+            del d["warm_start"]
+        return d
 
 
 @dataclass
@@ -364,6 +376,7 @@ def train_distance(
     device: torch.device | str | None = None,
     progress: bool = True,
     max_steps: int | None = None,
+    initial: dict | None = None,
 ) -> TrainingResult:
     """Train a Siamese distance estimator on the ``train`` split, validating on ``validation``.
 
@@ -381,6 +394,8 @@ def train_distance(
     max_steps : stop after this many optimisation steps (smoke tests, tests of distributed
         training); the partial epoch's per-step losses go to ``history.json`` but no ``model.pt``
         is written.
+    initial : a ``state_dict`` to start from instead of the random initialisation (the weights
+        of ``config.warm_start``; :func:`trained_model` loads them).
     """
     for name in ("train", "validation"):
         if name not in splits or len(splits[name]) < 2:
@@ -400,6 +415,12 @@ def train_distance(
 
     torch.manual_seed(config.seed)
     model = SiameseDistance(config.architecture, config.n_features, config.distance).to(device)
+    if initial is not None:
+        model.load_state_dict(initial)
+    elif config.warm_start is not None:
+        raise ValueError(
+            f"config.warm_start={config.warm_start!r} needs its weights: pass initial= or use trained_model"
+        )
     network = model.network
     if world > 1:
         network = DistributedDataParallel(network, device_ids=[device] if device.type == "cuda" else None)
@@ -602,20 +623,28 @@ def trained_model(
         except (ValueError, OSError) as error:
             warnings.warn(f"retraining: {error}", ModelCacheWarning, stacklevel=2)
             model_path.unlink(missing_ok=True)
+    initial = None
+    if config.warm_start is not None:
+        start = root / config.warm_start / "model.pt"
+        if not start.is_file():
+            raise ValueError(f"warm start {start} does not exist: train (or load) the starting model first")
+        initial = load_model(start)[0].state_dict()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "dataset.txt").write_text(dataset_key + "\n")
     try:
         result = train_distance(
-            images, quaternions, splits, config, folder=folder, resume=True, device=device, progress=progress
-        )
+            images, quaternions, splits, config, folder=folder, resume=True, device=device,
+            progress=progress, initial=initial,
+        )  # fmt: skip
     except ValueError as error:
         if "checkpoint" not in str(error):
             raise
         warnings.warn(f"starting over: {error}", ModelCacheWarning, stacklevel=2)
         (folder / "checkpoint.pt").unlink(missing_ok=True)
         result = train_distance(
-            images, quaternions, splits, config, folder=folder, resume=False, device=device, progress=progress
-        )
+            images, quaternions, splits, config, folder=folder, resume=False, device=device,
+            progress=progress, initial=initial,
+        )  # fmt: skip
     result.model.eval()
     return result
 
@@ -660,6 +689,15 @@ def split_pairs(
     if n_pairs < 1:
         raise ValueError(f"a split of {len(indices)} items has no pairs")
     return indices[sample_uniform_distance_pairs(quaternions[indices], n_pairs, seed=seed)]
+
+
+def warm_started(config: TrainingConfig, dataset_key: str, **changes) -> TrainingConfig:
+    """A configuration that starts from the model ``config`` trains on ``dataset_key``.
+
+    E.g. ``warm_started(clean, key, noise_variance=16.0, epochs=20)``: fine-tune the noiseless
+    model on noisy images instead of learning the noisy task from scratch.
+    """
+    return replace(config, warm_start=config_key(config, dataset_key), **changes)
 
 
 def config_key(config: TrainingConfig, dataset_key: str) -> str:

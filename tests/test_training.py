@@ -214,3 +214,20 @@ def test_features_are_shift_invariant(data):
         for shift in ((16, 0), (-16, 32), (32, 32)):
             moved = model.features(torch.roll(canvas, shift, dims=(1, 2)))
             assert (moved - f).norm(dim=1).max() < 1e-9 * scale, shift
+
+
+def test_warm_start_begins_from_the_cached_model(data, tmp_path):
+    images, q, splits = data
+    config = TrainingConfig(**TINY)
+    orphan = training.warm_started(config, "data", noise_variance=1.0)
+    with pytest.raises(ValueError, match="train \\(or load\\) the starting model first"):
+        trained_model(images, q, splits, orphan, "data", cache_dir=tmp_path, progress=False)
+    first = trained_model(images, q, splits, config, "data", cache_dir=tmp_path, progress=False)
+    still = training.warm_started(config, "data", learning_rate=1e-12, epochs=1)  # (almost) no steps
+    assert still.warm_start == first.folder.name
+    second = trained_model(images, q, splits, still, "data", cache_dir=tmp_path, progress=False)
+    assert second.folder != first.folder
+    for a, b in zip(second.model.parameters(), first.model.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="needs its weights"):
+        train_distance(images, q, splits, still, progress=False)
