@@ -231,3 +231,21 @@ def test_warm_start_begins_from_the_cached_model(data, tmp_path):
         assert torch.allclose(a, b, atol=1e-6)
     with pytest.raises(ValueError, match="needs its weights"):
         train_distance(images, q, splits, still, progress=False)
+
+
+def test_one_step_lowers_the_loss_on_a_fixed_batch(data):
+    images, q, _ = data
+    torch.manual_seed(0)
+    model = SiameseDistance("compact", 16, "orientation")
+    x = training.prepare_images(images[:16], 16)
+    i, j = torch.triu_indices(16, 16, offset=1)
+    target = quaternion_distance(q[i], q[j]).float()
+    weight = torch.ones_like(target)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)  # small enough for a descent step
+    before = training._batch_loss(model, model.network, x, i, j, target, weight)
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = training._batch_loss(model, model.network, x, i, j, target, weight)
+    assert after < before
