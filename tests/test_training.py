@@ -249,3 +249,17 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch(data):
     with torch.no_grad():
         after = training._batch_loss(model, model.network, x, i, j, target, weight)
     assert after < before
+
+
+def test_cpu_training_is_deterministic_and_restores_the_setting(data):
+    images, q, splits = data
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # several threads is where CPU kernels can reduce in varying order
+    try:
+        runs = [train_distance(images, q, splits, TrainingConfig(**TINY), progress=False) for _ in range(2)]
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert runs[0].history[-1]["validation_loss"] == runs[1].history[-1]["validation_loss"]
+    assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting is back
