@@ -135,10 +135,12 @@ def free_embedding(
     n_features : n_f.
     steps, learning_rate, seed : the optimisation (the start is seeded Gaussian).
     """
-    from cryoorient.siamese import SiameseDistance
+    from cryoorient.siamese import distance_function
     from cryoorient.training import distance_weights
 
-    d_f = SiameseDistance("compact", n_features, distance).feature_distance  # validates the name
+    d_f = distance_function(distance)
+    if int(n_features) != n_features or n_features < 1:
+        raise ValueError(f"n_features must be a positive integer; got {n_features!r}")
     target = quaternion_distance_matrix(torch.as_tensor(quaternions, dtype=torch.float64)).float()
     weight = distance_weights(target.flatten(), target.flatten()).reshape(target.shape)
     weight.fill_diagonal_(0.0)

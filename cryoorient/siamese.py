@@ -53,6 +53,7 @@ __all__ = [
     "DISTANCES",
     "SiameseDistance",
     "cosine_distance",
+    "distance_function",
     "euclidean_distance",
     "feature_network",
     "orientation_distance",
@@ -60,6 +61,11 @@ __all__ = [
 
 ARCHITECTURES = ("paper", "compact")
 DISTANCES = ("cosine", "euclidean", "orientation")
+
+
+def _unit(f: torch.Tensor) -> torch.Tensor:
+    """(..., n_f) features scaled to unit length (zero vectors stay zero)."""
+    return f / torch.linalg.vector_norm(f, dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def cosine_distance(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
@@ -73,8 +79,7 @@ def cosine_distance(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
     -------
     (...) angles in ``[0, π]``.
     """
-    u1 = f1 / torch.linalg.vector_norm(f1, dim=-1, keepdim=True).clamp_min(1e-12)
-    u2 = f2 / torch.linalg.vector_norm(f2, dim=-1, keepdim=True).clamp_min(1e-12)
+    u1, u2 = _unit(f1), _unit(f2)
     return 2 * torch.atan2(
         torch.linalg.vector_norm(u1 - u2, dim=-1), torch.linalg.vector_norm(u1 + u2, dim=-1)
     )
@@ -107,8 +112,7 @@ def orientation_distance(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
     -------
     (...) distances in ``[0, π]``; orthogonal or obtuse feature pairs give π.
     """
-    u1 = f1 / torch.linalg.vector_norm(f1, dim=-1, keepdim=True).clamp_min(1e-12)
-    u2 = f2 / torch.linalg.vector_norm(f2, dim=-1, keepdim=True).clamp_min(1e-12)
+    u1, u2 = _unit(f1), _unit(f2)
     cos = (u1 * u2).sum(-1).clamp(1e-6, 1.0)  # the floor keeps the gradient of √ finite near π
     return 2 * torch.atan2(torch.linalg.vector_norm(u1 - u2, dim=-1) / math.sqrt(2), cos.sqrt())
 
@@ -118,6 +122,13 @@ _DISTANCE_FUNCTIONS = {
     "euclidean": euclidean_distance,
     "orientation": orientation_distance,
 }
+
+
+def distance_function(name: str):
+    """The feature distance ``d_f`` called ``name`` (one of :data:`DISTANCES`)."""
+    if name not in DISTANCES:
+        raise ValueError(f"unknown feature distance {name!r}; choose one of {', '.join(DISTANCES)}")
+    return _DISTANCE_FUNCTIONS[name]
 
 
 def _paper_network(n_features: int = 512) -> nn.Sequential:
@@ -201,18 +212,16 @@ class SiameseDistance(nn.Module):
     ----------
     architecture : see :func:`feature_network`.
     n_features : n_f.
-    distance : ``"cosine"`` or ``"euclidean"`` (``d_f``).
+    distance : ``d_f``, one of :data:`DISTANCES` (``"cosine"``, ``"euclidean"``, ``"orientation"``).
     """
 
     def __init__(
         self, architecture: str = "compact", n_features: int = 128, distance: str = "cosine"
     ) -> None:
         super().__init__()
-        if distance not in DISTANCES:
-            raise ValueError(f"unknown feature distance {distance!r}; choose one of {', '.join(DISTANCES)}")
+        self._distance = distance_function(distance)
         self.config = {"architecture": architecture, "n_features": int(n_features), "distance": distance}
         self.network = feature_network(architecture, n_features)
-        self._distance = _DISTANCE_FUNCTIONS[distance]
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """``G_w``: (B, H, W) or (B, 1, H, W) images to (B, n_f) features."""

@@ -471,8 +471,7 @@ def train_distance(
         if config.recipe == "inbatch"
         else None
     )
-    n_val = min(config.validation_pairs, len(val_idx) * (len(val_idx) - 1) // 2)
-    val_pairs = val_idx[sample_uniform_distance_pairs(quaternions[val_idx], n_val, seed=_seeded(config, 2))]
+    val_pairs = split_pairs(quaternions, val_idx, config.validation_pairs, seed=_seeded(config, 2))
 
     folder = Path(folder) if folder is not None else None
     start, history = 0, []
