@@ -15,7 +15,7 @@ INSTALLED := $(VENV)/.installed
 # download it or fall back to the embedded pseudo-protein with a warning.
 export CRYOORIENT_MAPS ?= $(abspath $(wildcard ../shared/data))
 
-.PHONY: help install test lint figures notebooks benchmark clean
+.PHONY: help install test lint figures notebooks paper benchmark clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,14 +34,26 @@ test: install lint  ## unit tests, notebook pairing checks and nbval on the note
 lint: install  ## ruff on the package, tests and notebook sources
 	$(PY) -m ruff check cryoorient tests notebooks benchmarks conftest.py
 
-figures: install  ## run the notebooks in order at PROFILE (default|paper) into build/, figures into figures/
+figures: install  ## run notebooks 01-06 at PROFILE (default|paper): figures/, paper/ report, README table
 	$(PY) -m cryoorient._notebooks run --profile $(PROFILE)
+	$(PY) -m cryoorient.report
 
 notebooks: install  ## re-execute every notebook at its defaults and refresh the paired .ipynb
 	$(PY) -m cryoorient._notebooks refresh
 
-benchmark: install  ## time the projector beside ASPIRE (see benchmarks/README.md); results in benchmarks/results/
-	$(PY) benchmarks/projection.py
+benchmark: install  ## projection, recovery, reconstruction and training benchmarks -> paper/benchmarks.md
+	$(PY) benchmarks/run_all.py
+
+paper: paper/main.pdf  ## the companion note paper/main.pdf (needs LaTeX; numbers and figures from make figures)
+
+paper/main.pdf: paper/main.tex paper/numbers.tex $(wildcard figures/fig_*.pdf)
+	@command -v latexmk >/dev/null || { \
+	  echo "make paper needs latexmk and a LaTeX distribution, which this machine lacks."; \
+	  echo "Install them, e.g.: sudo apt-get install latexmk texlive-latex-recommended texlive-fonts-recommended"; \
+	  echo "(macOS: brew install --cask mactex-no-gui; conda: conda install -c conda-forge texlive-core latexmk)."; \
+	  echo "Or upload paper/main.tex, paper/numbers.tex and figures/ to Overleaf."; exit 1; }
+	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error main.tex
 
 clean:  ## remove build products (keeps the data cache and .venv)
 	rm -rf build
+	cd paper && rm -f main.pdf main.aux main.log main.fls main.fdb_latexmk main.out

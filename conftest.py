@@ -3,11 +3,12 @@
 import os
 from pathlib import Path
 
-# Notebooks executed by nbval (and any test) write figures and build products here, not over
-# the committed reference figures. The kernels nbval starts inherit this environment.
+# Notebooks executed by nbval (and any test) write figures, results and build products here, not
+# over the committed reference figures and paper/. The kernels nbval starts inherit this environment.
 _build = Path(__file__).resolve().parent / "build" / "test"
 os.environ.setdefault("CRYOORIENT_FIGURES", str(_build / "figures"))
 os.environ.setdefault("CRYOORIENT_BUILD", str(_build))
+os.environ.setdefault("CRYOORIENT_PAPER", str(_build / "paper"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 # The paper's 5j0n map, when ../shared/data holds it (CI and developer machines); tests that need
 # it skip when it cannot be found.

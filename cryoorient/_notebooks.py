@@ -56,12 +56,27 @@ def load_profile(name: str, folder: Path | None = None) -> dict[str, dict]:
     return content
 
 
-def profile_parameters(profile: dict[str, dict], stems: list[str]) -> dict[str, dict]:
-    """Parameters for each notebook stem: ``common`` overlaid with the notebook's own section."""
+def profile_parameters(
+    profile: dict[str, dict], stems: list[str], declared: dict[str, set[str]] | None = None
+) -> dict[str, dict]:
+    """Parameters for each notebook stem: ``common`` overlaid with the notebook's own section.
+
+    With ``declared`` (each stem's parameter names), a ``common`` name goes only to the notebooks
+    that declare it (notebook 06 has no ``box_size``), and a ``common`` name that no notebook
+    declares is an error. Without it every notebook gets all of ``common``.
+    """
     unknown = set(profile) - set(stems) - {"common"}
     if unknown:
         raise ValueError(f"profile names notebooks that do not exist: {', '.join(sorted(unknown))}")
-    return {stem: {**profile.get("common", {}), **profile.get(stem, {})} for stem in stems}
+    common = profile.get("common", {})
+    if declared is not None:
+        unused = sorted(set(common) - set().union(*(declared[s] for s in stems)))
+        if unused:
+            raise ValueError(f"profile's common parameter(s) {', '.join(unused)} are declared by no notebook")
+    def shared(stem: str) -> dict:
+        return {k: v for k, v in common.items() if declared is None or k in declared[stem]}
+
+    return {stem: shared(stem) | profile.get(stem, {}) for stem in stems}
 
 
 def to_notebook(source: Path) -> nbformat.NotebookNode:
@@ -172,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         sources = [by_stem[n] for n in args.notebooks]
 
     if args.command == "run":
-        parameters = profile_parameters(load_profile(args.profile), [s.stem for s in notebook_sources()])
+        every = notebook_sources()
+        declared = {s.stem: set(declared_parameters(s)) for s in every}
+        parameters = profile_parameters(load_profile(args.profile), [s.stem for s in every], declared)
         for source in sources:  # a misspelt name in any notebook fails before the first one runs
             check_parameters(source, parameters[source.stem])
         for source in sources:

@@ -1,9 +1,9 @@
 """Where the project reads and writes files: one place instead of ``"../data"`` strings.
 
 Inside a checkout of the repository the folders are the repository's own ``data/``,
-``figures/`` and ``build/``; in an installed copy (Colab, pip) they are under the current
-working directory (``data/`` goes to the user cache). Environment variables override each:
-``CRYOORIENT_DATA``, ``CRYOORIENT_FIGURES`` and ``CRYOORIENT_BUILD``.
+``figures/``, ``paper/`` and ``build/``; in an installed copy (Colab, pip) they are under the
+current working directory (``data/`` goes to the user cache). Environment variables override each:
+``CRYOORIENT_DATA``, ``CRYOORIENT_FIGURES``, ``CRYOORIENT_PAPER`` and ``CRYOORIENT_BUILD``.
 
 ``CRYOORIENT_MAPS`` lists extra folders (``os.pathsep``-separated, may be read-only) searched for
 named density maps such as ``5j0n.mrc`` before anything is downloaded.
@@ -13,9 +13,21 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["build_dir", "data_dir", "figures_dir", "git_commit", "map_dirs", "repo_root"]
+__all__ = [
+    "atomic_write",
+    "build_dir",
+    "data_dir",
+    "figures_dir",
+    "git_commit",
+    "map_dirs",
+    "paper_dir",
+    "repo_root",
+]
 
 
 def repo_root() -> Path | None:
@@ -50,6 +62,11 @@ def figures_dir() -> Path:
     return _folder("CRYOORIENT_FIGURES", "figures", Path.cwd() / "figures")
 
 
+def paper_dir() -> Path:
+    """Folder of the reproduction report: notebook results, ``numbers.json``, ``numbers.tex`` (created)."""
+    return _folder("CRYOORIENT_PAPER", "paper", Path.cwd() / "paper")
+
+
 def build_dir() -> Path:
     """Folder for executed notebooks and other build products (created if missing)."""
     return _folder("CRYOORIENT_BUILD", "build", Path.cwd() / "build")
@@ -71,3 +88,21 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return out.stdout.strip() or "unknown"
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place.
+
+    A reader never sees a half-written ``path``; on any error the temporary file is removed and
+    ``path`` is left as it was.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -7,8 +7,6 @@ JSON sidecar recording the profile, the commit and whatever else produced it (ma
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cryoorient import __version__
-from cryoorient.paths import figures_dir, git_commit
+from cryoorient.paths import atomic_write, figures_dir, git_commit
 from cryoorient.sampling import haar_distance_pdf
 
 __all__ = [
@@ -73,27 +71,14 @@ def save_figure(fig: Figure, name: str, *, profile: str, **provenance: object) -
         # fixed metadata so that the same figure gives the same bytes
         metadata = {"CreationDate": None} if suffix == ".pdf" else {"Software": None}
         written.append(
-            _atomic_write(
+            atomic_write(
                 folder / f"{name}{suffix}",
                 lambda f, s=suffix, m=metadata: fig.savefig(f, format=s[1:], metadata=m),
             )
         )
     text = json.dumps(stamp, indent=2, sort_keys=True) + "\n"
-    written.append(_atomic_write(folder / f"{name}.json", lambda f: f.write(text.encode())))
+    written.append(atomic_write(folder / f"{name}.json", lambda f: f.write(text.encode())))
     return written
-
-
-def _atomic_write(path: Path, write) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def plot_directions(ax: Axes, directions: torch.Tensor | np.ndarray, **scatter: object) -> None:

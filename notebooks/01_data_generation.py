@@ -69,6 +69,7 @@ from cryoorient.plotting import (
     use_style,
 )
 from cryoorient.projection import ctf_2d, snr_db
+from cryoorient.results import save_results
 
 use_style()
 
@@ -292,3 +293,31 @@ for name, indices in dataset.splits.items():
     print(f"{name:12s} {n:12d} {n / n_projections:6.0%} {n * (n - 1) // 2:15,d}")
 joined = np.concatenate(list(dataset.splits.values()))
 print(f"disjoint and complete: {np.array_equal(np.sort(joined), np.arange(n_projections))}")
+
+# %% [markdown]
+# ## 5 · Results for the figures notebook and the report
+# The numbers above and the arrays behind the sampling figure go to `paper/results/PROFILE/`,
+# where notebook 06 and the reproduction report (`paper/README.md`) read them.
+
+# %%
+bins = np.linspace(0.0, np.pi, 51)
+save_results(
+    "01_data_generation",
+    {
+        "map": dataset.map_name,
+        "box_size": box_size,
+        "pixel_size": float(dataset.particles.pixel_size),
+        "n_projections": n_projections,
+        "splits": {name: len(indices) for name, indices in dataset.splits.items()},
+        "n_orientations": n_orientations,
+        "seed": seed,
+        "ks_pvalue": ks,
+        "mean_pairwise_distance": {scheme: float(d.mean()) for scheme, d in pairwise.items()},
+    },
+    profile=profile,
+    arrays={"distance_bins": bins}
+    | {f"directions_{s}": viewing_direction(q).float() for s, q in orientations.items()}
+    | {f"distance_density_{s}": np.histogram(d, bins=bins, density=True)[0] for s, d in pairwise.items()},
+    map=dataset.map_name,
+    map_source=density.source,
+)

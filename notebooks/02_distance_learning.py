@@ -71,6 +71,7 @@ import torch
 
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.plotting import save_figure, use_style
+from cryoorient.results import save_results
 from cryoorient.training import TrainingConfig, dataset_model, evaluate_distances, split_pairs
 
 use_style()
@@ -191,7 +192,36 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The numbers above are this run's; the closing notes of the repository's issues and
-# `paper/` record them per profile next to the paper's. The model lives in the printed cache
-# folder (`model.pt`, `history.json`); `cryoorient.training.load_model` reads it, and notebooks
-# 03 and 04 find it by the same parameters.
+# ## 5 · Results for the figures notebook and the report
+# The numbers above, the learning curves and the test pairs go to `paper/results/PROFILE/`, where
+# notebook 06 and the reproduction report (`paper/README.md`) read them, next to the paper's.
+# The model lives in the printed cache folder (`model.pt`, `history.json`);
+# `cryoorient.training.load_model` reads it, and notebooks 03 and 04 find it by the same
+# parameters.
+
+# %%
+save_results(
+    "02_distance_learning",
+    {
+        "map": dataset.map_name,
+        "config": config.to_dict(),
+        "n_parameters": sum(p.numel() for p in result.model.parameters()),
+        "epochs": len(history),
+        "training_minutes": minutes,
+        "test_uniform": {k: u[k] for k in ("rmse", "pearson", "rmse_above_2", "loss")}
+        | {"pairs": len(u["d_q"])},
+        "test_random": {k: n[k] for k in ("rmse", "pearson", "loss")} | {"pairs": len(n["d_q"])},
+    },
+    profile=profile,
+    arrays={
+        "epoch": np.array(epoch),
+        "train_loss": np.array([h["train_loss"] for h in history]),
+        "validation_loss": np.array([h["validation_loss"] for h in history]),
+        "test_d_q": u["d_q"],
+        "test_d_p": u["d_p"],
+    },
+    map=dataset.map_name,
+    model=result.folder.name,
+    n_projections=n_projections,
+    box_size=box_size,
+)

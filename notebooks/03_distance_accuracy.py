@@ -69,6 +69,7 @@ from cryoorient.baselines import calibrate, free_embedding, image_distance_matri
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.geometry import quaternion_distance
 from cryoorient.plotting import save_figure, use_style
+from cryoorient.results import save_results
 from cryoorient.siamese import DISTANCES
 from cryoorient.training import TrainingConfig, dataset_model, embed, evaluate_distances, split_pairs
 
@@ -349,3 +350,35 @@ boxes(["recipe = inbatch", "recipe = paper"], f"recipe, same images through the 
 # %%
 # NBVAL_CHECK_OUTPUT
 print(f"grid models trained: {len({k for k in results})} settings")
+
+# %% [markdown]
+# ## 6 · Results for the figures notebook and the report
+# The numbers above and, per grid setting, the per-pair losses behind the box plots go to
+# `paper/results/PROFILE/` (read by notebook 06 and the reproduction report).
+
+# %%
+grid = {label: {k: out[k] for k in ("loss", "rmse", "pearson")} for label, out in results.items()}
+save_results(
+    "03_distance_accuracy",
+    {
+        "map": data.map_name,
+        "test_pairs": len(test_pairs),
+        "learned": {k: learned[k] for k in ("rmse", "pearson", "rmse_above_2", "loss")},
+        "euclidean": {"rmse": euclid_rmse, "pearson": euclid_r},
+        "d2_map": d2.map_name,
+        "d2_lookalike_fraction": lookalikes,
+        "embedding_bound_rmse": bounds,
+        "grid": grid,
+        "grid_sizes": {"n_projections": grid_projections, "epochs": grid_epochs, "image_size": image_size},
+        "shift_labels": shift_labels,
+        "noise_labels": noise_labels,
+        "distance_labels": [f"d_f = {d}" for d in DISTANCES],
+        "feature_labels": [f"n_f = {n}" for n in feature_dims],
+        "recipe_labels": ["recipe = inbatch", "recipe = paper"],
+    },
+    profile=profile,
+    arrays={"d_q": learned["d_q"], "d_p": learned["d_p"], "euclidean": euclid}
+    | {f"grid_sq_error/{label}": (out["d_p"] - out["d_q"]) ** 2 for label, out in results.items()},
+    map=data.map_name,
+    config=main_config.to_dict(),
+)

@@ -63,6 +63,7 @@ from cryoorient.paths import data_dir
 from cryoorient.pipeline import learned_recovery, write_orientations
 from cryoorient.plotting import plot_directions, save_figure, use_style
 from cryoorient.recovery import orientation_loss, perturb_distances, recover_orientations
+from cryoorient.results import save_results
 from cryoorient.training import TrainingConfig, dataset_model, evaluate_distances, split_pairs
 
 use_style()
@@ -279,3 +280,36 @@ for noise, entry in learned.items():
         folder, data.particles.images[test], run.alignment.aligned, data.particles.pixel_size
     )
     print(f"σ² = {noise:g}: {star.relative_to(data_dir())}")
+
+# %% [markdown]
+# ## 5 · Results for the figures notebook and the report
+# $E_{OR}$ of every experiment, the timings, and the per-projection errors and orientations behind
+# the panels go to `paper/results/PROFILE/` (read by notebook 06 and the reproduction report).
+
+# %%
+values = {
+    "map": clean.map_name,
+    "p": len(test),
+    "exact": {
+        "e_or": exact_alignment.error, "l_or": exact.loss, "steps": exact.steps,
+        "recovery_seconds": exact.seconds, "alignment_seconds": exact_alignment.seconds,
+    },
+    "perturbed": sweep,
+    "learned": {
+        f"{noise:g}": {
+            "e_or": e["run"].alignment.error, "handedness": e["run"].alignment.handedness,
+            "l_or": e["run"].recovery.loss, "recovery_seconds": e["run"].recovery.seconds,
+            "alignment_seconds": e["run"].alignment.seconds, "model": e["model"],
+            "l_de_train": e["boxes"]["train"]["loss"], "l_de_validation": e["boxes"]["validation"]["loss"],
+        }
+        for noise, e in learned.items()
+    },
+}  # fmt: skip
+arrays = {"true": q_test, "exact_loss_history": exact.loss_history}
+for noise, e in learned.items():
+    key = f"noise{noise:g}"
+    arrays |= {
+        f"{key}/errors": e["run"].alignment.errors, f"{key}/aligned": e["run"].alignment.aligned,
+        f"{key}/loss_history": e["run"].recovery.loss_history,
+    } | {f"{key}/sq_error_{s}": (b["d_p"] - b["d_q"]) ** 2 for s, b in e["boxes"].items()}  # fmt: skip
+save_results("04_orientation_recovery", values, profile=profile, arrays=arrays, map=clean.map_name)

@@ -60,6 +60,7 @@ from cryoorient.paths import data_dir
 from cryoorient.pipeline import learned_recovery
 from cryoorient.plotting import save_figure, use_style
 from cryoorient.reconstruction import fourier_shell_correlation, reconstruct, resolution, write_reconstruction
+from cryoorient.results import save_results
 from cryoorient.sampling import sample_orientations
 from cryoorient.training import TrainingConfig, dataset_model
 
@@ -119,11 +120,12 @@ runs = [(name, clean_images, q) for name, q in orientations.items()]
 noisy_label = f"recovered, σ² = {noisy_variance:g}"
 noisy_images = torch.from_numpy(noisy.particles.images[test])
 runs.append((f"{noisy_label}, noisy images", noisy_images, orientations[noisy_label]))
-maps, curves = {}, {}
+maps, curves, seconds = {}, {}, {}
 for name, images, q in runs:
     result = reconstruct(images, quaternion_to_matrix(q).float(), method=method, n_iterations=n_iterations,
                          device=device, progress=False)  # fmt: skip
     maps[name] = result.volume.cpu()
+    seconds[name] = result.seconds
     freq, fsc = fourier_shell_correlation(maps[name], truth.data, pixel)
     curves[name] = (freq, fsc, resolution(freq, fsc, 0.5), resolution(freq, fsc, 0.143))
     print(f"{name:>42}: FSC 0.5 at {curves[name][2]:6.1f} Å, 0.143 at {curves[name][3]:6.1f} Å "
@@ -188,3 +190,24 @@ for name, images, q in runs:
             folder, maps[name], pixel, quaternion_to_matrix(q), images=images, name=stem
         )
         print(f"{mrc.relative_to(data_dir())}  +  {star.name}")
+
+# %% [markdown]
+# ## 4 · Results for the figures notebook and the report
+# Resolutions, timings, the FSC curves and the central slices go to `paper/results/PROFILE/`
+# (read by notebook 06 and the reproduction report).
+
+# %%
+save_results(
+    "05_reconstruction",
+    {
+        "map": truth.name, "p": len(test), "method": method, "n_iterations": n_iterations,
+        "pixel_size": pixel, "nyquist": 2 * pixel, "labels": list(curves),
+        "resolution_05": at_half, "resolution_0143": {name: c[3] for name, c in curves.items()},
+        "seconds": seconds, "notes": notes,
+    },
+    profile=profile,
+    arrays={"frequency": curves["true"][0], "slice/ground truth": truth.data[c]}
+    | {f"fsc/{name}": curve[1] for name, curve in curves.items()}
+    | {f"slice/{name}": volume[c] for name, volume in maps.items()},
+    map=truth.name,
+)  # fmt: skip

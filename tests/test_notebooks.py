@@ -69,7 +69,8 @@ def test_parameters_and_colab_cells(source):
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_profiles_use_declared_parameters_only(profile):
-    parameters = profile_parameters(load_profile(profile), [s.stem for s in SOURCES])
+    declared = {s.stem: set(declared_parameters(s)) for s in SOURCES}
+    parameters = profile_parameters(load_profile(profile), [s.stem for s in SOURCES], declared)
     for source in SOURCES:
         check_parameters(source, parameters[source.stem])  # raises on an unknown name
         assert parameters[source.stem]["profile"] == profile
@@ -90,6 +91,12 @@ def test_unknown_profile_and_notebook_names(tmp_path):
         load_profile("gpu")
     with pytest.raises(ValueError, match="notebooks that do not exist: 99_nope"):
         profile_parameters({"99_nope": {"x": 1}}, ["01_tiny"])
+    with pytest.raises(ValueError, match="common parameter.* boxsize are declared by no notebook"):
+        profile_parameters({"common": {"boxsize": 1}}, ["01_tiny"], {"01_tiny": {"box_size"}})
+    assert profile_parameters({"common": {"x": 1}}, ["01_a", "06_b"], {"01_a": {"x"}, "06_b": set()}) == {
+        "01_a": {"x": 1},
+        "06_b": {},
+    }
 
 
 @pytest.mark.slow

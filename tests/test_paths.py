@@ -13,6 +13,7 @@ def test_environment_overrides(tmp_path, monkeypatch):
         ("CRYOORIENT_DATA", paths.data_dir),
         ("CRYOORIENT_FIGURES", paths.figures_dir),
         ("CRYOORIENT_BUILD", paths.build_dir),
+        ("CRYOORIENT_PAPER", paths.paper_dir),
     ]:
         target = tmp_path / variable.lower() / "nested"
         monkeypatch.setenv(variable, str(target))

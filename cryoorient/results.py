@@ -1,0 +1,166 @@
+"""What each notebook measured, saved for the figures notebook and the reproduction report.
+
+A notebook ends with :func:`save_results`: its numbers (a JSON-serialisable mapping) and the arrays
+behind its plots go to ``paper/results/PROFILE/NOTEBOOK.json`` and ``.npz``
+(:func:`cryoorient.paths.paper_dir`), stamped with the profile, map and commit. Notebook
+``06_figures`` and :mod:`cryoorient.report` read them back with :func:`load_results` and never
+retrain anything. The JSON records the SHA-256 of its ``.npz``; a pair that does not match (a run
+interrupted between the two renames, a hand edit) is refused with the notebook to rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cryoorient import __version__
+from cryoorient.paths import atomic_write, git_commit, paper_dir
+
+__all__ = ["Results", "ResultsError", "available_profiles", "load_results", "results_dir", "save_results"]
+
+
+class ResultsError(RuntimeError):
+    """Saved results are missing, corrupt or inconsistent; the message names the notebook to run."""
+
+
+@dataclass(frozen=True)
+class Results:
+    """One notebook's saved results.
+
+    Attributes
+    ----------
+    notebook : notebook stem, e.g. ``"04_orientation_recovery"``.
+    profile : parameter profile of the run.
+    values : the numbers (nested mappings of floats, ints, strings, lists).
+    arrays : named arrays behind the plots.
+    provenance : commit, map and package version of the run, plus what the notebook added.
+    """
+
+    notebook: str
+    profile: str
+    values: dict
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+
+def results_dir(profile: str) -> Path:
+    """``paper/results/PROFILE`` (created if missing)."""
+    _check_name(profile, "profile")
+    folder = paper_dir() / "results" / profile
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def available_profiles() -> list[str]:
+    """Profiles with at least one saved notebook result, sorted."""
+    root = paper_dir() / "results"
+    return (
+        sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.json")))
+        if root.is_dir()
+        else []
+    )
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"{what} must be a plain name; got {name!r}")
+
+
+def _plain(value: object, where: str) -> object:
+    """``value`` with tensors, arrays and NumPy scalars turned into JSON types; NaN and ±inf into ``None``."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN: "no value" (e.g. an RMSE over an empty set)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"{where}: cannot save a {type(value).__name__} as a result")
+
+
+def save_results(
+    notebook: str,
+    values: Mapping[str, object],
+    *,
+    profile: str,
+    arrays: Mapping[str, np.ndarray | torch.Tensor] | None = None,
+    **provenance: object,
+) -> Path:
+    """Save a notebook's numbers and plot arrays for ``profile`` (atomically); return the JSON path.
+
+    Parameters
+    ----------
+    notebook : notebook stem, e.g. ``"02_distance_learning"``.
+    values : the numbers the notebook reports (units in the key names or the notebook's text).
+    profile : parameter profile of the run.
+    arrays : named arrays (any shape) for the figures notebook.
+    **provenance : facts about the run (map, sizes, model key); JSON-serialisable.
+    """
+    _check_name(notebook, "notebook")
+    folder = results_dir(profile)
+    buffer = io.BytesIO()
+    packed = {
+        name: np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a)
+        for name, a in (arrays or {}).items()
+    }
+    np.savez_compressed(buffer, **packed)
+    blob = buffer.getvalue()
+    record = {
+        "notebook": notebook,
+        "profile": profile,
+        "commit": git_commit(),
+        "cryoorient": __version__,
+        "provenance": _plain(dict(provenance), "provenance"),
+        "values": _plain(dict(values), "values"),
+        "arrays": sorted(packed),
+        "arrays_sha256": hashlib.sha256(blob).hexdigest(),
+    }
+    text = json.dumps(record, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    atomic_write(folder / f"{notebook}.npz", lambda f: f.write(blob))
+    return atomic_write(folder / f"{notebook}.json", lambda f: f.write(text.encode()))
+
+
+def load_results(notebook: str, profile: str) -> Results:
+    """Read what :func:`save_results` wrote for ``notebook`` at ``profile``.
+
+    Raises
+    ------
+    ResultsError : when the results are missing, unreadable, or their arrays do not match.
+    """
+    _check_name(notebook, "notebook")
+    folder = paper_dir() / "results" / profile
+    path = folder / f"{notebook}.json"
+    rerun = (
+        f"run notebooks/{notebook}.py at profile {profile!r} first "
+        f"(`make figures PROFILE={profile}` runs every notebook in order)"
+    )
+    if not path.is_file():
+        raise ResultsError(f"no results of {notebook} at profile {profile!r} in {folder}: {rerun}")
+    try:
+        record = json.loads(path.read_text())
+        blob = (folder / f"{notebook}.npz").read_bytes()
+    except (OSError, ValueError) as error:
+        raise ResultsError(f"{path} or its .npz cannot be read ({error}): {rerun}") from error
+    if hashlib.sha256(blob).hexdigest() != record.get("arrays_sha256"):
+        raise ResultsError(
+            f"{path.with_suffix('.npz')} does not match {path.name} (interrupted run?): {rerun}"
+        )
+    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    provenance = {k: record[k] for k in ("commit", "cryoorient")} | record.get("provenance", {})
+    return Results(notebook, record["profile"], record["values"], arrays, provenance)

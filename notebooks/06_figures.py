@@ -1,0 +1,265 @@
+# %% [markdown]
+# # 06 · The paper's figures, and the reproduction report
+#
+# Notebooks 01–05 each end by saving what they measured — numbers, and the arrays behind their
+# plots — under `paper/results/PROFILE/`. This notebook trains nothing and recomputes nothing: it
+# reads those results and assembles the multi-panel figures of the paper (method overview aside),
+# then writes the claim-by-claim report `paper/README.md`, `paper/numbers.json` and the LaTeX
+# macros `paper/numbers.tex` that `paper/main.tex` uses.
+#
+# `figures/README.md` maps every paper figure to the files made here and by notebooks 01–05, with
+# what differs from the paper. Each figure's JSON sidecar records the profile, map and commit of
+# the runs it was drawn from.
+
+# %%
+# Colab only: install the package and fetch the repository's saved results (does nothing elsewhere).
+import os
+import subprocess
+import sys
+
+REPOSITORY = "https://github.com/cryoorient/cryoorient"
+if "google.colab" in sys.modules:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"cryoorient @ git+{REPOSITORY}"], check=True
+    )
+    subprocess.run(["git", "clone", "-q", "--depth", "1", REPOSITORY, "/content/cryoorient"], check=False)
+    os.environ.setdefault("CRYOORIENT_PAPER", "/content/cryoorient/paper")
+
+# %% tags=["parameters"]
+profile = "default"  # profile whose saved results are drawn (notebooks 01-05 must have run at it)
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import Markdown, display
+
+from cryoorient.geometry import viewing_direction
+from cryoorient.paths import paper_dir
+from cryoorient.plotting import plot_directions, save_figure, use_style
+from cryoorient.report import numbers_document, readme_table, write_report
+from cryoorient.results import load_results
+
+use_style()
+
+sampling = load_results("01_data_generation", profile)
+learning = load_results("02_distance_learning", profile)
+accuracy = load_results("03_distance_accuracy", profile)
+recovery = load_results("04_orientation_recovery", profile)
+reconstruction = load_results("05_reconstruction", profile)
+tag = recovery.values["map"].replace(":", "-").replace("/", "-")
+made = []
+
+
+def stamp(name: str, *sources) -> None:
+    """Save the current figure with the profile, maps and commits of the results it draws."""
+    runs = {r.notebook: {"map": r.values.get("map"), "commit": r.provenance["commit"]} for r in sources}
+    save_figure(plt.gcf(), name, profile=profile, drawn_from=runs)
+    made.append(name)
+
+
+print(f"profile {profile}: results of 01-05 found; map {recovery.values['map']}")
+
+# %% [markdown]
+# ## Orientation sampling (paper appendix)
+# Projection directions of four sampling schemes and the distribution of pairwise distances
+# they induce, against the density $(1-\cos\theta)/\pi$ of uniformly random orientations.
+
+# %%
+schemes = ["uniform", "euler", "half", "quarter"]
+bins = sampling.arrays["distance_bins"]
+fig = plt.figure(figsize=(13, 3.2))
+for k, scheme in enumerate(schemes):
+    ax = fig.add_subplot(1, 5, k + 1, projection="mollweide")
+    plot_directions(ax, sampling.arrays[f"directions_{scheme}"][:1000], color=f"C{k}")
+    ax.set_title(f"({'abcd'[k]}) {scheme}", fontsize=9)
+ax = fig.add_subplot(1, 5, 5)
+centres = (bins[:-1] + bins[1:]) / 2
+for k, scheme in enumerate(schemes):
+    label = f"{scheme} (KS p {sampling.values['ks_pvalue'][scheme]:.2f})"
+    ax.plot(centres, sampling.arrays[f"distance_density_{scheme}"], color=f"C{k}", label=label)
+theta = np.linspace(0, np.pi, 200)
+ax.plot(theta, (1 - np.cos(theta)) / np.pi, "k--", lw=1, label="uniform SO(3)")
+ax.set_xlabel("$d_q$ (rad)")
+ax.set_ylabel("density")
+ax.set_title("(e) pairwise distances", fontsize=9)
+ax.legend(fontsize=6, frameon=False)
+fig.tight_layout()
+stamp("fig_sampling", sampling)
+plt.show()
+
+# %% [markdown]
+# ## Distance learning (paper: learning curves and $\hat d_p$ against $d_q$)
+# (a) $L_{DE}$ per epoch; (b) the learned distance against the true one on test pairs with
+# uniform $d_q$; (c) the Euclidean distance between the images, affinely fitted, on the same
+# kind of pairs (paper appendix).
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
+a = learning.arrays
+axes[0].plot(a["epoch"], a["train_loss"], label="training")
+axes[0].plot(a["epoch"], a["validation_loss"], label="validation")
+axes[0].set_yscale("log")
+axes[0].set_xlabel("epoch")
+axes[0].set_ylabel(r"$L_{DE}$ (rad$^2$)")
+axes[0].legend()
+axes[0].set_title(f"(a) learning curves, {learning.values['training_minutes']:.1f} min", fontsize=9)
+t = learning.values["test_uniform"]
+axes[1].hexbin(a["test_d_q"], a["test_d_p"], gridsize=40, extent=(0, np.pi, 0, np.pi), cmap="Blues", mincnt=1)
+axes[1].set_title(f"(b) learned: RMSE {t['rmse']:.3f} rad, r = {t['pearson']:.3f}", fontsize=9)
+axes[1].set_ylabel(r"$\hat d_p$ (rad)")
+e = accuracy.values["euclidean"]
+axes[2].scatter(accuracy.arrays["d_q"], accuracy.arrays["euclidean"], s=3, alpha=0.4, color="C1")
+axes[2].set_title(f"(c) Euclidean: RMSE {e['rmse']:.3f} rad, r = {e['pearson']:.3f}", fontsize=9)
+for ax in axes[1:]:
+    ax.plot([0, np.pi], [0, np.pi], "k--", lw=0.8)
+    ax.set_xlim(0, np.pi)
+    ax.set_ylim(0, np.pi)
+    ax.set_xlabel(r"$d_q$ (rad)")
+    ax.set_aspect("equal")
+fig.tight_layout()
+stamp(f"fig_distance_learning_{tag}", learning, accuracy)
+plt.show()
+
+# %% [markdown]
+# ## Sensitivity and ablations (paper: $L_{DE}$ box plots)
+# Per-pair squared errors on test pairs of the small grid models of notebook 03: trained and
+# tested with (a) in-plane shifts and (b) noise; (c) the feature distance $d_f$ and (d) the
+# feature dimension $n_f$.
+
+# %%
+v = accuracy.values
+panels = [
+    ("(a) shifts", v["shift_labels"]),
+    ("(b) noise", v["noise_labels"]),
+    ("(c) feature distance $d_f$", v["distance_labels"]),
+    ("(d) feature dimension $n_f$", v["feature_labels"]),
+]
+fig, axes = plt.subplots(1, 4, figsize=(14, 3.6), sharey=True)
+for ax, (title, labels) in zip(axes, panels, strict=True):
+    ax.boxplot([accuracy.arrays[f"grid_sq_error/{k}"] for k in labels], showfliers=False)
+    ticks = [k.replace("shift ±0 px", "σ² = 0") if "noise" in title else k for k in labels]
+    ax.set_xticks(range(1, len(labels) + 1), [k.split("= ")[-1].replace("shift ", "") for k in ticks])
+    ax.set_title(title, fontsize=9)
+axes[0].set_ylabel(r"$(\hat d_p - d_q)^2$ (rad$^2$)")
+s = v["grid_sizes"]
+fig.suptitle(f"{v['map']}: {s['n_projections']} projections, {s['epochs']} epochs per model", fontsize=9)
+fig.tight_layout()
+stamp(f"fig_sensitivity_{tag}", accuracy)
+plt.show()
+
+# %% [markdown]
+# ## Orientation recovery (paper: perturbed distances; $L_{DE}$, $L_{OR}$, $E_{OR}$ panels)
+# (a) $E_{OR}$ from exact distances plus errors of growing variance, with $L_{OR}$ at the
+# recovered and at the true orientations; (b) per-pair $L_{DE}$ of the distance estimators on
+# training and validation pairs; (c) $L_{OR}$ during recovery from learned distances;
+# (d) the per-projection errors after alignment, with $E_{OR}$.
+
+# %%
+r = recovery.values
+noisy = [k for k in r["learned"] if k != "0"][0]
+fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+sweep = r["perturbed"]
+variances = [x["variance"] for x in sweep]
+axes[0].plot(variances, [x["e_or"] for x in sweep], "o-", label=r"$E_{OR}$ (rad)")
+axes[0].plot(variances, [x["l_or"] for x in sweep], "s--", label=r"$L_{OR}$ recovered (rad$^2$)")
+axes[0].plot(variances, [x["l_or_true"] for x in sweep], "^:", label=r"$L_{OR}$ at the truth (rad$^2$)")
+axes[0].set_xlabel("variance of the distance errors (rad²)")
+axes[0].legend(fontsize=7)
+axes[0].set_title("(a) perturbed distances", fontsize=9)
+keys = ["0", noisy]
+boxes = [recovery.arrays[f"noise{k}/sq_error_{s}"] for k in keys for s in ("train", "validation")]
+axes[1].boxplot(boxes, showfliers=False)
+axes[1].set_xticks([1, 2, 3, 4], [f"σ²={k}\n{s}" for k in keys for s in ("train", "val.")])
+axes[1].set_ylabel(r"$(\hat d_p - d_q)^2$ (rad$^2$)")
+axes[1].set_title(r"(b) $L_{DE}$ per pair", fontsize=9)
+for k, colour in zip(keys, ("C0", "C3"), strict=True):
+    axes[2].semilogy(recovery.arrays[f"noise{k}/loss_history"], color=colour, label=f"σ² = {k}")
+    errors = recovery.arrays[f"noise{k}/errors"]
+    axes[3].hist(errors, bins=40, range=(0, np.pi), alpha=0.6, color=colour,
+                 label=f"σ² = {k}: $E_{{OR}}$ {r['learned'][k]['e_or']:.3f} rad")  # fmt: skip
+axes[2].set_xlabel("L-BFGS step")
+axes[2].set_ylabel(r"$L_{OR}$ (rad$^2$)")
+axes[2].legend(fontsize=7)
+axes[2].set_title(r"(c) $L_{OR}$ from learned distances", fontsize=9)
+axes[3].set_xlabel(r"$d_q(q_i, T\hat q_i)$ (rad)")
+axes[3].legend(fontsize=7)
+axes[3].set_title(f"(d) errors of the {r['p']} test orientations", fontsize=9)
+fig.tight_layout()
+stamp(f"fig_recovery_{tag}", recovery)
+plt.show()
+
+# %% [markdown]
+# ## Alignment (paper appendix: true and recovered orientations)
+# Projection directions of the true orientations and of the recovered ones after the O(4)
+# alignment, coloured by each projection's error $d_q(q_i, T\hat q_i)$.
+
+# %%
+fig = plt.figure(figsize=(13, 3.4))
+panels = [("(a) true", recovery.arrays["true"], None)] + [
+    (f"({'bc'[i]}) recovered, σ² = {k}, aligned", recovery.arrays[f"noise{k}/aligned"],
+     recovery.arrays[f"noise{k}/errors"])
+    for i, k in enumerate(keys)
+]  # fmt: skip
+for i, (title, q, errors) in enumerate(panels):
+    ax = fig.add_subplot(1, 3, i + 1, projection="mollweide")
+    style = {"color": "k"} if errors is None else {"c": errors[:600], "cmap": "viridis", "vmin": 0,
+                                                   "vmax": np.pi}
+    plot_directions(ax, viewing_direction(torch.from_numpy(q[:600])), s=5, alpha=0.8, **style)
+    ax.set_title(title, fontsize=9)
+    if i:
+        ax.set_ylabel("")
+fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, np.pi), cmap="viridis"), ax=fig.axes, shrink=0.6,
+             label="error (rad)")  # fmt: skip
+stamp(f"fig_alignment_{tag}", recovery)
+plt.show()
+
+# %% [markdown]
+# ## Reconstruction and resolution (paper: reconstructions and FSC)
+# Central z slices of the ground truth and of the reconstructions from true, random and recovered
+# orientations, and their Fourier shell correlation with the ground truth.
+
+# %%
+c = reconstruction.values
+labels = ["ground truth"] + c["labels"]
+fig = plt.figure(figsize=(2.2 * len(labels), 5.6))
+for i, name in enumerate(labels):
+    ax = fig.add_subplot(2, len(labels), i + 1)
+    ax.imshow(reconstruction.arrays[f"slice/{name}"], cmap="gray", origin="lower")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    res = "" if name == "ground truth" else f"\n{c['resolution_05'][name]:.1f} Å"
+    ax.set_title(name.replace(", noisy images", ",\nnoisy images") + res, fontsize=7)
+ax = fig.add_subplot(2, 1, 2)
+for name in c["labels"]:
+    ax.plot(reconstruction.arrays["frequency"], reconstruction.arrays[f"fsc/{name}"],
+            label=f"{name}: {c['resolution_05'][name]:.1f} Å")  # fmt: skip
+for threshold in (0.5, 0.143):
+    ax.axhline(threshold, color="k", lw=0.6, ls=":")
+ax.set_xlabel("spatial frequency (1/Å)")
+ax.set_ylabel("FSC")
+ax.set_ylim(-0.1, 1.02)
+ax.legend(fontsize=7, ncol=2)
+fig.suptitle(f"{c['map']}: {c['p']} projections, {c['method']}; Nyquist {c['nyquist']:.2f} Å", fontsize=9)
+fig.tight_layout()
+stamp(f"fig_reconstruction_{tag}", reconstruction)
+plt.show()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("figures assembled:", ", ".join(name.removesuffix(f"_{tag}") for name in made))
+
+# %% [markdown]
+# ## The reproduction report
+# Every saved profile's numbers go to `paper/numbers.json`, the report `paper/README.md` and the
+# macros `paper/numbers.tex`. The table below is the one `make figures` also copies into the
+# repository's README. Verdicts compare numbers only; the report lists what limits each
+# comparison (image size, hardware).
+
+# %%
+written = write_report()
+print("written:", ", ".join(str(p.relative_to(paper_dir())) for p in written))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+display(Markdown(readme_table(numbers_document())))
