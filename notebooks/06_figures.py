@@ -73,6 +73,8 @@ for k, scheme in enumerate(schemes):
     ax = fig.add_subplot(1, 5, k + 1, projection="mollweide")
     plot_directions(ax, sampling.arrays[f"directions_{scheme}"][:1000], color=f"C{k}")
     ax.set_title(f"({'abcd'[k]}) {scheme}", fontsize=9)
+    if k:
+        ax.set_ylabel("")
 ax = fig.add_subplot(1, 5, 5)
 centres = (bins[:-1] + bins[1:]) / 2
 for k, scheme in enumerate(schemes):
