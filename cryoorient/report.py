@@ -485,8 +485,9 @@ def verdict(
 def collect(profile: str) -> dict:
     """The numbers of ``profile`` from the saved results: ``{"numbers", "runs", "missing"}``.
 
-    ``runs`` gives each notebook's map and commit; ``missing`` lists notebooks without results.
-    A number whose notebook ran but did not record it (another grid, say) is left out.
+    ``runs`` gives each notebook's map and commit (and the map's source where recorded);
+    ``missing`` lists notebooks without results. A number whose notebook ran but did not record
+    it (another grid, say) is left out.
     """
     loaded: dict[str, Results] = {}
     missing = []
@@ -507,6 +508,9 @@ def collect(profile: str) -> dict:
     runs = {
         name: {"map": r.values.get("map"), "commit": r.provenance.get("commit")} for name, r in loaded.items()
     }
+    for name, r in loaded.items():  # where the map came from (a file, a download, the embedded default)
+        if "map_source" in r.provenance:
+            runs[name]["map_source"] = r.provenance["map_source"]
     return {"numbers": numbers, "runs": runs, "missing": missing}
 
 
@@ -650,9 +654,11 @@ def render_report(document: dict) -> str:
             parts.append(f"- **{p}**: not run.")
             continue
         maps = sorted({str(r["map"]) for r in runs.values()})
+        sources = sorted({str(r["map_source"]) for r in runs.values() if "map_source" in r})
+        maps += [f"(read from {', '.join(sources)})"] if sources else []
         commits = sorted({str(r["commit"]) for r in runs.values()})
         missing = f"; missing: {', '.join(full[p]['missing'])}" if full[p]["missing"] else ""
-        parts.append(f"- **{p}**: notebooks {', '.join(sorted(runs))}; map {', '.join(maps)}; "
+        parts.append(f"- **{p}**: notebooks {', '.join(sorted(runs))}; map {' '.join(maps)}; "
                      f"commit {', '.join(commits)}{missing}.")  # fmt: skip
     return "\n".join(parts) + "\n"
 
