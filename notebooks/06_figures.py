@@ -54,7 +54,8 @@ made = []
 def stamp(name: str, *sources) -> None:
     """Save the current figure with the profile, maps and commits of the results it draws."""
     runs = {r.notebook: {"map": r.values.get("map"), "commit": r.provenance["commit"]} for r in sources}
-    save_figure(plt.gcf(), name, profile=profile, drawn_from=runs)
+    maps = sorted({str(run["map"]) for run in runs.values()})
+    save_figure(plt.gcf(), name, profile=profile, map=", ".join(maps), drawn_from=runs)
     made.append(name)
 
 
