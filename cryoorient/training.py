@@ -59,12 +59,14 @@ __all__ = [
     "TrainingConfig",
     "TrainingResult",
     "distance_weights",
+    "epoch_steps",
     "evaluate_distances",
     "ModelCacheWarning",
     "config_key",
     "dataset_model",
     "split_pairs",
     "load_model",
+    "paper_pair_count",
     "trained_model",
     "warm_started",
     "prepare_images",
@@ -391,6 +393,22 @@ def _deterministic_on_cpu(train):
     return wrapper
 
 
+def paper_pair_count(config: TrainingConfig, n_train: int) -> int:
+    """Training pairs the paper's recipe keeps: ``pairs_fraction`` of the ``n_train (n_train - 1) / 2``."""
+    return max(1, int(config.pairs_fraction * n_train * (n_train - 1) / 2))
+
+
+def epoch_steps(config: TrainingConfig, n_train: int) -> int:
+    """Optimisation steps in one epoch of :func:`train_distance` over ``n_train`` training images.
+
+    The paper's recipe steps through its fixed pairs, ``batch_size`` pairs a step; the in-batch
+    recipe through the images, ``batch_size`` images a step (the last partial batch dropped).
+    """
+    if config.recipe == "paper":
+        return math.ceil(paper_pair_count(config, n_train) / config.batch_size)
+    return n_train // config.batch_size
+
+
 @_deterministic_on_cpu
 def train_distance(
     images: torch.Tensor,
@@ -453,19 +471,18 @@ def train_distance(
         network = DistributedDataParallel(network, device_ids=[device] if device.type == "cuda" else None)
     if config.recipe == "paper":
         optimizer = torch.optim.RMSprop(model.parameters(), lr=config.learning_rate)
-        n_pairs = max(1, int(config.pairs_fraction * len(train_idx) * (len(train_idx) - 1) / 2))
+        n_pairs = paper_pair_count(config, len(train_idx))
         train_pairs = train_idx[
             sample_uniform_distance_pairs(quaternions[train_idx], n_pairs, seed=_seeded(config, 1))
         ]
-        steps_per_epoch = math.ceil(len(train_pairs) / config.batch_size)
     else:
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
-        steps_per_epoch = len(train_idx) // config.batch_size
         reference = quaternion_distance(
             quaternions[train_idx][:, None], quaternions[train_idx][None]
         ).flatten()
+    steps_per_epoch = epoch_steps(config, len(train_idx))
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
         if config.recipe == "inbatch"

@@ -1,0 +1,120 @@
+"""Fast checks of the benchmark scripts' logic (no timings asserted; the benchmarks themselves are slow)."""
+
+import copy
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from cryoorient.training import TrainingConfig, epoch_steps, train_distance
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def scripts(monkeypatch):
+    """The benchmark scripts as modules (they import their sibling ``_common``)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module("run_all"), importlib.import_module("training")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: two threads next to another busy process can run tiny steps 40x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_data(n: int = 24, size: int = 16):
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.standard_normal((n, size, size), dtype=np.float32))
+    q = torch.from_numpy(rng.standard_normal((n, 4)))
+    quaternions = q / q.norm(dim=1, keepdim=True)
+    splits = {"train": np.arange(0, n // 2), "validation": np.arange(n // 2, n)}
+    return images, quaternions, splits
+
+
+def test_report_from_recorded_results(scripts):
+    run_all, _ = scripts
+    results = run_all.load_results()
+    if set(results) != set(run_all.BENCHMARKS):
+        pytest.skip("not every benchmark has recorded results")
+    text = run_all.render_report(results)
+    for title, _ in run_all.SECTIONS.values():
+        assert f"## {title}" in text
+    assert "## Machine" in text and "No results" not in text
+
+
+def test_report_says_plainly_when_the_peer_did_not_run(scripts):
+    run_all, _ = scripts
+    results = run_all.load_results(["projection"])
+    if not results:
+        pytest.skip("no recorded projection results")
+    projection = copy.deepcopy(results["projection"])
+    projection["peer"] = {"name": "ASPIRE", "status": "not run", "reason": "no interpreter at /nowhere"}
+    text = "\n".join(run_all.projection_section(projection))
+    assert "was not run" in text and "/nowhere" in text and "Side by side" not in text
+
+
+def test_report_only_keeps_the_run_records_of_unchanged_results(scripts, tmp_path):
+    run_all, _ = scripts
+    results = run_all.load_results(["training"])
+    if not results:
+        pytest.skip("no recorded training results")
+    run = {"arguments": ["--threads", "1"], "seconds": 12.5, "returncode": 0}
+    run["results_date"] = results["training"]["date"]
+    report = tmp_path / "benchmarks.md"
+    report.write_text(run_all.render_report(results, {"training": run}, "benchmarks/run_all.py"))
+    runs, invocation = run_all.previous_runs(report, results)
+    assert runs == {"training": run} and invocation == "benchmarks/run_all.py"
+    newer = {"training": results["training"] | {"date": "2999-01-01T00:00:00+00:00"}}
+    assert run_all.previous_runs(report, newer) == ({}, "")
+
+
+def test_markdown_table_columns_line_up(scripts):
+    run_all, _ = scripts
+    lines = run_all.table([("name", "value"), ("a", "1.5"), ("longer", "10")])
+    assert lines[-1] == "" and len({len(line) for line in lines[:-1]}) == 1
+    assert lines[1].endswith(": |")  # numbers right-aligned
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TrainingConfig(architecture="compact", n_features=8, image_size=None, epochs=1, batch_size=4),
+        TrainingConfig(
+            recipe="paper",
+            architecture="compact",
+            n_features=8,
+            image_size=None,
+            epochs=1,
+            batch_size=8,
+            pairs_fraction=0.5,
+        ),
+    ],
+    ids=["inbatch", "paper"],
+)
+def test_epoch_steps_match_a_real_epoch(config, one_thread):
+    images, quaternions, splits = tiny_data()
+    steps = []
+    hook = register_optimizer_step_post_hook(lambda *args: steps.append(1))
+    try:
+        train_distance(images, quaternions, splits, config, progress=False, device="cpu")
+    finally:
+        hook.remove()
+    assert len(steps) == epoch_steps(config, len(splits["train"]))
+
+
+def test_timed_steps_count_images_through_the_network(scripts, one_thread):
+    _, training = scripts
+    images, quaternions, splits = tiny_data()
+    config = TrainingConfig(architecture="compact", n_features=8, image_size=None, epochs=1, batch_size=4)
+    timed = training.time_steps(images, quaternions, splits, config, warmup=1, steps=2, device="cpu")
+    assert len(timed["step_seconds"]) == 2 and all(s > 0 for s in timed["step_seconds"])
+    assert timed["images_per_step"] == [4, 4]
+    assert training.pairs_per_step(config) == 6
