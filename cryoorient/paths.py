@@ -72,22 +72,31 @@ def build_dir() -> Path:
     return _folder("CRYOORIENT_BUILD", "build", Path.cwd() / "build")
 
 
+# Outputs that `make figures` itself rewrites: a change there does not make the *source* dirty.
+GENERATED = ("figures", "paper/results", "paper/README.md", "paper/numbers.json", "paper/numbers.tex")
+
+
 def git_commit() -> str:
-    """Short commit of the checkout, with ``-dirty`` when it has local changes; else ``"unknown"``."""
+    """Short commit of the checkout, ``-dirty`` when its sources have local changes; else ``"unknown"``.
+
+    Changes to the generated outputs (:data:`GENERATED`) and untracked files do not count: a
+    ``make figures`` run rewrites the figures of the notebooks before it, and its stamps should
+    still say that the code was the commit's.
+    """
     root = repo_root()
     if root is None:
         return "unknown"
+    excluded = [f":(exclude){path}" for path in GENERATED]
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        head = _git(root, "rev-parse", "--short=12", "HEAD")
+        changes = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return out.stdout.strip() or "unknown"
+    return f"{head}-dirty" if changes else head or "unknown"
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:

@@ -1,4 +1,5 @@
 import os
+import subprocess
 
 from cryoorient import paths
 
@@ -33,3 +34,24 @@ def test_map_dirs_lists_existing_folders_then_data(tmp_path, monkeypatch):
     monkeypatch.setenv("CRYOORIENT_MAPS", f"{tmp_path}{os.pathsep}{tmp_path / 'missing'}")
     monkeypatch.setenv("CRYOORIENT_DATA", str(tmp_path / "cache"))
     assert paths.map_dirs() == [tmp_path.resolve(), (tmp_path / "cache").resolve()]
+
+
+def test_git_commit_ignores_generated_outputs(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)  # fmt: skip
+
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "a.json").write_text("1")
+    (tmp_path / "code.py").write_text("1")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "x")
+    monkeypatch.setattr(paths, "repo_root", lambda: tmp_path)
+    clean = paths.git_commit()
+    assert len(clean) == 12 and not clean.endswith("-dirty")
+    (tmp_path / "figures" / "a.json").write_text("2")  # a figure rewritten by make figures
+    (tmp_path / "new.txt").write_text("untracked")
+    assert paths.git_commit() == clean
+    (tmp_path / "code.py").write_text("2")
+    assert paths.git_commit() == f"{clean}-dirty"
