@@ -54,6 +54,7 @@ __all__ = [
     "perturb_distances",
     "recover_orientations",
     "recover_orientations_sampled",
+    "reliability_weights",
     "spectral_orientations",
 ]
 
@@ -142,6 +143,47 @@ def orientation_loss(quaternions: torch.Tensor, distances: torch.Tensor) -> floa
     return float((residual**2).triu(1).sum() / (n * (n - 1) / 2))
 
 
+def reliability_weights(
+    distances: torch.Tensor | np.ndarray, *, scale: float | None = None, neighbours: int | None = None
+) -> torch.Tensor:
+    """Pair weights that trust small estimated distances more, for a weighted ``L_OR``.
+
+    A distance estimator is often more reliable for close pairs (similar projections) than for far
+    ones; weighting ``L_OR`` towards them is the recovery-side defence against bad estimates.
+    Give exactly one of:
+
+    scale : Gaussian weights ``exp(-(d_ij / scale)²)``, ``scale`` in radians.
+    neighbours : 1 for the ``neighbours`` smallest distances of each row, or of each column, else 0.
+
+    Parameters
+    ----------
+    distances : (P, P) estimated distances, radians.
+
+    Returns
+    -------
+    (P, P) float64 symmetric weights with a zero diagonal (for :func:`recover_orientations`).
+    """
+    d = torch.as_tensor(distances, dtype=torch.float64)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"distances must be a square (P, P) matrix; got shape {tuple(d.shape)}")
+    if (scale is None) == (neighbours is None):
+        raise ValueError(f"give exactly one of scale or neighbours; got {scale=!r}, {neighbours=!r}")
+    if scale is not None:
+        w = torch.exp(-((d / _check_positive("scale", scale)) ** 2))
+    else:
+        k = _check_positive_int("neighbours", neighbours)
+        if k >= d.shape[0]:
+            raise ValueError(f"neighbours must be below P = {d.shape[0]}; got {k}")
+        masked = d.clone()
+        masked.fill_diagonal_(math.inf)
+        nearest = masked.argsort(dim=1)[:, :k]
+        w = torch.zeros_like(d).scatter_(1, nearest, 1.0)
+        w = ((w + w.T) > 0).to(d.dtype)
+    w = (w + w.T) / 2
+    w.fill_diagonal_(0.0)
+    return w
+
+
 def _resolve_device(device: Device) -> torch.device:
     """``None`` means CUDA when available, else CPU."""
     if device is None:
@@ -183,6 +225,22 @@ def _check_range(d: torch.Tensor) -> None:
         raise ValueError(
             f"distances must lie in [0, π] radians (clip perturbed distances); found {worst:.6g} at {where}"
         )
+
+
+def _check_weights(weights: torch.Tensor | np.ndarray, n: int, device: torch.device, dtype: torch.dtype):
+    """Pair weights: a finite, non-negative, symmetric ``(n, n)`` matrix, zero on the diagonal."""
+    w = torch.as_tensor(weights).to(device=device, dtype=dtype)
+    if w.shape != (n, n):
+        raise ValueError(f"weights must have the distances' shape ({n}, {n}); got {tuple(w.shape)}")
+    if not bool(torch.isfinite(w).all()) or float(w.min()) < 0:
+        raise ValueError(f"weights must be finite and >= 0; smallest {float(w.min()):.3g}")
+    if float((w - w.T).abs().max()) > _DISTANCE_TOL * max(1.0, float(w.abs().max())):
+        raise ValueError("weights must be symmetric (w_ij = w_ji)")
+    w = (w + w.T) / 2
+    w.fill_diagonal_(0.0)
+    if not float(w.sum()) > 0:
+        raise ValueError("weights are zero for every pair")
+    return w
 
 
 def _check_positive_int(name: str, value: int, minimum: int = 1) -> int:
@@ -347,16 +405,19 @@ def _spectral(d: torch.Tensor, n_starts: int, generator) -> torch.Tensor:
 # --- full-batch recovery -------------------------------------------------------------------------
 
 
-def _loss_and_gradient(x: torch.Tensor, d: torch.Tensor, with_grad: bool = True):
+def _loss_and_gradient(x: torch.Tensor, d: torch.Tensor, with_grad: bool = True, weights=None):
     """``L_OR`` of the normalised rows of ``x`` and its gradient with respect to ``x``.
 
     ``G = Q Qᵀ``, ``d_ij = 2 arccos |G_ij|``; ``∂L/∂Q = 2 W Q`` with ``W_ij = ∂L/∂G_ij``, computed in
     row blocks. The gradient is exactly tangent to each row's sphere (radially invariant loss).
+    With ``weights`` (P, P) (symmetric, zero diagonal) the loss is the weighted mean
+    ``Σ w_ij r_ij² / Σ w_ij``; without, every pair counts once.
     """
     n = x.shape[0]
     norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
     q = x / norms
-    scale = 1.0 / (n * (n - 1))  # mean over ordered pairs i != j = mean over unordered pairs
+    # mean over ordered pairs i != j = mean over unordered pairs
+    scale = 1.0 / (n * (n - 1)) if weights is None else 1.0 / float(weights.sum())
     block = max(1, min(n, _BLOCK_ELEMENTS // n))
     total = x.new_zeros(())
     grad = torch.empty_like(q) if with_grad else None
@@ -367,7 +428,11 @@ def _loss_and_gradient(x: torch.Tensor, d: torch.Tensor, with_grad: bool = True)
         r = torch.acos(a).mul_(2.0).sub_(d[start:stop])  # residuals d_q - d̂
         rows = torch.arange(stop - start, device=x.device)
         r[rows, rows + start] = 0.0
+        if weights is not None:
+            r.mul_(weights[start:stop].sqrt())  # √w r: the squares give w r², the gradient w r
         total += (r * r).sum()
+        if with_grad and weights is not None:
+            r.mul_(weights[start:stop].sqrt())
         if with_grad:
             # ∂d/∂G = -2 sign(G) / sqrt(1 - G²); the 1/sqrt is cancelled by the tangent projection
             w = r.mul_(torch.sign(g)).mul_((1.0 - a * a).clamp_(min=1e-30).rsqrt_())
@@ -394,9 +459,9 @@ def _stalled(history: list[float], window: int, tol: float, loss_atol: float) ->
     return before - now <= tol * before
 
 
-def _lbfgs(x, d, *, max_steps, tol, window, history_size, loss_atol):
+def _lbfgs(x, d, *, max_steps, tol, window, history_size, loss_atol, weights=None):
     """L-BFGS with Armijo backtracking; rows renormalised after each step. Returns x, history, converged."""
-    loss, grad = _loss_and_gradient(x, d)
+    loss, grad = _loss_and_gradient(x, d, weights=weights)
     history = [float(loss)]
     pairs: deque = deque(maxlen=history_size)
     converged = float(loss) <= loss_atol
@@ -426,7 +491,7 @@ def _lbfgs(x, d, *, max_steps, tol, window, history_size, loss_atol):
             step = 0.1 / max(float(direction.abs().max()), 1e-300)
         for _ in range(40):
             candidate = x + step * direction
-            new_loss, new_grad = _loss_and_gradient(candidate, d)
+            new_loss, new_grad = _loss_and_gradient(candidate, d, weights=weights)
             if float(new_loss) <= float(loss) + 1e-4 * step * slope:
                 break
             step *= 0.5
@@ -446,12 +511,12 @@ def _lbfgs(x, d, *, max_steps, tol, window, history_size, loss_atol):
     return x, history, converged, steps
 
 
-def _adam(x, d, *, max_steps, tol, window, lr, loss_atol):
+def _adam(x, d, *, max_steps, tol, window, lr, loss_atol, weights=None):
     """Full-batch Adam with the same analytic gradient and stopping rule."""
     x = x.clone()
     m, v = torch.zeros_like(x), torch.zeros_like(x)
     beta1, beta2 = 0.9, 0.999
-    loss, grad = _loss_and_gradient(x, d)
+    loss, grad = _loss_and_gradient(x, d, weights=weights)
     history = [float(loss)]
     converged = history[0] <= loss_atol
     steps = 0
@@ -461,7 +526,7 @@ def _adam(x, d, *, max_steps, tol, window, lr, loss_atol):
         v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         x = x - lr * (m / (1 - beta1**steps)) / ((v / (1 - beta2**steps)).sqrt() + 1e-12)
         x = x / torch.linalg.vector_norm(x, dim=1, keepdim=True)
-        loss, grad = _loss_and_gradient(x, d)
+        loss, grad = _loss_and_gradient(x, d, weights=weights)
         history.append(float(loss))
         converged = _stalled(history, window, tol, loss_atol)
     return x, history, converged, steps
@@ -471,6 +536,7 @@ def recover_orientations(
     distances: torch.Tensor | np.ndarray,
     *,
     init: str | torch.Tensor = "spectral",
+    weights: torch.Tensor | np.ndarray | None = None,
     n_restarts: int = 1,
     optimizer: str = "lbfgs",
     lr: float = 0.01,
@@ -493,6 +559,9 @@ def recover_orientations(
     init : ``"spectral"`` (closed form from the eigenvectors of ``1 + 2 cos D̂``, see the module
         docstring), ``"random"`` (Haar quaternions; can end in a local minimum, more often for
         small ``P`` or noisy distances), or a ``(P, 4)`` tensor to start from.
+    weights : optional (P, P) non-negative symmetric weights of the pairs (the diagonal is
+        ignored): ``L_OR`` becomes ``Σ w_ij r_ij² / Σ w_ij``, so pairs whose distances are more
+        reliable can count more (see :func:`reliability_weights`). ``None``: every pair counts once.
     n_restarts : independent runs (different seeds for the random parts); the lowest final loss
         wins.
     optimizer : ``"lbfgs"`` (default, the fastest measured on CPU: see ``benchmarks/recovery.py``) or
@@ -528,6 +597,7 @@ def recover_orientations(
         raise ValueError(f"tol and loss_atol must be non-negative; got {tol!r}, {loss_atol!r}")
     d = _check_distances(distances, device, dtype)
     n = d.shape[0]
+    w = None if weights is None else _check_weights(weights, n, device, dtype)
     init = _check_init(init, n, device, dtype)
     generator = _torch_generator(seed, device)
     best = None
@@ -547,10 +617,11 @@ def recover_orientations(
                 window=window,
                 history_size=history_size,
                 loss_atol=loss_atol,
+                weights=w,
             )
         else:
             x, history, converged, steps = _adam(
-                x0, d, max_steps=max_steps, tol=tol, window=window, lr=lr, loss_atol=loss_atol
+                x0, d, max_steps=max_steps, tol=tol, window=window, lr=lr, loss_atol=loss_atol, weights=w
             )
         if best is None or history[-1] < best[1][-1]:
             best = (x, history, converged, steps)

@@ -12,6 +12,7 @@ from cryoorient.recovery import (
     perturb_distances,
     recover_orientations,
     recover_orientations_sampled,
+    reliability_weights,
     spectral_orientations,
 )
 from cryoorient.sampling import sample_orientations
@@ -265,3 +266,38 @@ def test_perturbed_distances_and_the_loss_they_give(rng):
         perturb_distances(torch.zeros(3, 4), 0.1)
     with pytest.raises(ValueError, match="40 orientations"):
         orientation_loss(q, exact[:3, :3])
+
+
+def test_weighted_recovery_with_uniform_weights_is_the_plain_one():
+    q = sample_orientations(40, seed=3)
+    d = perturb_distances(quaternion_distance_matrix(q), 0.2, seed=1)
+    plain = recover_orientations(d, seed=0)
+    weighted = recover_orientations(d, weights=3.0 * torch.ones(40, 40), seed=0)  # scale is irrelevant
+    assert weighted.loss == pytest.approx(plain.loss, rel=1e-9)
+    assert torch.allclose(weighted.quaternions, plain.quaternions, atol=1e-9)
+
+
+def test_weighted_loss_ignores_zero_weight_pairs():
+    q = sample_orientations(30, seed=4)
+    d = quaternion_distance_matrix(q).clone()
+    d[0, 1] = d[1, 0] = math.pi  # one wrong distance
+    w = torch.ones(30, 30)
+    w[0, 1] = w[1, 0] = 0.0  # ... given no weight
+    result = recover_orientations(d, weights=w, seed=0)
+    assert result.loss < 1e-12  # the other distances are exact and consistent
+    assert align_orientations(q, result.quaternions).error < 1e-5
+
+
+def test_reliability_weights():
+    q = sample_orientations(50, seed=5)
+    d = quaternion_distance_matrix(q)
+    w = reliability_weights(d, scale=1.0)
+    assert torch.allclose(w, w.T) and (w.diagonal() == 0).all() and ((w > 0) & (w <= 1)).sum() == 50 * 49
+    knn = reliability_weights(d, neighbours=5)
+    assert torch.equal(knn, knn.T) and (knn.sum(1) >= 5).all() and set(knn.unique().tolist()) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="exactly one"):
+        reliability_weights(d)
+    with pytest.raises(ValueError, match="neighbours must be below"):
+        reliability_weights(d, neighbours=50)
+    with pytest.raises(ValueError, match="weights must be symmetric"):
+        recover_orientations(d, weights=torch.rand(50, 50) + 0.1)
