@@ -53,8 +53,13 @@ from cryoorient.paths import data_dir
 from cryoorient.projection import rotate_images, sample_shifts, shift_images
 from cryoorient.sampling import sample_uniform_distance_pairs
 from cryoorient.siamese import SiameseDistance
+from cryoorient.snr import matched_noise_variance
 
 __all__ = [
+    "CURRICULUM_EPOCHS",
+    "CURRICULUM_LEARNING_RATE",
+    "DEFAULT_MODEL",
+    "NOISE_LEVELS",
     "RECIPES",
     "TrainingConfig",
     "TrainingResult",
@@ -66,6 +71,9 @@ __all__ = [
     "dataset_model",
     "split_pairs",
     "load_model",
+    "model_config",
+    "noise_curriculum",
+    "noise_study_levels",
     "paper_pair_count",
     "trained_model",
     "warm_started",
@@ -74,6 +82,33 @@ __all__ = [
 ]
 
 RECIPES = ("inbatch", "paper")
+
+
+DEFAULT_MODEL = {
+    "recipe": "inbatch",
+    "architecture": "compact",
+    "n_features": 128,
+    "distance": "orientation",
+    "image_size": 32,
+    "epochs": 40,
+    "batch_size": 64,
+    "learning_rate": 1e-3,
+}
+"""The notebooks' distance model (default profile): a profile changes it with its ``model`` mapping
+(``notebooks/profiles/paper.yml`` gives the paper's), and every notebook builds the same
+configuration with :func:`model_config`, so a model trained by one is found in the cache by the
+others."""
+
+NOISE_LEVELS = (1.0, 4.0, 16.0, 32.0)
+"""Noise variances σ² of the noise study (the paper's noise figure), beside the noiseless model."""
+
+CURRICULUM_EPOCHS = 20
+"""Epochs of each stage of :func:`noise_curriculum` (notebook 03 measures shorter stages)."""
+
+CURRICULUM_LEARNING_RATE = 3e-4
+"""Peak learning rate of the fine-tuning stages of :func:`noise_curriculum` (the noiseless model
+trains at 1e-3; restarting each stage at 1e-3 undid part of what the previous level learnt: at σ² = 1
+after 5 epochs, E_OR 0.170 rad against 0.147 at 3e-4, and the same at σ² = 4)."""
 
 
 @dataclass(frozen=True)
@@ -291,7 +326,8 @@ def evaluate_distances(
     Returns
     -------
     ``d_p`` and ``d_q`` (M,) float arrays, and ``loss`` (mean (d̂_p − d_q)², rad²), ``rmse``
-    (rad), ``pearson``, ``rmse_above_2`` (RMSE over pairs with ``d_q > 2`` rad).
+    (rad), ``mae`` (mean |d̂_p − d_q|, rad: the paper's L_DE, which its authors trained and
+    plotted), ``pearson``, ``rmse_above_2`` (RMSE over pairs with ``d_q > 2`` rad).
     """
     if pairs.ndim != 2 or pairs.shape[1] != 2 or len(pairs) == 0:
         raise ValueError(f"pairs must be a non-empty (M, 2) index array; got shape {tuple(pairs.shape)}")
@@ -310,6 +346,7 @@ def evaluate_distances(
         "d_q": d_q,
         "loss": float(np.mean(error**2)),
         "rmse": float(np.sqrt(np.mean(error**2))),
+        "mae": float(np.mean(np.abs(error))),
         "pearson": float(np.corrcoef(d_p, d_q)[0, 1]),
         "rmse_above_2": float(np.sqrt(np.mean(error[far] ** 2))) if far.any() else float("nan"),
     }
@@ -709,6 +746,100 @@ def dataset_model(
         images, dataset.quaternions, dataset.splits, config, dataset.path.name,
         cache_dir=cache_dir, device=device, progress=progress,
     )  # fmt: skip
+
+
+def model_config(changes: dict | None = None, **fixed) -> TrainingConfig:
+    """The distance model's configuration: :data:`DEFAULT_MODEL`, then ``changes``, then ``fixed``.
+
+    Parameters
+    ----------
+    changes : a profile's changes to the preset (``{"image_size": None, "epochs": 150, ...}``);
+        a name that is not a :class:`TrainingConfig` field is an error.
+    fixed : what the experiment itself sets, e.g. ``noise_variance`` and ``seed``.
+    """
+    changes = dict(changes or {})
+    fields = set(TrainingConfig.__dataclass_fields__)
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise ValueError(f"unknown model parameter(s) {', '.join(unknown)}; known: {known}")
+    return TrainingConfig(**(DEFAULT_MODEL | changes | fixed))
+
+
+def noise_study_levels(
+    levels: list[float] | tuple[float, ...] | None, box_size: int, paper_noise_variance: float = 16.0
+) -> list[float]:
+    """The noise study's σ² in increasing order, without the noiseless level.
+
+    ``levels`` (:data:`NOISE_LEVELS` when ``None``) and the level that matches the paper's
+    ``paper_noise_variance`` in integrated SNR at ``box_size`` pixels
+    (:func:`cryoorient.snr.matched_noise_variance`).
+    """
+    chosen = NOISE_LEVELS if levels is None else levels
+    if any(not float(v) > 0 for v in chosen):
+        raise ValueError(f"noise study levels must be > 0 (the noiseless model always runs); got {chosen}")
+    return sorted({float(v) for v in chosen} | {matched_noise_variance(paper_noise_variance, box_size)})
+
+
+def noise_curriculum(
+    dataset: Dataset,
+    config: TrainingConfig,
+    levels: list[float] | tuple[float, ...],
+    *,
+    epochs: int = CURRICULUM_EPOCHS,
+    learning_rate: float | None = CURRICULUM_LEARNING_RATE,
+    cache_dir: str | Path | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> dict[float, TrainingResult]:
+    """Estimators for increasing noise levels, each fine-tuned from the one before (a curriculum).
+
+    The noise is drawn afresh at every step, so one clean dataset serves every level. Training at
+    σ² = 16 from scratch leaves the network to discover, through the noise, what a projection's
+    orientation looks like; starting from the estimator of the previous, lower level only asks it
+    to see through a little more noise. Every model is cached by its configuration, which names the
+    model it starts from (``warm_start``), so a rerun loads the whole chain and a changed level or
+    epoch count retrains only from there on.
+
+    Parameters
+    ----------
+    dataset : the clean dataset (:func:`cryoorient.dataset.load_dataset`).
+    config : configuration of the first model of the chain (usually the noiseless one, with its
+        own ``noise_variance`` and ``epochs``); trained, or loaded from the cache, first.
+    levels : noise variances σ² in increasing order; a level equal to ``config.noise_variance`` is
+        the first model itself.
+    epochs : epochs of each fine-tuning stage (a fresh cosine learning-rate schedule each).
+    learning_rate : peak learning rate of the fine-tuning stages (:data:`CURRICULUM_LEARNING_RATE`);
+        ``None`` keeps ``config``'s.
+    cache_dir, device, progress : as for :func:`trained_model`.
+
+    Returns
+    -------
+    ``{σ²: TrainingResult}`` for every level; ``result.history`` is that stage's learning curve.
+    """
+    levels = [float(v) for v in levels]
+    if any(b <= a for a, b in zip(levels, levels[1:], strict=False)):
+        raise ValueError(f"noise levels must increase strictly; got {levels}")
+    if levels and levels[0] < config.noise_variance:
+        raise ValueError(
+            f"noise levels must start at or above the first model's σ² = {config.noise_variance:g}; "
+            f"got {levels[0]:g}"
+        )
+    if int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer; got {epochs!r}")
+    key = dataset.path.name
+    current = dataset_model(dataset, config, cache_dir=cache_dir, device=device, progress=progress)
+    results = {}
+    for level in levels:
+        if level != current.config.noise_variance:
+            stage = replace(
+                current.config, noise_variance=level, epochs=int(epochs),
+                learning_rate=current.config.learning_rate if learning_rate is None else learning_rate,
+                warm_start=config_key(current.config, key),
+            )  # fmt: skip
+            current = dataset_model(dataset, stage, cache_dir=cache_dir, device=device, progress=progress)
+        results[level] = current
+    return results
 
 
 def split_pairs(

@@ -263,3 +263,29 @@ def test_cpu_training_is_deterministic_and_restores_the_setting(data):
         assert torch.equal(a, b)
     assert runs[0].history[-1]["validation_loss"] == runs[1].history[-1]["validation_loss"]
     assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting is back
+
+
+def test_noise_curriculum_chains_warm_starts(data, tmp_path):
+    from pathlib import Path
+
+    from cryoorient.dataset import Dataset, ParticleStack
+
+    images, q, splits = data
+    n = len(images)
+    stack = ParticleStack(images.numpy(), np.zeros((n, 3)), np.zeros((n, 2)), 1.0)
+    dataset = Dataset(Path("toy-dataset"), stack, q, splits, {"map": {"name": "toy"}})
+    config = TrainingConfig(**TINY | {"epochs": 1})
+    chain = training.noise_curriculum(dataset, config, [0.0, 1.0, 4.0], epochs=1, cache_dir=tmp_path,
+                                      progress=False)  # fmt: skip
+    assert list(chain) == [0.0, 1.0, 4.0]
+    assert chain[0.0].config == config
+    for low, high in ((0.0, 1.0), (1.0, 4.0)):  # each level starts from the model of the level below
+        assert chain[high].config.warm_start == chain[low].folder.name
+        assert chain[high].config.noise_variance == high and len(chain[high].history) == 1
+    again = training.noise_curriculum(dataset, config, [0.0, 1.0, 4.0], epochs=1, cache_dir=tmp_path,
+                                      progress=False)  # fmt: skip
+    assert [r.folder for r in again.values()] == [r.folder for r in chain.values()]  # all cached
+    with pytest.raises(ValueError, match="increase strictly"):
+        training.noise_curriculum(dataset, config, [4.0, 1.0], epochs=1, cache_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="epochs"):
+        training.noise_curriculum(dataset, config, [1.0], epochs=0, cache_dir=tmp_path, progress=False)
