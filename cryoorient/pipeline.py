@@ -9,6 +9,7 @@ file so that any reconstruction program can use them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,13 +17,20 @@ import numpy as np
 import torch
 
 from cryoorient.alignment import AlignmentResult, align_orientations
-from cryoorient.dataset import ParticleStack, write_particles
+from cryoorient.dataset import Dataset, ParticleStack, write_particles
 from cryoorient.geometry import quaternion_to_euler
 from cryoorient.recovery import RecoveryResult, recover_orientations
+from cryoorient.results import ResultsError, load_results
 from cryoorient.siamese import SiameseDistance
 from cryoorient.training import embed
 
-__all__ = ["LearnedRecovery", "estimated_distances", "learned_recovery", "write_orientations"]
+__all__ = [
+    "LearnedRecovery",
+    "estimated_distances",
+    "learned_recovery",
+    "recovered_or_saved",
+    "write_orientations",
+]
 
 
 @dataclass
@@ -134,3 +142,51 @@ def write_orientations(
     angles = quaternion_to_euler(torch.as_tensor(quaternions, dtype=torch.float64)).numpy()
     stack = ParticleStack(images, angles, np.zeros((len(images), 2)), float(pixel_size))
     return write_particles(folder, stack, name=name)
+
+
+def recovered_or_saved(
+    models: dict[float, SiameseDistance],
+    model_keys: dict[float, str],
+    datasets: Callable[[float], Dataset],
+    indices: np.ndarray,
+    image_size: int | None,
+    *,
+    profile: str,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> dict[float, tuple[torch.Tensor, float, str]]:
+    """Truth-aligned orientations recovered at each noise level: notebook 04's, else computed now.
+
+    Notebook 04 saves the aligned orientations of every level it recovered; a later notebook reads
+    them when they come from the same models (the cache keys agree) and recovers the others with
+    :func:`learned_recovery`, so it still runs on its own (e.g. in Colab).
+
+    Parameters
+    ----------
+    models : ``{σ²: estimator}``; model_keys : ``{σ²: the estimator's cache key}``.
+    datasets : ``σ² ↦`` the dataset whose images carry that noise (same orientations and splits).
+    indices : the projections to recover (the test split).
+    image_size : the estimators' input size.
+    profile : the results profile to read notebook 04's orientations from.
+    seed, device : as for :func:`learned_recovery`.
+
+    Returns
+    -------
+    ``{σ²: ((P, 4) aligned quaternions, E_OR in radians, "saved" or "computed")}``.
+    """
+    try:
+        saved = load_results("04_orientation_recovery", profile)
+    except ResultsError:
+        saved = None
+    out = {}
+    for level, model in models.items():
+        entry = saved.values.get("learned", {}).get(f"{level:g}", {}) if saved is not None else {}
+        name = f"noise{level:g}/aligned"
+        if entry.get("model") == model_keys[level] and name in saved.arrays:
+            out[level] = (torch.as_tensor(saved.arrays[name], dtype=torch.float64), entry["e_or"], "saved")
+            continue
+        data = datasets(level)
+        run = learned_recovery(model, torch.from_numpy(data.particles.images), data.quaternions, indices,
+                               image_size, seed=seed, device=device)  # fmt: skip
+        out[level] = (run.alignment.aligned, run.alignment.error, "computed")
+    return out
