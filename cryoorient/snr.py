@@ -14,8 +14,7 @@ the paper's 116-pixel projections at σ² = 16 have ``116² / 16 ≈ 841`` units
 which 64-pixel projections reach at ``σ² = 16 · (64 / 116)² ≈ 4.87``.
 
 Had the authors added the noise to the raw line integrals instead of the standardised stack, the
-factor would carry the raw stack's variance too (1.02 for their 5j0n map at 116 px, measured with
-this package's projector in notebook 02), which moves the matched level by 2 %. We use the
+factor would also carry the raw stack's variance, which depends on the map's scale. We use the
 standardised reading, which is what their preprocessing code does.
 """
 
