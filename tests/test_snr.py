@@ -1,7 +1,7 @@
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cryoorient.snr import PAPER_BOX_SIZE, integrated_snr, matched_noise_variance
@@ -10,12 +10,14 @@ sizes = st.integers(8, 512)
 variances = st.floats(1e-3, 1e3)
 
 
+@settings(deadline=None)  # no timing in tests: shared CPUs stall single examples
 @given(variances, sizes, sizes)
 def test_matched_level_has_the_reference_integrated_snr(sigma2, box, reference):
     matched = matched_noise_variance(sigma2, box, reference)
     assert integrated_snr(matched, box) == pytest.approx(integrated_snr(sigma2, reference), rel=1e-12)
 
 
+@settings(deadline=None)
 @given(variances, sizes)
 def test_same_size_is_the_same_level(sigma2, box):
     assert matched_noise_variance(sigma2, box, box) == pytest.approx(sigma2, rel=1e-12)
