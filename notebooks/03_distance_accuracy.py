@@ -36,14 +36,7 @@ map_name = "5j0n"  # density map: "5j0n", a PDB ID, an MRC path, or "pseudo[:SEE
 box_size = 64  # image size D of the dataset, pixels (paper: 116)
 voxel_size = None  # Å per pixel; None keeps the map's field of view in box_size pixels
 n_projections = 5000  # P, projections in the main dataset (as in notebook 02)
-image_size = 32  # network input size (as in notebook 02)
-recipe = "inbatch"  # main model's recipe (as in notebook 02)
-architecture = "compact"  # main model's network (as in notebook 02)
-n_features = 128  # main model's n_f (as in notebook 02)
-distance = "orientation"  # main model's d_f (as in notebook 02)
-epochs = 40  # main model's epochs (as in notebook 02)
-batch_size = 64  # main model's batch (as in notebook 02)
-learning_rate = 1e-3  # main model's learning rate (as in notebook 02)
+model = {}  # changes to the distance model (cryoorient.training.DEFAULT_MODEL); profiles set them
 n_test_pairs = 1000  # test pairs in the d_p vs d_q figure (paper: 1,000)
 n_references = 5  # reference projections in the one-to-all view (paper: 5)
 d2_map = "pseudo-d2"  # a D2-symmetric map ("5a1a" is the paper's; offline it is pseudo-d2:0)
@@ -71,7 +64,14 @@ from cryoorient.geometry import quaternion_distance
 from cryoorient.plotting import save_figure, use_style
 from cryoorient.results import save_results
 from cryoorient.siamese import DISTANCES
-from cryoorient.training import TrainingConfig, dataset_model, embed, evaluate_distances, split_pairs
+from cryoorient.training import (
+    TrainingConfig,
+    dataset_model,
+    embed,
+    evaluate_distances,
+    model_config,
+    split_pairs,
+)
 
 use_style()
 
@@ -98,10 +98,9 @@ def tag(name: str) -> str:
 
 # %%
 data = dataset_at(n_projections)
-main_config = TrainingConfig(
-    recipe=recipe, architecture=architecture, n_features=n_features, distance=distance,
-    image_size=image_size, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-)  # fmt: skip
+main_config = model_config(model, seed=seed)
+image_size, distance, n_features, recipe = (main_config.image_size, main_config.distance,
+                                            main_config.n_features, main_config.recipe)  # fmt: skip
 model = dataset_model(data, main_config, device=device).model
 images = torch.from_numpy(data.particles.images)
 q = data.quaternions
@@ -267,10 +266,7 @@ print(
 grid = dataset_at(grid_projections)
 grid_images = torch.from_numpy(grid.particles.images)
 grid_pairs = split_pairs(grid.quaternions, grid.splits["test"], n_test_pairs, seed=seed)
-grid_base = dict(
-    recipe=recipe, architecture=architecture, n_features=n_features, distance=distance, image_size=image_size,
-    epochs=grid_epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-)  # fmt: skip
+grid_base = main_config.to_dict() | {"epochs": grid_epochs}
 results = {}
 
 
