@@ -23,21 +23,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cryoorient import __version__
+from cryoorient._version import __version__
 from cryoorient.dataset import (
-    CTF_OPTICS,
     DatasetError,
     SimulationParameters,
     map_provenance,
     open_dataset,
-    read_star,
     save_dataset,
     simulate_dataset,
-    write_stack,
 )
 from cryoorient.density import load_map
 from cryoorient.geometry import euler_to_matrix
 from cryoorient.projection import apply_ctf, ctf_2d, noise_variance, project
+from cryoorient.relion import CTF_OPTICS, read_star, write_stack
 from cryoorient.sampling import SAMPLING_SCHEMES
 from cryoorient.siamese import ARCHITECTURES, DISTANCES
 from cryoorient.training import RECIPES, TrainingConfig, evaluate_distances, split_pairs, train_distance

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from cryoorient.cli import main
-from cryoorient.dataset import read_particles, read_stack
 from cryoorient.density import load_map, write_map
 from cryoorient.projection import normalize_images
+from cryoorient.relion import read_particles, read_stack
 
 SIMULATE = ["simulate", "pseudo:1", "-n", "12", "--box-size", "32", "--voxel-size", "8", "--quiet"]
 
