@@ -284,15 +284,17 @@ def read_star(path: str | Path, pixel_size: float | None = None) -> StarParticle
         )
     pixel = star_pixel if star_pixel is not None else pixel_size
 
-    angles = np.radians(particles[list(ANGLE_COLUMNS)].to_numpy(dtype=np.float64))
+    # copy=True: pandas 3 hands out read-only views, and torch.from_numpy warns about those
+    angles = np.radians(particles[list(ANGLE_COLUMNS)].to_numpy(dtype=np.float64, copy=True))
     if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(particles.columns):
         if pixel is None:
             raise DatasetError(
                 f"{path}: origins are in Å but the file gives no pixel size; pass the pixel size"
             )
-        shifts = particles[["rlnOriginXAngst", "rlnOriginYAngst"]].to_numpy(dtype=np.float64) / pixel
+        origins = particles[["rlnOriginXAngst", "rlnOriginYAngst"]]
+        shifts = origins.to_numpy(dtype=np.float64, copy=True) / pixel
     elif {"rlnOriginX", "rlnOriginY"} <= set(particles.columns):
-        shifts = particles[["rlnOriginX", "rlnOriginY"]].to_numpy(dtype=np.float64)
+        shifts = particles[["rlnOriginX", "rlnOriginY"]].to_numpy(dtype=np.float64, copy=True)
     else:
         shifts = np.zeros((len(particles), 2))
     names = particles["rlnImageName"].astype(str).tolist() if "rlnImageName" in particles.columns else None
@@ -300,10 +302,10 @@ def read_star(path: str | Path, pixel_size: float | None = None) -> StarParticle
     if set(CTF_COLUMNS[:2]) <= set(particles.columns):
         n = len(particles)
         ctf = {
-            "defocus_u": particles["rlnDefocusU"].to_numpy(dtype=np.float64),
-            "defocus_v": particles["rlnDefocusV"].to_numpy(dtype=np.float64),
+            "defocus_u": particles["rlnDefocusU"].to_numpy(dtype=np.float64, copy=True),
+            "defocus_v": particles["rlnDefocusV"].to_numpy(dtype=np.float64, copy=True),
             "astigmatism_angle": np.radians(
-                particles["rlnDefocusAngle"].to_numpy(dtype=np.float64)
+                particles["rlnDefocusAngle"].to_numpy(dtype=np.float64, copy=True)
                 if "rlnDefocusAngle" in particles.columns
                 else np.zeros(n)
             ),
