@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cryoorient._linalg import project_so3
 from cryoorient.geometry import (
     canonical_quaternion,
     matrix_to_quaternion,
@@ -197,14 +198,6 @@ def orientation_recovery_error(
     return float(orientation_errors(true_q, recovered_q, transform).mean())
 
 
-def _project_so3(m: torch.Tensor) -> torch.Tensor:
-    """Nearest rotation (Frobenius) to each ``(..., 3, 3)`` matrix."""
-    u, _, vh = torch.linalg.svd(m)
-    det = torch.linalg.det(u @ vh)
-    u = torch.cat((u[..., :2], u[..., 2:] * det[..., None, None]), dim=-1)
-    return u @ vh
-
-
 def _procrustes(m: torch.Tensor, det_sign: float) -> torch.Tensor:
     """``argmax_{T ∈ O(4), det T = det_sign} tr(Tᵀ m)`` for a ``(4, 4)`` matrix ``m``."""
     u, _, vh = torch.linalg.svd(m)
@@ -227,15 +220,15 @@ def _bilinear_start(rt: torch.Tensor, rr: torch.Tensor, a: torch.Tensor | None, 
         a_mat, b_mat = u[:, 0].reshape(3, 3), vh[0].reshape(3, 3)
         if torch.linalg.det(a_mat) < 0:
             a_mat, b_mat = -a_mat, -b_mat
-        a, b = _project_so3(a_mat), _project_so3(b_mat)
+        a, b = project_so3(a_mat), project_so3(b_mat)
     else:
-        b = _project_so3(torch.einsum("pki,kl,plj->ji", rt, a, rr))
+        b = project_so3(torch.einsum("pki,kl,plj->ji", rt, a, rr))
     value = -math.inf
     for _ in range(iters):
         # fix B: tr(A X) with X = Σ R̂ B Rᵀ  ->  A = proj(Xᵀ); fix A: tr(B Y), Y = Σ Rᵀ A R̂
-        a = _project_so3(torch.einsum("pij,jk,plk->il", rr, b, rt).T)
+        a = project_so3(torch.einsum("pij,jk,plk->il", rr, b, rt).T)
         y = torch.einsum("pki,kl,plj->ij", rt, a, rr)
-        b = _project_so3(y.T)
+        b = project_so3(y.T)
         new = float(torch.einsum("ij,ji->", b, y))
         if new - value <= 1e-12 * abs(new):
             break

@@ -23,21 +23,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cryoorient import __version__
+from cryoorient._version import __version__
 from cryoorient.dataset import (
-    CTF_OPTICS,
     DatasetError,
     SimulationParameters,
     map_provenance,
     open_dataset,
-    read_star,
     save_dataset,
     simulate_dataset,
-    write_stack,
 )
 from cryoorient.density import load_map
 from cryoorient.geometry import euler_to_matrix
 from cryoorient.projection import apply_ctf, ctf_2d, noise_variance, project
+from cryoorient.relion import CTF_OPTICS, read_star, write_stack
 from cryoorient.sampling import SAMPLING_SCHEMES
 from cryoorient.siamese import ARCHITECTURES, DISTANCES
 from cryoorient.training import RECIPES, TrainingConfig, evaluate_distances, split_pairs, train_distance
@@ -73,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         "simulate",
         help="simulate a dataset folder (.mrcs + .star + true orientations + splits)",
         description="Simulate N projections of MAP at random orientations, with optional shifts, CTF and "
-        "noise, and write them with their RELION STAR file, true quaternions and the paper's 50/17/33 %% "
+        "noise, and write them with their RELION STAR file, true quaternions and the paper's 50/17/33 % "
         "train/validation/test split into a new folder.",
     )
     s.add_argument("map", metavar="MAP", help="MRC file or named map (5j0n, 5a1a, pseudo, pseudo:SEED, ...)")
@@ -114,20 +112,72 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("dataset", metavar="DATASET", type=Path, help="dataset folder or particle STAR file")
     t.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="model folder")
     defaults = TrainingConfig()
-    t.add_argument("--recipe", choices=RECIPES, default=defaults.recipe, help="in-batch pairs or the paper's")
-    t.add_argument("--architecture", choices=ARCHITECTURES, default=defaults.architecture)
-    t.add_argument("--n-features", type=int, default=defaults.n_features, metavar="N_F")
-    t.add_argument("--distance", choices=DISTANCES, default=defaults.distance, help="feature distance d_f")
     t.add_argument(
-        "--image-size", type=int, default=defaults.image_size, metavar="S", help="downsample to S px"
+        "--recipe",
+        choices=RECIPES,
+        default=defaults.recipe,
+        help="in-batch pairs or the paper's (default: %(default)s)",
     )
-    t.add_argument("--epochs", type=int, default=defaults.epochs)
+    t.add_argument(
+        "--architecture",
+        choices=ARCHITECTURES,
+        default=defaults.architecture,
+        help="CNN G_w (default: %(default)s)",
+    )
+    t.add_argument(
+        "--n-features",
+        type=int,
+        default=defaults.n_features,
+        metavar="N_F",
+        help="feature dimension n_f (default: %(default)s)",
+    )
+    t.add_argument(
+        "--distance",
+        choices=DISTANCES,
+        default=defaults.distance,
+        help="feature distance d_f (default: %(default)s)",
+    )
+    t.add_argument(
+        "--image-size",
+        type=int,
+        default=defaults.image_size,
+        metavar="S",
+        help="downsample to S px (default: %(default)s)",
+    )
+    t.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help="passes over the training split (default: %(default)s)",
+    )
     t.add_argument("--batch-size", type=int, default=defaults.batch_size, metavar="B",
-                   help="images (inbatch) or pairs (paper) per step")  # fmt: skip
-    t.add_argument("--lr", type=float, default=defaults.learning_rate, help="learning rate")
-    t.add_argument("--noise-var", type=float, default=0.0, metavar="V", help="noise σ² added on the fly")
-    t.add_argument("--shift", type=float, default=0.0, metavar="T", help="shifts ±T px added on the fly")
-    t.add_argument("--seed", type=int, default=0, help="seed of training (and of a STAR file's split)")
+                   help="images (inbatch) or pairs (paper) per step (default: %(default)s)")  # fmt: skip
+    t.add_argument(
+        "--lr",
+        type=float,
+        default=defaults.learning_rate,
+        help="learning rate (default: %(default)s)",
+    )
+    t.add_argument(
+        "--noise-var",
+        type=float,
+        default=0.0,
+        metavar="V",
+        help="noise σ² added on the fly (default: %(default)s)",
+    )
+    t.add_argument(
+        "--shift",
+        type=float,
+        default=0.0,
+        metavar="T",
+        help="shifts ±T px added on the fly (default: %(default)s)",
+    )
+    t.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of training (and of a STAR file's split) (default: %(default)s)",
+    )
     t.add_argument(
         "--max-steps", type=int, default=None, metavar="K", help="stop after K steps (smoke tests)"
     )
@@ -137,7 +187,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_output_file(path: Path) -> None:
+    """An output file must go into an existing folder and must not be a folder itself."""
+    if path.is_dir():
+        raise DatasetError(f"{path} is a folder; give the name of the .mrcs file to write")
+    if not path.parent.is_dir():
+        raise DatasetError(f"{path}: folder {path.parent} does not exist; create it first")
+
+
 def _project(args: argparse.Namespace) -> None:
+    _check_output_file(args.output)
     density = load_map(args.map)
     star = read_star(args.angles, pixel_size=density.voxel_size)
     if star.pixel_size is not None and abs(star.pixel_size - density.voxel_size) > 1e-3:
@@ -206,6 +265,8 @@ def _train(args: argparse.Namespace) -> None:
         shift_limit=args.shift,
         seed=args.seed,
     )
+    if args.output.exists() and not args.output.is_dir():
+        raise DatasetError(f"{args.output} exists and is not a folder; choose a folder for the model")
     data = open_dataset(args.dataset, seed=args.seed)
     images = torch.from_numpy(data.particles.images).float()
     images = (images - images.mean()) / images.std()

@@ -1,6 +1,6 @@
 """Density maps: MRC I/O, atomic model -> map, an embedded pseudo-protein, and maps by name.
 
-Conventions (see ``DESIGN.md``):
+Conventions (the README's "Conventions" section):
 
 * A volume is a ``float32`` array indexed ``[z, y, x]`` as MRC files store it; the voxel size is
   in Å; the centre of a box of ``N`` voxels is index ``N // 2`` on every axis (RELION's centre).
@@ -31,11 +31,9 @@ made with: its voxel size is 3.667 Å, and its box leaves ~33 Å (molmap's defau
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -48,7 +46,7 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from cryoorient.paths import data_dir, map_dirs
+from cryoorient.paths import atomic_path, data_dir, map_dirs, sha256_file
 
 __all__ = [
     "DEFAULT_RESOLUTION",
@@ -236,27 +234,13 @@ def write_map(path: str | os.PathLike, density: DensityMap) -> Path:
         raise MapError(f"{path}: refusing to write map {density.name!r}: it contains NaN or infinite values")
     if not path.parent.is_dir():
         raise MapError(f"{path}: folder {path.parent} does not exist; create it first")
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
+        with atomic_path(path) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(np.ascontiguousarray(density.data, dtype=np.float32))
             mrc.voxel_size = density.voxel_size  # after set_data, which resets the cell
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError | ValueError):
-            raise MapError(f"{path}: could not write the map ({err}); nothing was written") from err
-        raise
+    except (OSError, ValueError) as err:
+        raise MapError(f"{path}: could not write the map ({err}); nothing was written") from err
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # --------------------------------------------------------------------------------------------
@@ -749,14 +733,6 @@ def _download(url: str, fname: str, known_hash: str | None) -> Path:
         raise _Unavailable(f"download of {url} failed ({type(err).__name__}: {text})") from err
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _find(fname: str) -> Path | None:
     for folder in map_dirs():
         if (folder / fname).is_file():
@@ -768,7 +744,7 @@ def _load_5j0n() -> DensityMap:
     path = _find("5j0n.mrc")
     if path is None:
         path = _download(MAP_5J0N_URL, "5j0n.mrc", f"sha256:{MAP_5J0N_SHA256}")
-    elif (digest := _sha256(path)) != MAP_5J0N_SHA256:
+    elif (digest := sha256_file(path)) != MAP_5J0N_SHA256:
         raise MapError(
             f"{path}: SHA-256 {digest} differs from the authors' 5j0n.mrc ({MAP_5J0N_SHA256}); "
             "delete or replace the file"
