@@ -41,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cryoorient import __version__
+from cryoorient._provenance import map_record
 from cryoorient.density import DensityMap, load_map
 from cryoorient.geometry import euler_to_quaternion, matrix_to_euler, quaternion_to_matrix
 from cryoorient.paths import data_dir
@@ -629,8 +630,8 @@ def open_dataset(path: str | Path, *, seed: int = 0) -> Dataset:
 
 
 def map_provenance(density: DensityMap) -> dict:
-    """The record of which map a dataset used: its name, source and voxel size (Å)."""
-    return {"map": {"name": density.name, "source": density.source, "voxel_size": density.voxel_size}}
+    """Which map a dataset used: name, SHA-256 of its data, source, voxel size (Å); no machine paths."""
+    return {"map": map_record(density)}
 
 
 def simulate_dataset(

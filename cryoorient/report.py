@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from cryoorient._provenance import portable
 from cryoorient.paths import atomic_write, paper_dir, repo_root
 from cryoorient.results import Results, ResultsError, available_profiles, load_results
 
@@ -376,7 +377,8 @@ def verdict(
 def collect(profile: str, claims: Claims | None = None) -> dict:
     """The numbers of ``profile`` from the saved results: ``{"numbers", "runs", "missing"}``.
 
-    ``runs`` gives each notebook's map and commit (and the map's source where recorded);
+    ``runs`` gives each notebook's map and commit (and the map's source where recorded, without
+    machine paths: a file outside the repository by its name, and SHA-256 where recorded);
     ``missing`` lists notebooks without results. A number whose notebook ran but did not record
     it (another grid, say) is left out.
     """
@@ -398,11 +400,12 @@ def collect(profile: str, claims: Claims | None = None) -> dict:
             if value is not None:
                 numbers[number.key] = value
     runs = {
-        name: {"map": r.values.get("map"), "commit": r.provenance.get("commit")} for name, r in loaded.items()
+        name: {"map": portable(r.values.get("map")), "commit": r.provenance.get("commit")}
+        for name, r in loaded.items()
     }
     for name, r in loaded.items():  # where the map came from (a file, a download, the embedded default)
-        if "map_source" in r.provenance:
-            runs[name]["map_source"] = r.provenance["map_source"]
+        if "map_source" in r.provenance:  # results saved before paths were made portable may hold one
+            runs[name]["map_source"] = portable(r.provenance["map_source"])
     return {"numbers": numbers, "runs": runs, "missing": missing}
 
 
