@@ -18,10 +18,10 @@ INSTALLED := $(VENV)/.installed
 # download it or fall back to the embedded pseudo-protein with a warning.
 export CRYOORIENT_MAPS ?= $(abspath $(wildcard ../shared/data))
 
-.PHONY: help install test lint figures notebooks paper benchmark clean
+.PHONY: help install test test-fast lint figures notebooks paper benchmark clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 install: $(INSTALLED)  ## create .venv and install the package with its notebook and test extras
 
@@ -33,6 +33,9 @@ $(INSTALLED): pyproject.toml
 
 test: install lint  ## unit tests, notebook pairing checks and nbval on the notebooks
 	$(PY) -m pytest
+
+test-fast: install  ## unit tests not marked slow (no notebooks): the edit-test loop, < 2 min
+	$(PY) -m pytest -m "not slow" tests
 
 lint: install  ## ruff on the package, tests and notebook sources
 	$(PY) -m ruff check cryoorient tests notebooks benchmarks conftest.py

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cryoorient._provenance import map_record
 from cryoorient._version import __version__
 from cryoorient.density import DensityMap, load_map
 from cryoorient.geometry import matrix_to_euler, quaternion_to_matrix
@@ -301,8 +302,8 @@ def open_dataset(path: str | Path, *, seed: int = 0) -> Dataset:
 
 
 def map_provenance(density: DensityMap) -> dict:
-    """The record of which map a dataset used: its name, source and voxel size (Å)."""
-    return {"map": {"name": density.name, "source": density.source, "voxel_size": density.voxel_size}}
+    """Which map a dataset used: name, SHA-256 of its data, source, voxel size (Å); no machine paths."""
+    return {"map": map_record(density)}
 
 
 def simulate_dataset(

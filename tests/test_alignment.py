@@ -132,7 +132,15 @@ def test_error_without_transform_is_unaligned(quaternions):
 # --- the fast solver against the paper's approach --------------------------------------------------
 
 
-@pytest.mark.parametrize(("seed", "noise"), [(51, 0.02), (52, 0.1), (53, 0.3), (54, 1.0)])
+@pytest.mark.parametrize(
+    ("seed", "noise"),
+    [
+        pytest.param(51, 0.02, marks=pytest.mark.slow),
+        (52, 0.1),
+        (53, 0.3),
+        pytest.param(54, 1.0, marks=pytest.mark.slow),
+    ],
+)
 def test_fast_solver_never_worse_than_reference(seed, noise):
     q = sample_orientations(300, seed=seed)
     recovered = transformed(q, random_o4(seed, seed % 2 == 0), seed, noise=noise)
@@ -151,6 +159,7 @@ def test_refinement_lowers_the_mean_error():
     )
 
 
+@pytest.mark.slow
 def test_reference_recovers_a_transform_full_batch():
     q = sample_orientations(200, seed=71)
     result = align_orientations_reference(

@@ -87,6 +87,7 @@ def test_project_errors_name_the_file(tmp_path, capsys):
     assert not (tmp_path / "o.mrcs").exists()
 
 
+@pytest.mark.slow
 def test_installed_command_help():
     exe = shutil.which("cryoorient") or str(__import__("pathlib").Path(sys.executable).parent / "cryoorient")
     for command, options in [

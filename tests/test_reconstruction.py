@@ -174,7 +174,7 @@ def test_damping_shrinks_the_map(rotations, images):
 # --- shifts, CTF, gridding -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["fourier", "cgls"])
+@pytest.mark.parametrize("method", ["fourier", pytest.param("cgls", marks=pytest.mark.slow)])
 def test_shifts_are_undone(truth, rotations, images, method):
     shifts = torch.from_numpy(np.random.default_rng(5).uniform(-4, 4, (N, 2)))
     shifted = project(torch.as_tensor(truth.data), rotations, shifts, device="cpu")
@@ -188,7 +188,7 @@ def test_shifts_are_undone(truth, rotations, images, method):
     assert fsc_up_to(ignored, truth).min() < 0.9 < fsc_up_to(with_shifts, truth).min()
 
 
-@pytest.mark.parametrize("method", ["fourier", "cgls"])
+@pytest.mark.parametrize("method", ["fourier", pytest.param("cgls", marks=pytest.mark.slow)])
 def test_ctf_is_undone_with_several_defoci(truth, rotations, images, method):
     defocus = torch.linspace(8000.0, 25000.0, 7).repeat(N // 7 + 1)[:N].double()
     ctf = ctf_2d(D, truth.voxel_size, defocus_u=defocus, device="cpu")  # (N, D, D)
@@ -205,6 +205,7 @@ def test_one_ctf_for_the_whole_stack(truth, rotations, images):
     assert result.volume.shape == (D, D, D) and result.iterations == 2
 
 
+@pytest.mark.slow
 def test_without_gridding_correction(truth, rotations):
     images = project(torch.as_tensor(truth.data), rotations, gridding_correction=False, device="cpu")
     for method in ("fourier", "cgls"):
@@ -214,6 +215,7 @@ def test_without_gridding_correction(truth, rotations):
         assert fsc_up_to(result.volume, truth).min() > 0.9
 
 
+@pytest.mark.slow
 def test_odd_box(rotations):
     truth = load_map("pseudo:0", box_size=D - 1)
     images = project(torch.as_tensor(truth.data), rotations, device="cpu")
