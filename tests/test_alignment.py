@@ -265,7 +265,7 @@ def test_registration_is_the_median_under_noise(quaternions):
     result = register_orientations(q, quaternion_multiply(noisy, b))
     direct = orientation_recovery_error(q, noisy)
     # the best right factor is at least as good as undoing b exactly, and close to it
-    assert result.error <= direct + 1e-9
+    assert result.error <= direct + 1e-6
     assert result.error > 0.9 * direct
 
 
@@ -274,7 +274,8 @@ def test_registration_does_not_remove_what_images_see(quaternions, what):
     from cryoorient.alignment import register_orientations
 
     q = quaternions[:300]
-    a = sample_orientations(1, seed=9)[0]
+    axis = torch.tensor([0.48, -0.6, 0.64], dtype=torch.float64)
+    a = torch.cat((torch.tensor([math.cos(0.75)], dtype=torch.float64), math.sin(0.75) * axis))  # 1.5 rad
     h = quaternion_multiply(a, q) if what == "left" else quaternion_conjugate(q)
     # the paper's O(4) alignment removes both...
     assert align_orientations(q, h).error < 1e-6
