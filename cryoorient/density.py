@@ -787,9 +787,13 @@ def _load_pseudo(seed: int, d2: bool, voxel_size: float) -> DensityMap:
     )
 
 
+def _is_model(path: Path) -> bool:
+    """Whether a path names an atomic model (rendered here) rather than a map (used as given)."""
+    return any(s.lower() in _MODEL_SUFFIXES for s in path.suffixes[-2:])
+
+
 def _load_file(path: Path, voxel_size: float) -> DensityMap:
-    suffixes = [s.lower() for s in path.suffixes[-2:]]
-    is_model = any(s in _MODEL_SUFFIXES for s in suffixes)
+    is_model = _is_model(path)
     if not path.is_file():
         kind = "model" if is_model else "map"
         raise MapError(f"{path}: no such {kind} file; check the path (accepted: {_ACCEPTED})")
@@ -815,12 +819,15 @@ def load_map(
     voxel_size: float | None = None,
     fallback: bool = True,
 ) -> DensityMap:
-    """Load a density map by path or by name, as a normalised cube.
+    """Load a density map by path or by name, as a cube.
 
     Resolution (see the module docstring for the accepted names):
 
     * a path to an MRC map: :func:`read_map`, then :func:`pad_to_cube` with the *geometric*
-      centre (the box centre stays the centre), then resampled with :func:`resample_map`;
+      centre (the box centre stays the centre), then resampled with :func:`resample_map`. Its
+      values are used **as given**: not clipped, not rescaled. Experimental maps have negative
+      voxels (solvent noise, Fourier ringing, often half of them) and clipping them changes the
+      projections by tens of percent against ``relion_project``'s;
     * ``"5j0n"``: ``5j0n.mrc`` from the first folder of :func:`cryoorient.paths.map_dirs`
       holding it, else downloaded once into :func:`cryoorient.paths.data_dir` from
       :data:`MAP_5J0N_URL`; its SHA-256 is checked either way. 3.667 Å voxels, 75³ once cubed;
@@ -833,6 +840,11 @@ def load_map(
     ``voxel_size`` (default :data:`DEFAULT_VOXEL_SIZE`, 11/3 Å), in the smallest even box that
     holds every rotation of the molecule plus 5 σ of its Gaussians. They are regenerated on each
     call (well under a second for the pseudo-protein), not cached.
+
+    Maps by name (``"5j0n"``, PDB IDs, pseudo-proteins) and rendered model files are normalised
+    with :func:`normalize_map` (negative voxels clipped, maximum 1): the paper's modelling choice
+    for density rendered from atoms, which is non-negative (``5j0n.mrc`` itself has no negative
+    voxel; clipping removes only the ringing of resampling it).
 
     Parameters
     ----------
@@ -848,7 +860,8 @@ def load_map(
 
     Returns
     -------
-    A cubic :class:`DensityMap` normalised by :func:`normalize_map` (non-negative, maximum 1).
+    A cubic :class:`DensityMap`: an MRC file's values as given (resampled when asked), any other
+    source normalised by :func:`normalize_map` (non-negative, maximum 1).
 
     Raises
     ------
@@ -863,6 +876,7 @@ def load_map(
     render_voxel = DEFAULT_VOXEL_SIZE if voxel_size is None else float(voxel_size)
     if not isinstance(name, str | os.PathLike):
         raise MapError(f"map name must be a string or a path; got {name!r}; accepted: {_ACCEPTED}")
+    as_given = _is_path(name) and not _is_model(Path(name))
     if _is_path(name):
         density = _load_file(Path(name), render_voxel)
     else:
@@ -885,6 +899,8 @@ def load_map(
         # box alone: keep the field of view, so the whole map spans box_size voxels
         voxel_size = density.voxel_size * density.box_size / int(box_size)
     density = resample_map(density, box_size=box_size, voxel_size=voxel_size)
+    if as_given:
+        return density
     return DensityMap(normalize_map(density.data), density.voxel_size, density.name, density.source)
 
 

@@ -11,7 +11,7 @@ import torch
 from cryoorient.cli import main
 from cryoorient.density import DensityMap, load_map, write_map
 from cryoorient.projection import normalize_images
-from cryoorient.relion import read_particles, read_stack
+from cryoorient.relion import ParticleStack, read_particles, read_stack, write_particles
 
 SIMULATE = ["simulate", "pseudo:1", "-n", "12", "--box-size", "32", "--voxel-size", "8", "--quiet"]
 
@@ -233,3 +233,114 @@ def test_existing_outputs_are_refused_or_kept(inputs, tmp_path, capsys, command)
         assert not out.parent.exists()
     else:
         assert "mine" in (out / "keep.txt" if out.is_dir() else out).read_text()
+
+
+# --- recover, reconstruct, fsc: from particles alone ---------------------------------------------
+
+SMALL = ["simulate", "pseudo:1", "--box-size", "32", "--voxel-size", "8", "--quiet", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def particles_60(tmp_path_factory) -> "tuple[object, object]":
+    """A 60-particle simulated stack (32 px) and the map it was projected from, as MRC files."""
+    root = tmp_path_factory.mktemp("stack")
+    assert main([*SMALL, "-n", "60", "-o", str(root / "ds")]) == 0
+    truth = write_map(root / "truth.mrc", load_map("pseudo:1", box_size=32, voxel_size=8.0))
+    return root / "ds" / "particles.star", truth
+
+
+def test_recover_from_angles_writes_new_angles_in_the_gauge_of_the_images(particles_60, tmp_path, capsys):
+    from cryoorient.alignment import registration_error
+
+    star, _ = particles_60
+    out = tmp_path / "elsewhere" / "recovered.star"
+    assert main(["recover", str(star), "--distances-from-angles", "-o", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "recovered 60 orientations" in printed and "E_OR,reg" in printed
+    given, recovered = read_particles(star), read_particles(out)  # image names point back to the stack
+    np.testing.assert_array_equal(recovered.images, given.images)
+    assert not np.allclose(recovered.angles, given.angles, atol=1e-3)  # not copied
+    assert registration_error(given.quaternions, recovered.quaternions) < 0.05
+
+
+def test_recover_with_perturbed_distances(particles_60, tmp_path, capsys):
+    star, _ = particles_60
+    out = tmp_path / "perturbed.star"
+    assert (
+        main(
+            ["recover", str(star), "--distances-from-angles", "--perturb", "0.01", "-o", str(out), "--quiet"]
+        )
+        == 0
+    )
+    assert "perturbation variance 0.01" in capsys.readouterr().out
+    assert len(read_particles(out)) == 60
+
+
+def test_reconstruct_and_fsc(particles_60, tmp_path, capsys):
+    star, truth = particles_60
+    volume = tmp_path / "map.mrc"
+    assert main(["reconstruct", str(star), "-o", str(volume), "--method", "fourier", "--quiet"]) == 0
+    assert "reconstructed 60 particles (fourier)" in capsys.readouterr().out
+    curve = tmp_path / "curve.csv"
+    assert main(["fsc", str(volume), str(truth), "-o", str(curve)]) == 0
+    printed = capsys.readouterr().out
+    assert "FSC 0.5:" in printed and "FSC 0.143:" in printed
+    table = np.loadtxt(curve, delimiter=",", skiprows=1)
+    assert table.shape == (17, 2) and table[1, 1] > 0.9
+
+
+def test_fsc_align_registers_a_map_from_recovered_orientations(particles_60, tmp_path, capsys):
+    star, truth = particles_60
+    recovered = tmp_path / "recovered.star"
+    assert main(["recover", str(star), "--distances-from-angles", "-o", str(recovered), "--quiet"]) == 0
+    volume = tmp_path / "map.mrc"
+    assert main(["reconstruct", str(recovered), "-o", str(volume), "--method", "fourier", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["fsc", str(volume), str(truth), "-o", str(tmp_path / "raw.csv")]) == 0
+    raw = np.loadtxt(tmp_path / "raw.csv", delimiter=",", skiprows=1)
+    assert main(["fsc", str(volume), str(truth), "--align", "-o", str(tmp_path / "aligned.csv")]) == 0
+    assert "aligned" in capsys.readouterr().out
+    aligned = np.loadtxt(tmp_path / "aligned.csv", delimiter=",", skiprows=1)
+    assert aligned[1:6, 1].min() > 0.8 and aligned[1:6, 1].mean() > raw[1:6, 1].mean()
+
+
+def test_recover_with_a_model_and_its_errors(particles_60, tmp_path, capsys):
+    star, _ = particles_60
+    model = tmp_path / "model"
+    assert main(["train", str(star), "-o", str(model), *TRAIN]) == 0
+    out = tmp_path / "learned.star"
+    assert main(["recover", str(star), "--model", str(model), "-o", str(out), "--quiet"]) == 0
+    assert "distances from" in capsys.readouterr().out and len(read_particles(out)) == 60
+    # a stack smaller than the model's images
+    given = read_particles(star)
+    tiny = ParticleStack(given.images[:10, 10:22, 10:22].copy(), given.angles[:10], given.shifts[:10], 8.0)
+    tiny_star = write_particles(tmp_path / "tiny", tiny)
+    assert main(["recover", str(tiny_star), "--model", str(model), "-o", str(out)]) == 2
+    assert "trained on 16-px images" in capsys.readouterr().err
+    assert main(["recover", str(star), "--model", str(tmp_path / "none"), "-o", str(out)]) == 2
+    assert "no model.pt" in capsys.readouterr().err
+
+
+def test_recover_errors_name_the_problem(particles_60, tmp_path, capsys):
+    star, _ = particles_60
+    out = str(tmp_path / "o.star")
+    angles_only = tmp_path / "angles.star"
+    angles_only.write_text(
+        "data_particles\n\nloop_\n_rlnAngleRot #1\n_rlnAngleTilt #2\n_rlnAnglePsi #3\n"
+        + "".join(f"{10 * i} {5 * i} {3 * i}\n" for i in range(12))
+    )
+    assert main(["recover", str(angles_only), "--distances-from-angles", "-o", out]) == 2
+    assert "no rlnImageName column" in capsys.readouterr().err
+    moved = tmp_path / "moved.star"
+    moved.write_text(star.read_text())  # its images are not beside it
+    assert main(["recover", str(moved), "--distances-from-angles", "-o", out]) == 2
+    assert "no such particle stack" in capsys.readouterr().err
+    given = read_particles(star)
+    few = ParticleStack(given.images[:5], given.angles[:5], given.shifts[:5], given.pixel_size)
+    assert (
+        main(["recover", str(write_particles(tmp_path / "few", few)), "--distances-from-angles", "-o", out])
+        == 2
+    )
+    assert "5 particles; at least 8" in capsys.readouterr().err
+    assert main(["reconstruct", str(angles_only), "-o", str(tmp_path / "m.mrc")]) == 2
+    assert "no rlnImageName column" in capsys.readouterr().err

@@ -12,9 +12,10 @@ from cryoorient.reconstruction import (
     ReconstructionResult,
     fourier_shell_correlation,
     reconstruct,
+    reconstruct_particles,
     resolution,
 )
-from cryoorient.relion import ParticleStack, read_particles, read_star, write_reconstruction
+from cryoorient.relion import read_particles, read_star, write_reconstruction
 from cryoorient.sampling import sample_orientations
 
 D = 32  # box of the reconstruction tests; 0.8 Nyquist is shell 12.8
@@ -41,49 +42,6 @@ def fsc_up_to(volume, reference, fraction=0.8) -> torch.Tensor:
     """FSC of the shells up to ``fraction`` of Nyquist (shell 0 included)."""
     _, fsc = fourier_shell_correlation(volume, reference)
     return fsc[: int(fraction * (len(fsc) - 1)) + 1]
-
-
-def reconstruct_particles(
-    stack: ParticleStack, rotations: torch.Tensor | np.ndarray | None = None, **kwargs
-) -> ReconstructionResult:
-    """Reconstruct a :class:`~cryoorient.relion.ParticleStack` with its shifts and CTF (a test helper).
-
-    Parameters
-    ----------
-    stack : the particles; its ``shifts`` and, when present, its CTF parameters (rebuilt with
-        :func:`~cryoorient.projection.ctf_2d` at the stack's pixel size) are used.
-    rotations : (N, 3, 3) RELION matrices to use instead of the stack's angles, e.g. recovered and
-        aligned orientations (``quaternion_to_matrix(aligned_q)``).
-    **kwargs : passed to :func:`reconstruct` (``method``, ``n_iterations``, ``device``, ...).
-
-    Returns
-    -------
-    :class:`ReconstructionResult`.
-    """
-    images = torch.as_tensor(stack.images)
-    n, d = images.shape[0], images.shape[-1]
-    if rotations is None:
-        rotations = euler_to_matrix(torch.as_tensor(np.asarray(stack.angles, dtype=np.float64)))
-    ctf = None
-    if stack.ctf is not None:
-        params = stack.ctf
-        ctf = ctf_2d(
-            d,
-            stack.pixel_size,
-            defocus_u=torch.as_tensor(np.asarray(params["defocus_u"], dtype=np.float64)),
-            defocus_v=torch.as_tensor(np.asarray(params["defocus_v"], dtype=np.float64)),
-            astigmatism_angle=torch.as_tensor(np.asarray(params["astigmatism_angle"], dtype=np.float64)),
-            voltage=params["voltage"],
-            spherical_aberration=params["spherical_aberration"],
-            amplitude_contrast=params["amplitude_contrast"],
-            device=images.device,
-        )
-        if ctf.shape != (n, d, d):
-            raise ValueError(
-                f"the stack's CTF parameters give CTFs of shape {tuple(ctf.shape)} for {n} images"
-            )
-    shifts = torch.as_tensor(np.asarray(stack.shifts, dtype=np.float64))
-    return reconstruct(images, rotations, shifts, ctf, **kwargs)
 
 
 # --- reconstruction of a known map ---------------------------------------------------------------------
