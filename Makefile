@@ -4,9 +4,12 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 PYTHON  ?= python3
-# PyTorch is pinned explicitly: an open requirement can pull a multi-GB CUDA build.
-# On a GPU machine set e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126".
-TORCH   ?= torch==2.13.0
+# PyTorch is pinned, and its CPU build is the default: on Linux, PyPI's torch is the CUDA build
+# (~4 GB with its NVIDIA libraries). PyTorch's CPU index is offered beside PyPI, and pip prefers
+# its 2.13.0+cpu to PyPI's 2.13.0; where that index cannot be reached pip warns and goes on with
+# what it finds (a local CPU wheel from find-links, or else PyPI's build).
+# On a GPU machine: make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+TORCH   ?= torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
 PROFILE ?= default
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -15,10 +18,10 @@ INSTALLED := $(VENV)/.installed
 # download it or fall back to the embedded pseudo-protein with a warning.
 export CRYOORIENT_MAPS ?= $(abspath $(wildcard ../shared/data))
 
-.PHONY: help install test lint figures notebooks paper benchmark clean
+.PHONY: help install test test-fast lint figures notebooks paper benchmark clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 install: $(INSTALLED)  ## create .venv and install the package with its notebook and test extras
 
@@ -30,6 +33,9 @@ $(INSTALLED): pyproject.toml
 
 test: install lint  ## unit tests, notebook pairing checks and nbval on the notebooks
 	$(PY) -m pytest
+
+test-fast: install  ## unit tests not marked slow (no notebooks): the edit-test loop, < 2 min
+	$(PY) -m pytest -m "not slow" tests
 
 lint: install  ## ruff on the package, tests and notebook sources
 	$(PY) -m ruff check cryoorient tests notebooks benchmarks conftest.py
@@ -48,8 +54,8 @@ paper: paper/main.pdf  ## the companion note paper/main.pdf (needs LaTeX; number
 
 paper/main.pdf: paper/main.tex paper/numbers.tex $(wildcard figures/fig_*.pdf)
 	@command -v latexmk >/dev/null || { \
-	  echo "make paper needs latexmk and a LaTeX distribution, which this machine lacks."; \
-	  echo "Install them, e.g.: sudo apt-get install latexmk texlive-latex-recommended texlive-fonts-recommended"; \
+	  echo "make paper needs latexmk and a LaTeX distribution; latexmk is not on the PATH."; \
+	  echo "Install them, e.g.: sudo apt-get install --no-install-recommends latexmk texlive-latex-base"; \
 	  echo "(macOS: brew install --cask mactex-no-gui; conda: conda install -c conda-forge texlive-core latexmk)."; \
 	  echo "Or upload paper/main.tex, paper/numbers.tex and figures/ to Overleaf."; exit 1; }
 	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error main.tex

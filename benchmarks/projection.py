@@ -13,7 +13,7 @@ Prints a table and writes ``benchmarks/results/projection.json``.
 Usage::
 
     .venv/bin/python benchmarks/projection.py [--n 5000] [--size 116] [--subset 8]
-        [--peer-python /tmp/aspire-venv/bin/python]
+        [--peer-python PYTHON]  (default: $ASPIRE_PYTHON)
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def relative_errors(images: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def run_peer(python: str, volume: np.ndarray, rotations: np.ndarray, subset: int) -> dict:
     """Run ASPIRE in its own interpreter; returns timing, versions and the subset, or the failure."""
+    if not python:
+        return {"status": "not run", "reason": "no interpreter given (--peer-python or ASPIRE_PYTHON)"}
     if not Path(python).exists():
         return {"status": "not run", "reason": f"no interpreter at {python} (see benchmarks/README.md)"}
     with tempfile.TemporaryDirectory() as folder:
@@ -123,7 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--batch-size", type=int, default=256, help="project's batch_size")
     parser.add_argument(
-        "--peer-python", default="/tmp/aspire-venv/bin/python", help="interpreter with aspire"
+        "--peer-python",
+        default=os.environ.get("ASPIRE_PYTHON", ""),
+        help="interpreter with aspire (default: $ASPIRE_PYTHON; none: the peer is not run)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

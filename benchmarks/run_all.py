@@ -28,7 +28,10 @@ the existing JSON files without running anything.
 Usage::
 
     CRYOORIENT_MAPS=../shared/data .venv/bin/python benchmarks/run_all.py
-        [--peer-python /tmp/aspire-venv/bin/python] [--threads 1] [--skip training ...] [--report-only]
+        [--peer-python PYTHON] [--threads 1] [--skip training ...] [--report-only]
+
+``--peer-python`` defaults to ``$ASPIRE_PYTHON`` (an interpreter of a virtual environment with
+``pip install aspire``); without either, the projection benchmark records that the peer did not run.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 REPORT = HERE.parent / "paper" / "benchmarks.md"
 BENCHMARKS = ("projection", "recovery", "reconstruction", "training")
-DEFAULT_PEER = "/tmp/aspire-venv/bin/python"
+DEFAULT_PEER = os.environ.get("ASPIRE_PYTHON", "")
 
 
 def commands(peer_python: str, threads: int) -> dict[str, list[str]]:
@@ -183,9 +186,9 @@ def projection_section(r: dict) -> list[str]:
         lines += table(rows)
         lines += [
             f"**The peer projector was not run** ({peer['status']}): {peer['reason']}. "
-            "No ratio is reported. To run it: `python3 -m venv /tmp/aspire-venv && "
-            "/tmp/aspire-venv/bin/pip install aspire`, then `make benchmark` (or "
-            "`benchmarks/run_all.py --peer-python /tmp/aspire-venv/bin/python`).",
+            "No ratio is reported. To run it: `python3 -m venv VENV && VENV/bin/pip install aspire`, "
+            "then `ASPIRE_PYTHON=VENV/bin/python make benchmark` (or "
+            "`benchmarks/run_all.py --peer-python VENV/bin/python`).",
             "",
         ]
     return lines
@@ -532,8 +535,9 @@ def main(argv: list[str] | None = None) -> int:
 
     runs: dict[str, dict] = {}
     if not args.report_only:
-        if not Path(args.peer_python).exists():
-            print(f"note: no peer interpreter at {args.peer_python}; the projection benchmark records why")
+        if not args.peer_python or not Path(args.peer_python).exists():
+            where = args.peer_python or "(none given: set ASPIRE_PYTHON or pass --peer-python)"
+            print(f"note: no peer interpreter {where}; the projection benchmark records why")
         for name, arguments in commands(args.peer_python, args.threads).items():
             if name not in args.skip:
                 runs[name] = run_benchmark(name, arguments, args.threads)

@@ -3,8 +3,7 @@
 A rerunnable companion to Banjac, Donati & Defferrard (2021), arXiv:2104.06237.
 """
 
-__version__ = "0.1.0"
-
+from cryoorient._version import __version__
 from cryoorient.alignment import AlignmentResult, align_orientations
 from cryoorient.density import DensityMap, MapError, MapFallbackWarning, load_map, read_map, write_map
 from cryoorient.geometry import (

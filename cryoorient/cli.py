@@ -7,6 +7,12 @@
 ``cryoorient train DATASET -o DIR [...]``
     Train the Siamese distance estimator; ``torchrun --nproc-per-node K -m cryoorient.cli train ...``
     trains with DistributedDataParallel.
+``cryoorient recover PARTICLES.star (--model MODEL_DIR | --distances-from-angles [--perturb V]) -o OUT.star``
+    Orientations from the particles alone: distances, recovery, gauge fixed from the images.
+``cryoorient reconstruct PARTICLES.star -o MAP.mrc [--method cgls|fourier]``
+    A map from the particles at the STAR file's orientations.
+``cryoorient fsc MAP1.mrc MAP2.mrc [--align] [-o CURVE.csv]``
+    FSC 0.5 / 0.143 resolutions of two maps, after a rigid alignment (rotation + mirror) if asked.
 
 MAP is an MRC file or a named map (``5j0n``, a PDB ID such as ``5a1a``, ``pseudo[:SEED]``,
 ``pseudo-d2[:SEED]``). Errors name the file and the bad value and exit with status 2.
@@ -15,6 +21,7 @@ MAP is an MRC file or a named map (``5j0n``, a PDB ID such as ``5a1a``, ``pseudo
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -23,24 +30,40 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cryoorient import __version__
+from cryoorient._version import __version__
+from cryoorient.alignment import registration_error
 from cryoorient.dataset import (
-    CTF_OPTICS,
     DatasetError,
     SimulationParameters,
     map_provenance,
     open_dataset,
-    read_star,
     save_dataset,
     simulate_dataset,
-    write_stack,
 )
-from cryoorient.density import load_map
-from cryoorient.geometry import euler_to_matrix
+from cryoorient.density import DensityMap, load_map, read_map, write_map
+from cryoorient.gauge import fix_gauge
+from cryoorient.geometry import euler_to_matrix, quaternion_distance_matrix, quaternion_to_euler
+from cryoorient.map_alignment import align_maps
+from cryoorient.pipeline import estimated_distances
 from cryoorient.projection import apply_ctf, ctf_2d, noise_variance, project
+from cryoorient.reconstruction import (
+    RECONSTRUCTION_METHODS,
+    fourier_shell_correlation,
+    reconstruct_particles,
+    resolution,
+)
+from cryoorient.recovery import perturb_distances, recover_orientations
+from cryoorient.relion import CTF_OPTICS, read_particles, read_star, write_stack, write_star
 from cryoorient.sampling import SAMPLING_SCHEMES
 from cryoorient.siamese import ARCHITECTURES, DISTANCES
-from cryoorient.training import RECIPES, TrainingConfig, evaluate_distances, split_pairs, train_distance
+from cryoorient.training import (
+    RECIPES,
+    TrainingConfig,
+    evaluate_distances,
+    load_model,
+    split_pairs,
+    train_distance,
+)
 
 __all__ = ["main"]
 
@@ -73,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         "simulate",
         help="simulate a dataset folder (.mrcs + .star + true orientations + splits)",
         description="Simulate N projections of MAP at random orientations, with optional shifts, CTF and "
-        "noise, and write them with their RELION STAR file, true quaternions and the paper's 50/17/33 %% "
+        "noise, and write them with their RELION STAR file, true quaternions and the paper's 50/17/33 % "
         "train/validation/test split into a new folder.",
     )
     s.add_argument("map", metavar="MAP", help="MRC file or named map (5j0n, 5a1a, pseudo, pseudo:SEED, ...)")
@@ -114,30 +137,92 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("dataset", metavar="DATASET", type=Path, help="dataset folder or particle STAR file")
     t.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="model folder")
     defaults = TrainingConfig()
-    t.add_argument("--recipe", choices=RECIPES, default=defaults.recipe, help="in-batch pairs or the paper's")
-    t.add_argument("--architecture", choices=ARCHITECTURES, default=defaults.architecture)
-    t.add_argument("--n-features", type=int, default=defaults.n_features, metavar="N_F")
-    t.add_argument("--distance", choices=DISTANCES, default=defaults.distance, help="feature distance d_f")
     t.add_argument(
-        "--image-size", type=int, default=defaults.image_size, metavar="S", help="downsample to S px"
+        "--recipe",
+        choices=RECIPES,
+        default=defaults.recipe,
+        help="in-batch pairs or the paper's (default: %(default)s)",
     )
-    t.add_argument("--epochs", type=int, default=defaults.epochs)
+    t.add_argument(
+        "--architecture",
+        choices=ARCHITECTURES,
+        default=defaults.architecture,
+        help="CNN G_w (default: %(default)s)",
+    )
+    t.add_argument(
+        "--n-features",
+        type=int,
+        default=defaults.n_features,
+        metavar="N_F",
+        help="feature dimension n_f (default: %(default)s)",
+    )
+    t.add_argument(
+        "--distance",
+        choices=DISTANCES,
+        default=defaults.distance,
+        help="feature distance d_f (default: %(default)s)",
+    )
+    t.add_argument(
+        "--image-size",
+        type=int,
+        default=defaults.image_size,
+        metavar="S",
+        help="downsample to S px (default: %(default)s)",
+    )
+    t.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help="passes over the training split (default: %(default)s)",
+    )
     t.add_argument("--batch-size", type=int, default=defaults.batch_size, metavar="B",
-                   help="images (inbatch) or pairs (paper) per step")  # fmt: skip
-    t.add_argument("--lr", type=float, default=defaults.learning_rate, help="learning rate")
-    t.add_argument("--noise-var", type=float, default=0.0, metavar="V", help="noise σ² added on the fly")
-    t.add_argument("--shift", type=float, default=0.0, metavar="T", help="shifts ±T px added on the fly")
-    t.add_argument("--seed", type=int, default=0, help="seed of training (and of a STAR file's split)")
+                   help="images (inbatch) or pairs (paper) per step (default: %(default)s)")  # fmt: skip
+    t.add_argument(
+        "--lr",
+        type=float,
+        default=defaults.learning_rate,
+        help="learning rate (default: %(default)s)",
+    )
+    t.add_argument(
+        "--noise-var",
+        type=float,
+        default=0.0,
+        metavar="V",
+        help="noise σ² added on the fly (default: %(default)s)",
+    )
+    t.add_argument(
+        "--shift",
+        type=float,
+        default=0.0,
+        metavar="T",
+        help="shifts ±T px added on the fly (default: %(default)s)",
+    )
+    t.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of training (and of a STAR file's split) (default: %(default)s)",
+    )
     t.add_argument(
         "--max-steps", type=int, default=None, metavar="K", help="stop after K steps (smoke tests)"
     )
     t.add_argument("--restart", action="store_true", help="ignore a checkpoint in OUTPUT and start over")
     t.add_argument("--device", default=None, help="torch device (default: CUDA when available, else CPU)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_recovery_commands(sub)
     return parser
 
 
+def _check_output_file(path: Path) -> None:
+    """An output file must go into an existing folder and must not be a folder itself."""
+    if path.is_dir():
+        raise DatasetError(f"{path} is a folder; give the name of the .mrcs file to write")
+    if not path.parent.is_dir():
+        raise DatasetError(f"{path}: folder {path.parent} does not exist; create it first")
+
+
 def _project(args: argparse.Namespace) -> None:
+    _check_output_file(args.output)
     density = load_map(args.map)
     star = read_star(args.angles, pixel_size=density.voxel_size)
     if star.pixel_size is not None and abs(star.pixel_size - density.voxel_size) > 1e-3:
@@ -206,6 +291,8 @@ def _train(args: argparse.Namespace) -> None:
         shift_limit=args.shift,
         seed=args.seed,
     )
+    if args.output.exists() and not args.output.is_dir():
+        raise DatasetError(f"{args.output} exists and is not a folder; choose a folder for the model")
     data = open_dataset(args.dataset, seed=args.seed)
     images = torch.from_numpy(data.particles.images).float()
     images = (images - images.mean()) / images.std()
@@ -242,11 +329,175 @@ def _train(args: argparse.Namespace) -> None:
     )
 
 
+# --- from particles alone: recover, reconstruct, fsc ---------------------------------------------
+
+#: Fewer particles than this cannot fix the gauge (common lines need pairs) nor recover reliably.
+MIN_PARTICLES = 8
+
+
+def _add_recovery_commands(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser(
+        "recover",
+        help="recover orientations of a particle stack (distances → recovery → gauge from the images)",
+        description="Recover the orientations of the particles in a RELION STAR file: distances between "
+        "every pair (from a trained model, or from the STAR's own angles for the paper's exact/perturbed "
+        "experiment), orientation recovery, then the gauge fixed from the images by common lines. Writes "
+        "a STAR file with the new rlnAngleRot/Tilt/Psi (the input angles are never copied); the result "
+        "is defined up to a global rotation and the mirror image, as any ab-initio result.",
+    )
+    r.add_argument("star", type=Path, metavar="PARTICLES.star", help="RELION 3.0/3.1 STAR with images")
+    source = r.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path, metavar="MODEL_DIR", help="folder of `cryoorient train`")
+    source.add_argument(
+        "--distances-from-angles", action="store_true", help="exact distances from the STAR's angles"
+    )
+    r.add_argument("--perturb", type=float, default=0.0, metavar="VARIANCE",
+                   help="with --distances-from-angles: Gaussian errors of this variance, rad²")  # fmt: skip
+    r.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.star", help="output STAR file")
+    r.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    r.add_argument("--device", default=None, help="torch device (default: CUDA when available, else CPU)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    c = sub.add_parser(
+        "reconstruct",
+        help="reconstruct a map from a particle STAR file (its angles, origins and CTF)",
+        description="Reconstruct a map from the particles, angles, origins and CTF of a STAR file.",
+    )
+    c.add_argument("star", type=Path, metavar="PARTICLES.star", help="RELION 3.0/3.1 STAR with images")
+    c.add_argument("-o", "--output", type=Path, required=True, metavar="MAP.mrc", help="output map")
+    c.add_argument("--method", choices=RECONSTRUCTION_METHODS, default="cgls", help="least squares or direct")
+    c.add_argument("--device", default=None, help="torch device (default: CUDA when available, else CPU)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    f = sub.add_parser(
+        "fsc",
+        help="Fourier shell correlation of two maps (optionally after rigid alignment)",
+        description="Print the resolutions where the FSC of two maps of the same box falls below 0.5 and "
+        "0.143, and write the curve as CSV (frequency in 1/Å, FSC).",
+    )
+    f.add_argument("map1", type=Path, metavar="MAP1.mrc")
+    f.add_argument("map2", type=Path, metavar="MAP2.mrc")
+    f.add_argument("--align", action="store_true", help="first align MAP1 onto MAP2 (rotation + mirror)")
+    f.add_argument("-o", "--output", type=Path, default=Path("fsc.csv"), metavar="CURVE.csv",
+                   help="where to write the curve (default fsc.csv)")  # fmt: skip
+    f.add_argument("--seed", type=int, default=0, help="seed of the alignment's search")
+
+
+def _read_particles_checked(star: Path) -> tuple:
+    """The particles of a STAR file and their image names, or a DatasetError naming what is missing."""
+    meta = read_star(star)
+    if meta.image_names is None:
+        raise DatasetError(f"{star}: no rlnImageName column, so no images to use; add the particle stack")
+    particles = read_particles(star)
+    if len(particles) < MIN_PARTICLES:
+        raise DatasetError(f"{star}: {len(particles)} particles; at least {MIN_PARTICLES} are needed")
+    return particles, meta.image_names
+
+
+def _relocated_names(names: list[str], star: Path, output: Path) -> list[str]:
+    """Image names of ``star`` rewritten relative to ``output``'s folder."""
+    out = []
+    for entry in names:
+        index, _, file = entry.partition("@")
+        target = (star.parent / file).resolve()
+        out.append(f"{index}@{os.path.relpath(target, output.parent.resolve())}")
+    return out
+
+
+def _recover(args: argparse.Namespace) -> None:
+    particles, names = _read_particles_checked(args.star)
+    images = torch.from_numpy(particles.images).float()
+    images = (images - images.mean()) / images.std()
+    progress = not args.quiet
+    if args.model is not None:
+        if args.perturb:
+            raise DatasetError("--perturb applies to --distances-from-angles only")
+        model_file = args.model / "model.pt" if args.model.is_dir() else args.model
+        if not model_file.is_file():
+            raise DatasetError(f"{args.model}: no model.pt; train one with `cryoorient train`")
+        model, config = load_model(model_file, device=args.device)
+        box = images.shape[-1]
+        if config.image_size is not None and config.image_size > box:
+            raise DatasetError(
+                f"{model_file}: the model was trained on {config.image_size}-px images, larger than this "
+                f"stack's {box} px; use a stack at the training data's box and pixel size"
+            )
+        if config.distance == "euclidean":
+            raise DatasetError(f"{model_file}: a Euclidean d_f is not in radians; use a cosine model")
+        distances = estimated_distances(model, images, config.image_size, device=args.device)
+        what = f"distances from {model_file}"
+    else:
+        if not args.perturb >= 0:
+            raise DatasetError(f"--perturb must be a variance >= 0; got {args.perturb}")
+        distances = quaternion_distance_matrix(particles.quaternions)
+        if args.perturb:
+            distances = perturb_distances(distances, math.sqrt(args.perturb), seed=args.seed)
+        what = f"distances from the STAR's angles (perturbation variance {args.perturb:g})"
+    recovery = recover_orientations(distances.double(), seed=args.seed, device=args.device)
+    gauge = fix_gauge(
+        images, recovery.quaternions.cpu(), shifts=torch.from_numpy(particles.shifts),
+        seed=args.seed, device=args.device, progress=progress,
+    )  # fmt: skip
+    angles = quaternion_to_euler(gauge.quaternions.cpu()).numpy()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    write_star(
+        args.output, angles, particles.shifts, particles.pixel_size, images.shape[-1],
+        _relocated_names(names, args.star, args.output), particles.ctf,
+    )  # fmt: skip
+    print(
+        f"recovered {len(particles)} orientations ({what}): L_OR {recovery.loss:.3g} rad², gauge "
+        f"{gauge.gauge_class}, common-line score {gauge.score:.3f} (other class {gauge.other_score:.3f}); "
+        f"wrote {args.output}"
+    )
+    if args.distances_from_angles:
+        error = registration_error(particles.quaternions, gauge.quaternions.cpu())
+        print(f"E_OR,reg against the STAR's angles (global rotation and mirror only): {error:.4f} rad")
+
+
+def _reconstruct(args: argparse.Namespace) -> None:
+    particles, _ = _read_particles_checked(args.star)
+    result = reconstruct_particles(particles, method=args.method, device=args.device, progress=not args.quiet)
+    volume = result.volume.detach().cpu().numpy()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    write_map(
+        args.output, DensityMap(volume, particles.pixel_size, str(args.output), f"reconstruct {args.star}")
+    )
+    print(f"reconstructed {len(particles)} particles ({args.method}) into {args.output}")
+
+
+def _fsc(args: argparse.Namespace) -> None:
+    map1, map2 = read_map(args.map1), read_map(args.map2)
+    if map1.shape != map2.shape or abs(map1.voxel_size - map2.voxel_size) > 1e-3 * map2.voxel_size:
+        raise DatasetError(
+            f"{args.map1} ({map1.shape}, {map1.voxel_size:g} Å) and {args.map2} ({map2.shape}, "
+            f"{map2.voxel_size:g} Å) differ in box or voxel size; resample one first"
+        )
+    data1 = map1.data
+    if args.align:
+        aligned = align_maps(map1.data, map2.data, seed=args.seed)
+        data1 = aligned.aligned
+        print(
+            f"aligned {args.map1} onto {args.map2}: correlation {aligned.correlation:.3f}"
+            f"{' (mirrored)' if aligned.mirrored else ''}"
+        )
+    frequencies, fsc = fourier_shell_correlation(data1, map2.data, voxel_size=map2.voxel_size)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    table = np.stack((frequencies.numpy(), fsc.numpy()), axis=1)
+    np.savetxt(args.output, table, delimiter=",", header="frequency_per_angstrom,fsc", comments="")
+    print(
+        f"FSC 0.5: {resolution(frequencies, fsc, 0.5):.2f} Å, "
+        f"FSC 0.143: {resolution(frequencies, fsc, 0.143):.2f} Å; "
+        f"curve in {args.output}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        {"project": _project, "simulate": _simulate, "train": _train}[args.command](args)
+        commands = {"project": _project, "simulate": _simulate, "train": _train}
+        commands |= {"recover": _recover, "reconstruct": _reconstruct, "fsc": _fsc}
+        commands[args.command](args)
     except (ValueError, OSError) as error:  # MapError and DatasetError are ValueErrors
         print(f"cryoorient {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -26,24 +26,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import mrcfile
 import numpy as np
-import pandas as pd
-import starfile
 import torch
 from tqdm.auto import tqdm
 
-from cryoorient import __version__
+from cryoorient._provenance import map_record
+from cryoorient._version import __version__
 from cryoorient.density import DensityMap, load_map
-from cryoorient.geometry import euler_to_quaternion, matrix_to_euler, quaternion_to_matrix
-from cryoorient.paths import data_dir
+from cryoorient.geometry import matrix_to_euler, quaternion_to_matrix
+from cryoorient.paths import atomic_dir, data_dir, sha256_file
 from cryoorient.projection import (
     add_noise,
     apply_ctf,
@@ -53,340 +49,28 @@ from cryoorient.projection import (
     sample_defocus,
     sample_shifts,
 )
+from cryoorient.relion import CTF_OPTICS, DatasetError, ParticleStack, read_particles, write_particles
 from cryoorient.sampling import SAMPLING_SCHEMES, sample_orientations
 
 __all__ = [
-    "CTF_COLUMNS",
     "PAPER_SPLIT",
     "CacheWarning",
     "Dataset",
     "DatasetError",
-    "ParticleStack",
     "SimulationParameters",
     "load_dataset",
     "open_dataset",
     "map_provenance",
-    "read_particles",
-    "read_stack",
-    "read_star",
     "save_dataset",
     "simulate_dataset",
     "simulate_particles",
     "split_indices",
-    "write_particles",
-    "write_stack",
-    "write_star",
 ]
 
 PAPER_SPLIT = {"train": 0.50, "validation": 0.17, "test": 0.33}
-ANGLE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
-CTF_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
-
-
-class DatasetError(ValueError):
-    """A particle stack, STAR file or dataset folder that cannot be used as given."""
-
 
 class CacheWarning(UserWarning):
     """A cached dataset was stale or corrupt and is being rebuilt."""
-
-
-@dataclass
-class ParticleStack:
-    """Particle images with their orientations, origins and optional CTF parameters.
-
-    Attributes
-    ----------
-    images : (N, D, D) float32 images ``[n, y, x]``.
-    angles : (N, 3) RELION Euler angles ``(rot, tilt, psi)`` in radians.
-    shifts : (N, 2) origins ``(x, y)`` in pixels (RELION's ``rlnOriginX/YAngst`` / pixel size).
-    pixel_size : Å per pixel.
-    ctf : per-particle CTF parameters or ``None``: ``defocus_u``, ``defocus_v`` (N,) Å,
-        ``astigmatism_angle`` (N,) radians, and scalars ``voltage`` kV, ``spherical_aberration``
-        mm, ``amplitude_contrast``.
-    """
-
-    images: np.ndarray
-    angles: np.ndarray
-    shifts: np.ndarray
-    pixel_size: float
-    ctf: dict | None = None
-
-    def __post_init__(self) -> None:
-        n = len(self.images)
-        if self.images.ndim != 3 or self.images.shape[1] != self.images.shape[2]:
-            raise DatasetError(f"images must be a stack of square images (N, D, D); got {self.images.shape}")
-        if self.angles.shape != (n, 3) or self.shifts.shape != (n, 2):
-            raise DatasetError(
-                f"{n} images but angles {self.angles.shape} and shifts {self.shifts.shape}; "
-                f"expected ({n}, 3) and ({n}, 2)"
-            )
-        if not self.pixel_size > 0:
-            raise DatasetError(f"pixel size must be positive; got {self.pixel_size}")
-
-    @property
-    def quaternions(self) -> torch.Tensor:
-        """(N, 4) unit quaternions of :attr:`angles`, float64."""
-        return euler_to_quaternion(torch.from_numpy(np.asarray(self.angles, dtype=np.float64)))
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-# --- files -------------------------------------------------------------------------------------------
-
-
-def _atomic_path(path: Path):
-    """A temporary path beside ``path`` (same folder, so ``os.replace`` is atomic)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
-
-
-def write_stack(path: str | Path, images: np.ndarray, pixel_size: float) -> Path:
-    """Write an image stack as MRC (float32, pixel size in the header), atomically.
-
-    Parameters
-    ----------
-    path : output ``.mrcs`` file.
-    images : (N, D, D) images ``[n, y, x]``.
-    pixel_size : Å per pixel.
-    """
-    path = Path(path)
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 3:
-        raise DatasetError(f"{path.name}: a stack must have shape (N, D, D); got {images.shape}")
-    tmp = _atomic_path(path)
-    try:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(images)
-            mrc.set_image_stack()
-            mrc.voxel_size = pixel_size
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def read_stack(path: str | Path) -> tuple[np.ndarray, float]:
-    """Read an MRC image stack.
-
-    Returns
-    -------
-    images : (N, D, D) float32 ``[n, y, x]`` (a single 2-D image gives N = 1).
-    pixel_size : Å per pixel from the header.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such particle stack")
-    try:
-        with mrcfile.open(path, permissive=False) as mrc:
-            images = np.array(mrc.data, dtype=np.float32)
-            pixel_size = float(mrc.voxel_size.x)
-    except ValueError as error:
-        raise DatasetError(
-            f"{path}: not a readable MRC stack ({error}); check the file or regenerate it"
-        ) from error
-    images = images[None] if images.ndim == 2 else images
-    if images.ndim != 3 or images.shape[1] != images.shape[2]:
-        raise DatasetError(f"{path}: images must be square; the stack has shape {images.shape}")
-    if not np.isfinite(images).all():
-        raise DatasetError(f"{path}: the stack contains NaN or infinite values")
-    return images, pixel_size
-
-
-def write_star(
-    path: str | Path,
-    angles: np.ndarray,
-    shifts: np.ndarray,
-    pixel_size: float,
-    image_size: int,
-    image_names: list[str] | None = None,
-    ctf: dict | None = None,
-) -> Path:
-    """Write particles as a RELION 3.1 STAR file (optics + particles tables), atomically.
-
-    Parameters
-    ----------
-    path : output ``.star`` file.
-    angles : (N, 3) ``(rot, tilt, psi)`` radians (written in degrees).
-    shifts : (N, 2) origins ``(x, y)`` in pixels (written in Å as ``rlnOriginX/YAngst``).
-    pixel_size : Å per pixel; image_size : D.
-    image_names : RELION image names (``"000001@particles.mrcs"``); none are written when omitted.
-    ctf : CTF parameters as in :class:`ParticleStack`.
-    """
-    path = Path(path)
-    angles = np.degrees(np.asarray(angles, dtype=np.float64))
-    shifts = np.asarray(shifts, dtype=np.float64) * pixel_size
-    optics = {
-        "rlnOpticsGroup": [1],
-        "rlnOpticsGroupName": ["opticsGroup1"],
-        "rlnImagePixelSize": [pixel_size],
-        "rlnImageSize": [image_size],
-        "rlnImageDimensionality": [2],
-    }
-    particles = {}
-    if image_names is not None:
-        particles["rlnImageName"] = image_names
-    particles |= dict(zip(ANGLE_COLUMNS, angles.T, strict=True))
-    particles |= {"rlnOriginXAngst": shifts[:, 0], "rlnOriginYAngst": shifts[:, 1]}
-    if ctf is not None:
-        optics |= {
-            "rlnVoltage": [ctf["voltage"]],
-            "rlnSphericalAberration": [ctf["spherical_aberration"]],
-            "rlnAmplitudeContrast": [ctf["amplitude_contrast"]],
-        }
-        particles |= {
-            "rlnDefocusU": ctf["defocus_u"],
-            "rlnDefocusV": ctf["defocus_v"],
-            "rlnDefocusAngle": np.degrees(ctf["astigmatism_angle"]),
-        }
-    particles["rlnOpticsGroup"] = np.ones(len(angles), dtype=int)
-    tmp = _atomic_path(path)
-    try:
-        starfile.write({"optics": pd.DataFrame(optics), "particles": pd.DataFrame(particles)}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-@dataclass
-class StarParticles:
-    """What a STAR file says about its particles (see :func:`read_star`)."""
-
-    angles: np.ndarray  # (N, 3) radians
-    shifts: np.ndarray  # (N, 2) pixels
-    pixel_size: float | None
-    image_names: list[str] | None
-    ctf: dict | None
-
-
-def read_star(path: str | Path, pixel_size: float | None = None) -> StarParticles:
-    """Read particle orientations, origins and CTF from a RELION 3.0 or 3.1 STAR file.
-
-    RELION 3.1 files have an ``optics`` table with ``rlnImagePixelSize`` and origins in Å
-    (``rlnOriginXAngst``); RELION 3.0 files have one table with origins in pixels
-    (``rlnOriginX``) and the pixel size as ``rlnDetectorPixelSize`` (µm) / ``rlnMagnification``.
-
-    Parameters
-    ----------
-    path : the STAR file.
-    pixel_size : Å per pixel, used when the file does not say (needed to convert Å origins).
-
-    Returns
-    -------
-    :class:`StarParticles` with angles in radians and origins in pixels (zeros when absent).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such STAR file")
-    try:
-        blocks = starfile.read(path, always_dict=True)
-    except Exception as error:  # starfile raises assorted parser errors
-        raise DatasetError(f"{path}: not a readable STAR file ({error})") from error
-    tables = {k: v for k, v in blocks.items() if isinstance(v, pd.DataFrame)}
-    particles = tables.get("particles")
-    if particles is None:
-        with_angles = [v for v in tables.values() if "rlnAngleRot" in v.columns]
-        particles = with_angles[0] if with_angles else next(iter(tables.values()), None)
-    if particles is None or not set(ANGLE_COLUMNS) <= set(particles.columns):
-        have = [] if particles is None else list(particles.columns)
-        raise DatasetError(
-            f"{path}: no particle table with {', '.join(ANGLE_COLUMNS)}; "
-            f"columns found: {', '.join(have) or 'none'}"
-        )
-    optics = tables.get("optics")
-
-    def optics_value(column: str):
-        if optics is not None and column in optics.columns:
-            return float(optics[column].iloc[0])
-        return float(particles[column].iloc[0]) if column in particles.columns else None
-
-    star_pixel = optics_value("rlnImagePixelSize")
-    if star_pixel is None and {"rlnDetectorPixelSize", "rlnMagnification"} <= set(particles.columns):
-        star_pixel = (
-            float(particles["rlnDetectorPixelSize"].iloc[0])
-            * 1e4
-            / float(particles["rlnMagnification"].iloc[0])
-        )
-    pixel = star_pixel if star_pixel is not None else pixel_size
-
-    angles = np.radians(particles[list(ANGLE_COLUMNS)].to_numpy(dtype=np.float64))
-    if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(particles.columns):
-        if pixel is None:
-            raise DatasetError(
-                f"{path}: origins are in Å but the file gives no pixel size; pass the pixel size"
-            )
-        shifts = particles[["rlnOriginXAngst", "rlnOriginYAngst"]].to_numpy(dtype=np.float64) / pixel
-    elif {"rlnOriginX", "rlnOriginY"} <= set(particles.columns):
-        shifts = particles[["rlnOriginX", "rlnOriginY"]].to_numpy(dtype=np.float64)
-    else:
-        shifts = np.zeros((len(particles), 2))
-    names = particles["rlnImageName"].astype(str).tolist() if "rlnImageName" in particles.columns else None
-    ctf = None
-    if set(CTF_COLUMNS[:2]) <= set(particles.columns):
-        n = len(particles)
-        ctf = {
-            "defocus_u": particles["rlnDefocusU"].to_numpy(dtype=np.float64),
-            "defocus_v": particles["rlnDefocusV"].to_numpy(dtype=np.float64),
-            "astigmatism_angle": np.radians(
-                particles["rlnDefocusAngle"].to_numpy(dtype=np.float64)
-                if "rlnDefocusAngle" in particles.columns
-                else np.zeros(n)
-            ),
-            "voltage": optics_value("rlnVoltage") or 300.0,
-            "spherical_aberration": optics_value("rlnSphericalAberration") or 2.7,
-            "amplitude_contrast": optics_value("rlnAmplitudeContrast") or 0.1,
-        }
-    return StarParticles(angles=angles, shifts=shifts, pixel_size=pixel, image_names=names, ctf=ctf)
-
-
-def write_particles(folder: str | Path, stack: ParticleStack, name: str = "particles") -> Path:
-    """Write ``NAME.mrcs``, ``NAME.star`` and ``NAME_quaternions.npy`` into ``folder``.
-
-    Returns
-    -------
-    The path of the STAR file.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_stack(folder / f"{name}.mrcs", stack.images, stack.pixel_size)
-    names = [f"{i + 1:06d}@{name}.mrcs" for i in range(len(stack))]
-    np.save(folder / f"{name}_quaternions.npy", stack.quaternions.numpy())
-    return write_star(
-        folder / f"{name}.star",
-        stack.angles,
-        stack.shifts,
-        stack.pixel_size,
-        stack.images.shape[-1],
-        names,
-        stack.ctf,
-    )
-
-
-def read_particles(star: str | Path) -> ParticleStack:
-    """Read a particle stack described by a STAR file (images from its ``rlnImageName`` entries)."""
-    star = Path(star)
-    meta = read_star(star)
-    if meta.image_names is None:
-        raise DatasetError(f"{star}: no rlnImageName column, so no images to read")
-    stacks: dict[Path, np.ndarray] = {}
-    images = []
-    pixel = meta.pixel_size
-    for entry in meta.image_names:
-        index, _, file = entry.partition("@")
-        mrcs = (star.parent / file).resolve()
-        if mrcs not in stacks:
-            stacks[mrcs], stack_pixel = read_stack(mrcs)
-            pixel = pixel or stack_pixel
-        try:
-            images.append(stacks[mrcs][int(index) - 1])
-        except (ValueError, IndexError) as error:
-            raise DatasetError(
-                f"{star}: image {entry!r} is not in {mrcs.name} ({len(stacks[mrcs])} images)"
-            ) from error
-    return ParticleStack(np.stack(images), meta.angles, meta.shifts, float(pixel), meta.ctf)
 
 
 # --- splits ------------------------------------------------------------------------------------------
@@ -477,9 +161,6 @@ class SimulationParameters:
         return d
 
 
-CTF_OPTICS = {"voltage": 300.0, "spherical_aberration": 2.7, "amplitude_contrast": 0.1}
-
-
 def simulate_particles(
     density: DensityMap,
     quaternions: torch.Tensor,
@@ -567,14 +248,6 @@ class Dataset:
         return self.record["map"]["name"]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _dataset_key(params: SimulationParameters, density: DensityMap) -> str:
     content = hashlib.sha256(np.ascontiguousarray(density.data, dtype=np.float32).tobytes()).hexdigest()
     blob = json.dumps(
@@ -595,7 +268,7 @@ def _load_cached(folder: Path, expected: dict) -> Dataset:
         if record.get(key) != value:
             raise DatasetError(f"{folder}: recorded {key} {record.get(key)!r} does not match {value!r}")
     for name, digest in record["files"].items():
-        if not (folder / name).is_file() or _sha256(folder / name) != digest:
+        if not (folder / name).is_file() or sha256_file(folder / name) != digest:
             raise DatasetError(f"{folder / name}: missing or checksum mismatch")
     particles = read_particles(folder / "particles.star")
     quaternions = torch.from_numpy(np.load(folder / "particles_quaternions.npy"))
@@ -629,8 +302,8 @@ def open_dataset(path: str | Path, *, seed: int = 0) -> Dataset:
 
 
 def map_provenance(density: DensityMap) -> dict:
-    """The record of which map a dataset used: its name, source and voxel size (Å)."""
-    return {"map": {"name": density.name, "source": density.source, "voxel_size": density.voxel_size}}
+    """Which map a dataset used: name, SHA-256 of its data, source, voxel size (Å); no machine paths."""
+    return {"map": map_record(density)}
 
 
 def simulate_dataset(
@@ -684,26 +357,22 @@ def save_dataset(
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise DatasetError(f"{folder} exists and is not empty; choose a new output folder")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        write_particles(tmp, stack)
-        np.save(tmp / "particles_quaternions.npy", quaternions.numpy())  # exact, not via Euler angles
-        np.savez(tmp / "splits.npz", **splits)
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
-        record = record | {
-            "box_size": int(stack.images.shape[-1]),
-            "pixel_size": stack.pixel_size,
-            "files": files,
-        }
-        (tmp / "dataset.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        try:
-            os.replace(tmp, folder)
-        except OSError as error:  # another process filled ``folder`` meanwhile
+        with atomic_dir(folder) as tmp:
+            write_particles(tmp, stack)
+            np.save(tmp / "particles_quaternions.npy", quaternions.numpy())  # exact, not via Euler angles
+            np.savez(tmp / "splits.npz", **splits)
+            files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+            record = record | {
+                "box_size": int(stack.images.shape[-1]),
+                "pixel_size": stack.pixel_size,
+                "files": files,
+            }
+            (tmp / "dataset.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    except OSError as error:
+        if folder.exists() and any(folder.iterdir()):  # another process filled ``folder`` meanwhile
             raise DatasetError(f"{folder} exists and is not empty; choose a new output folder") from error
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        raise
     return folder
 
 

@@ -1,6 +1,6 @@
 """Density maps: MRC I/O, atomic model -> map, an embedded pseudo-protein, and maps by name.
 
-Conventions (see ``DESIGN.md``):
+Conventions (the README's "Conventions" section):
 
 * A volume is a ``float32`` array indexed ``[z, y, x]`` as MRC files store it; the voxel size is
   in Å; the centre of a box of ``N`` voxels is index ``N // 2`` on every axis (RELION's centre).
@@ -31,11 +31,9 @@ made with: its voxel size is 3.667 Å, and its box leaves ~33 Å (molmap's defau
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -48,7 +46,7 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from cryoorient.paths import data_dir, map_dirs
+from cryoorient.paths import atomic_path, data_dir, map_dirs, sha256_file
 
 __all__ = [
     "DEFAULT_RESOLUTION",
@@ -236,27 +234,13 @@ def write_map(path: str | os.PathLike, density: DensityMap) -> Path:
         raise MapError(f"{path}: refusing to write map {density.name!r}: it contains NaN or infinite values")
     if not path.parent.is_dir():
         raise MapError(f"{path}: folder {path.parent} does not exist; create it first")
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
+        with atomic_path(path) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(np.ascontiguousarray(density.data, dtype=np.float32))
             mrc.voxel_size = density.voxel_size  # after set_data, which resets the cell
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError | ValueError):
-            raise MapError(f"{path}: could not write the map ({err}); nothing was written") from err
-        raise
+    except (OSError, ValueError) as err:
+        raise MapError(f"{path}: could not write the map ({err}); nothing was written") from err
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # --------------------------------------------------------------------------------------------
@@ -749,14 +733,6 @@ def _download(url: str, fname: str, known_hash: str | None) -> Path:
         raise _Unavailable(f"download of {url} failed ({type(err).__name__}: {text})") from err
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _find(fname: str) -> Path | None:
     for folder in map_dirs():
         if (folder / fname).is_file():
@@ -768,7 +744,7 @@ def _load_5j0n() -> DensityMap:
     path = _find("5j0n.mrc")
     if path is None:
         path = _download(MAP_5J0N_URL, "5j0n.mrc", f"sha256:{MAP_5J0N_SHA256}")
-    elif (digest := _sha256(path)) != MAP_5J0N_SHA256:
+    elif (digest := sha256_file(path)) != MAP_5J0N_SHA256:
         raise MapError(
             f"{path}: SHA-256 {digest} differs from the authors' 5j0n.mrc ({MAP_5J0N_SHA256}); "
             "delete or replace the file"
@@ -811,9 +787,13 @@ def _load_pseudo(seed: int, d2: bool, voxel_size: float) -> DensityMap:
     )
 
 
+def _is_model(path: Path) -> bool:
+    """Whether a path names an atomic model (rendered here) rather than a map (used as given)."""
+    return any(s.lower() in _MODEL_SUFFIXES for s in path.suffixes[-2:])
+
+
 def _load_file(path: Path, voxel_size: float) -> DensityMap:
-    suffixes = [s.lower() for s in path.suffixes[-2:]]
-    is_model = any(s in _MODEL_SUFFIXES for s in suffixes)
+    is_model = _is_model(path)
     if not path.is_file():
         kind = "model" if is_model else "map"
         raise MapError(f"{path}: no such {kind} file; check the path (accepted: {_ACCEPTED})")
@@ -839,12 +819,15 @@ def load_map(
     voxel_size: float | None = None,
     fallback: bool = True,
 ) -> DensityMap:
-    """Load a density map by path or by name, as a normalised cube.
+    """Load a density map by path or by name, as a cube.
 
     Resolution (see the module docstring for the accepted names):
 
     * a path to an MRC map: :func:`read_map`, then :func:`pad_to_cube` with the *geometric*
-      centre (the box centre stays the centre), then resampled with :func:`resample_map`;
+      centre (the box centre stays the centre), then resampled with :func:`resample_map`. Its
+      values are used **as given**: not clipped, not rescaled. Experimental maps have negative
+      voxels (solvent noise, Fourier ringing, often half of them) and clipping them changes the
+      projections by tens of percent against ``relion_project``'s;
     * ``"5j0n"``: ``5j0n.mrc`` from the first folder of :func:`cryoorient.paths.map_dirs`
       holding it, else downloaded once into :func:`cryoorient.paths.data_dir` from
       :data:`MAP_5J0N_URL`; its SHA-256 is checked either way. 3.667 Å voxels, 75³ once cubed;
@@ -857,6 +840,11 @@ def load_map(
     ``voxel_size`` (default :data:`DEFAULT_VOXEL_SIZE`, 11/3 Å), in the smallest even box that
     holds every rotation of the molecule plus 5 σ of its Gaussians. They are regenerated on each
     call (well under a second for the pseudo-protein), not cached.
+
+    Maps by name (``"5j0n"``, PDB IDs, pseudo-proteins) and rendered model files are normalised
+    with :func:`normalize_map` (negative voxels clipped, maximum 1): the paper's modelling choice
+    for density rendered from atoms, which is non-negative (``5j0n.mrc`` itself has no negative
+    voxel; clipping removes only the ringing of resampling it).
 
     Parameters
     ----------
@@ -872,7 +860,8 @@ def load_map(
 
     Returns
     -------
-    A cubic :class:`DensityMap` normalised by :func:`normalize_map` (non-negative, maximum 1).
+    A cubic :class:`DensityMap`: an MRC file's values as given (resampled when asked), any other
+    source normalised by :func:`normalize_map` (non-negative, maximum 1).
 
     Raises
     ------
@@ -887,6 +876,7 @@ def load_map(
     render_voxel = DEFAULT_VOXEL_SIZE if voxel_size is None else float(voxel_size)
     if not isinstance(name, str | os.PathLike):
         raise MapError(f"map name must be a string or a path; got {name!r}; accepted: {_ACCEPTED}")
+    as_given = _is_path(name) and not _is_model(Path(name))
     if _is_path(name):
         density = _load_file(Path(name), render_voxel)
     else:
@@ -909,6 +899,8 @@ def load_map(
         # box alone: keep the field of view, so the whole map spans box_size voxels
         voxel_size = density.voxel_size * density.box_size / int(box_size)
     density = resample_map(density, box_size=box_size, voxel_size=voxel_size)
+    if as_given:
+        return density
     return DensityMap(normalize_map(density.data), density.voxel_size, density.name, density.source)
 
 

@@ -1,6 +1,6 @@
 """Orientation geometry: unit quaternions, rotation matrices and RELION Euler angles.
 
-Conventions (see ``DESIGN.md``):
+Conventions (the README's "Conventions" section):
 
 * Quaternions are scalar first, ``(w, x, y, z)``, unit norm, as in the paper. ``q`` and ``-q``
   are the same orientation; functions that return quaternions put them in the hemisphere

@@ -11,14 +11,20 @@ named density maps such as ``5j0n.mrc`` before anything is downloaded.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 __all__ = [
+    "atomic_dir",
+    "atomic_path",
     "atomic_write",
     "build_dir",
     "data_dir",
@@ -27,6 +33,8 @@ __all__ = [
     "map_dirs",
     "paper_dir",
     "repo_root",
+    "sha256_file",
+    "umask",
 ]
 
 
@@ -81,11 +89,13 @@ def git_commit() -> str:
 
     Changes to the generated outputs (:data:`GENERATED`) and untracked files do not count: a
     ``make figures`` run rewrites the figures of the notebooks before it, and its stamps should
-    still say that the code was the commit's.
+    still say that the code was the commit's. An installed copy (Colab's ``pip install
+    git+https://...``) has no checkout: the commit pip recorded in the distribution's
+    ``direct_url.json`` (PEP 610) is used, without a dirty flag.
     """
     root = repo_root()
     if root is None:
-        return "unknown"
+        return _installed_commit() or "unknown"
     excluded = [f":(exclude){path}" for path in GENERATED]
     try:
         head = _git(root, "rev-parse", "--short=12", "HEAD")
@@ -95,23 +105,89 @@ def git_commit() -> str:
     return f"{head}-dirty" if changes else head or "unknown"
 
 
+def _installed_commit() -> str | None:
+    """The commit pip installed this package from (``vcs_info.commit_id`` of ``direct_url.json``)."""
+    from importlib import metadata
+
+    try:
+        text = metadata.distribution("cryoorient").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    try:
+        commit = json.loads(text or "{}").get("vcs_info", {}).get("commit_id")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return commit[:12] if isinstance(commit, str) and commit else None
+
+
 def _git(root: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def umask() -> int:
+    """The process's file-creation mask (read without changing it for longer than a call)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block succeeds.
+
+    For writers that want a file name (``mrcfile``, ``starfile``). The file gets the mode an
+    ordinary ``open(path, "w")`` would (``0o666`` minus the umask), not ``mkstemp``'s ``0o600``, so
+    outputs in a shared folder stay readable to the group. On any error the temporary file is
+    removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place.
 
     A reader never sees a half-written ``path``; on any error the temporary file is removed and
-    ``path`` is left as it was.
+    ``path`` is left as it was. The file's mode respects the umask (see :func:`atomic_path`).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
     return path
+
+
+@contextmanager
+def atomic_dir(folder: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder beside ``folder`` to fill; renamed onto ``folder`` when the block succeeds.
+
+    ``folder`` must not exist or be an empty folder (``os.replace`` then swaps it in atomically;
+    otherwise the ``OSError`` of the rename propagates). The folder gets ``0o777`` minus the umask,
+    not ``mkdtemp``'s ``0o700``. On any error the temporary folder is removed.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~umask())
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

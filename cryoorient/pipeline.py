@@ -3,22 +3,20 @@
 Step (i) gives a trained estimator ``d̂_p`` (:mod:`cryoorient.training`); this module applies it to
 projections whose orientations are to be recovered (the test split, as in the paper), recovers
 the orientations from the estimated distances (:mod:`cryoorient.recovery`), aligns them with the
-truth for evaluation (:mod:`cryoorient.alignment`), and writes them as a RELION particle STAR
-file so that any reconstruction program can use them.
+truth for evaluation (:mod:`cryoorient.alignment`); :func:`cryoorient.relion.write_orientations`
+writes them as a RELION particle STAR file so that any reconstruction program can use them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from cryoorient.alignment import AlignmentResult, align_orientations
-from cryoorient.dataset import Dataset, ParticleStack, write_particles
-from cryoorient.geometry import quaternion_to_euler
+from cryoorient.dataset import Dataset
 from cryoorient.recovery import RecoveryResult, recover_orientations
 from cryoorient.results import ResultsError, load_results
 from cryoorient.siamese import SiameseDistance
@@ -29,7 +27,6 @@ __all__ = [
     "estimated_distances",
     "learned_recovery",
     "recovered_or_saved",
-    "write_orientations",
 ]
 
 
@@ -114,34 +111,6 @@ def learned_recovery(
     true = torch.as_tensor(quaternions, dtype=torch.float64)[indices]
     alignment = align_orientations(true, recovery.quaternions.cpu(), seed=seed)
     return LearnedRecovery(indices, distances, true, recovery, alignment)
-
-
-def write_orientations(
-    folder: str | Path,
-    images: np.ndarray,
-    quaternions: torch.Tensor,
-    pixel_size: float,
-    *,
-    name: str = "particles",
-) -> Path:
-    """Write projections with (recovered, aligned) orientations as ``NAME.mrcs`` + ``NAME.star``.
-
-    Parameters
-    ----------
-    folder : output folder (created).
-    images : (P, D, D) projections.
-    quaternions : (P, 4) their orientations (e.g. ``LearnedRecovery.alignment.aligned``).
-    pixel_size : Å per pixel.
-    name : file stem.
-
-    Returns
-    -------
-    The STAR file's path; ``relion_reconstruct --i`` reads it.
-    """
-    images = np.asarray(images, dtype=np.float32)
-    angles = quaternion_to_euler(torch.as_tensor(quaternions, dtype=torch.float64)).numpy()
-    stack = ParticleStack(images, angles, np.zeros((len(images), 2)), float(pixel_size))
-    return write_particles(folder, stack, name=name)
 
 
 def recovered_or_saved(

@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cryoorient import __version__
+from cryoorient._provenance import portable
 from cryoorient.paths import atomic_write, figures_dir, git_commit
 from cryoorient.sampling import haar_distance_pdf
 
@@ -56,6 +57,8 @@ def save_figure(fig: Figure, name: str, *, profile: str, **provenance: object) -
     name : file stem saying what the figure shows, e.g. ``"orientation_sampling"``.
     profile : parameter profile that produced it (``"default"``, ``"paper"``, ...).
     **provenance : further facts to record (map name, sizes, seeds); must be JSON-serialisable.
+        Absolute paths in it are recorded relative to the repository, or as the file's name and
+        SHA-256 when outside it (:func:`cryoorient._provenance.portable`).
 
     Returns
     -------
@@ -65,7 +68,7 @@ def save_figure(fig: Figure, name: str, *, profile: str, **provenance: object) -
         raise ValueError(f"figure name must be a plain file stem; got {name!r}")
     folder = figures_dir()
     stamp = {"figure": name, "profile": profile, "commit": git_commit(), "cryoorient": __version__}
-    stamp.update(provenance)
+    stamp.update(portable(provenance, with_sha256=True))  # no machine paths: files by name and SHA-256
     written = []
     for suffix in (".pdf", ".png"):
         # fixed metadata so that the same figure gives the same bytes

@@ -63,6 +63,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cryoorient._checks import (
+    Device,
+    check_images,
+    check_rotations,
+    check_shifts,
+    check_volume,
+    resolve_device,
+)
+from cryoorient._fourier import (
+    centred_half_spectrum,
+    signed_frequencies,
+    slice_frequencies,
+    trilinear_half,
+)
+
 __all__ = [
     "add_noise",
     "apply_ctf",
@@ -77,182 +92,6 @@ __all__ = [
     "shift_images",
     "snr_db",
 ]
-
-Device = torch.device | str | None
-
-
-def _resolve_device(device: Device) -> torch.device:
-    """``None`` means CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _check_volume(volume: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """A finite floating ``(D, D, D)`` tensor, or ValueError."""
-    vol = torch.as_tensor(volume)
-    if vol.ndim != 3 or len(set(vol.shape)) != 1:
-        raise ValueError(f"volume must be a (D, D, D) cube; got shape {tuple(vol.shape)}")
-    if vol.shape[0] < 2:
-        raise ValueError(f"volume must have D >= 2; got shape {tuple(vol.shape)}")
-    if not vol.is_floating_point():
-        vol = vol.to(torch.float32)
-    bad = int((~torch.isfinite(vol)).sum())
-    if bad:
-        raise ValueError(f"volume contains {bad} NaN or infinite values")
-    return vol
-
-
-def _check_rotations(rotations: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """A finite ``(N, 3, 3)`` tensor, or ValueError."""
-    rot = torch.as_tensor(rotations)
-    if rot.ndim != 3 or tuple(rot.shape[1:]) != (3, 3):
-        raise ValueError(f"rotations must have shape (N, 3, 3); got {tuple(rot.shape)}")
-    if not rot.is_floating_point():
-        rot = rot.to(torch.float64)
-    if not torch.isfinite(rot).all():
-        raise ValueError("rotations contain NaN or infinite values")
-    return rot
-
-
-def _check_shifts(shifts: torch.Tensor | np.ndarray, n: int) -> torch.Tensor:
-    """A finite ``(n, 2)`` tensor, or ValueError."""
-    sh = torch.as_tensor(shifts)
-    if sh.ndim != 2 or sh.shape[1] != 2:
-        raise ValueError(f"shifts must have shape (N, 2) (x, y); got {tuple(sh.shape)}")
-    if sh.shape[0] != n:
-        raise ValueError(f"got {sh.shape[0]} shifts for {n} images")
-    if not sh.is_floating_point():
-        sh = sh.to(torch.float64)
-    if not torch.isfinite(sh).all():
-        raise ValueError("shifts contain NaN or infinite values")
-    return sh
-
-
-def _check_images(images: torch.Tensor | np.ndarray, name: str = "images") -> torch.Tensor:
-    """A finite floating tensor with at least two dimensions, or ValueError."""
-    img = torch.as_tensor(images)
-    if img.ndim < 2:
-        raise ValueError(f"{name} must have shape (..., H, W); got {tuple(img.shape)}")
-    if not img.is_floating_point():
-        img = img.to(torch.float32)
-    if not torch.isfinite(img).all():
-        raise ValueError(f"{name} contain NaN or infinite values")
-    return img
-
-
-def _signed_frequencies(n: int, device: torch.device | None = None) -> torch.Tensor:
-    """Integer frequencies of an unshifted axis of length ``n``, RELION's way.
-
-    Index ``i`` is frequency ``i`` for ``i <= n // 2`` and ``i - n`` above, so for even ``n`` the
-    Nyquist bin is ``+n/2`` (``torch.fft.fftfreq`` says ``-n/2``).
-    """
-    i = torch.arange(n, device=device)
-    return torch.where(i <= n // 2, i, i - n)
-
-
-def _padded_size(d: int, pad_factor: float) -> int:
-    """RELION's padded box: ``round(pad_factor · D)``, made even."""
-    p = int(round(pad_factor * d))
-    return p + p % 2
-
-
-def _centred_half_spectrum(vol: torch.Tensor, pad_factor: float, gridding_correction: bool) -> torch.Tensor:
-    """Oversampled half spectrum of the volume, ready for slicing.
-
-    Parameters
-    ----------
-    vol : (D, D, D) real volume, ``[z, y, x]``, origin at ``D // 2``.
-    pad_factor : oversampling; the padded box is :func:`_padded_size`.
-    gridding_correction : divide by ``sinc²(r / P)`` first, as RELION's ``griddingCorrect``.
-
-    Returns
-    -------
-    (P + 1, P + 1, P // 2 + 1) complex: ``F[kz + P/2, ky + P/2, kx] = Σ_r V(r) exp(-2πi k·r / P)``
-    for ``-P/2 <= kz, ky <= P/2`` and ``0 <= kx <= P/2``, zero beyond RELION's radius
-    ``round((D // 2) · P / D)``.
-    """
-    d = vol.shape[0]
-    p = _padded_size(d, pad_factor)
-    if gridding_correction:
-        r = (torch.arange(d, device=vol.device, dtype=torch.float64) - d // 2) ** 2
-        r = torch.sqrt(r[:, None, None] + r[None, :, None] + r[None, None, :])  # (D, D, D) voxels
-        vol = vol / (torch.sinc(r / p) ** 2).to(vol.dtype)
-    lo = p // 2 - d // 2
-    hi = p - d - lo
-    padded = F.pad(vol, (lo, hi, lo, hi, lo, hi))  # (P, P, P), origin at P // 2
-    padded = torch.roll(padded, shifts=(-(p // 2),) * 3, dims=(0, 1, 2))  # origin at the corner
-    spectrum = torch.fft.rfftn(padded, dim=(0, 1, 2))  # (P, P, P // 2 + 1)
-    spectrum = torch.fft.fftshift(spectrum, dim=(0, 1))  # kz, ky from -P/2 at index 0
-    # The DFT is periodic: append the -P/2 planes again as +P/2 so both Nyquist planes are present.
-    spectrum = torch.cat((spectrum, spectrum[:1]), dim=0)
-    spectrum = torch.cat((spectrum, spectrum[:, :1]), dim=1)  # (P + 1, P + 1, P // 2 + 1)
-    k = torch.arange(p + 1, device=vol.device) - p // 2
-    kx = torch.arange(p // 2 + 1, device=vol.device)
-    r2 = k[:, None, None] ** 2 + k[None, :, None] ** 2 + kx[None, None, :] ** 2
-    r_max = int(round((d // 2) * p / d))
-    return spectrum * (r2 <= r_max * r_max)
-
-
-def _slice_frequencies(d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The half-plane frequencies RELION fills, and where they go in an ``rfft2`` array.
-
-    Returns
-    -------
-    k : (M, 2) integer frequencies ``(k_x, k_y)`` with ``k_x >= 0`` and ``|k| <= D // 2``.
-    flat : (M,) their flat indices in a ``(D, D // 2 + 1)`` half spectrum.
-    """
-    half = d // 2 + 1
-    ky = _signed_frequencies(d, device)[:, None].expand(d, half)  # (D, half)
-    kx = torch.arange(half, device=device)[None, :].expand(d, half)
-    keep = (kx**2 + ky**2 <= (d // 2) ** 2).reshape(-1)
-    k = torch.stack((kx.reshape(-1), ky.reshape(-1)), dim=-1)[keep]  # (M, 2)
-    flat = torch.arange(d * half, device=device)[keep]
-    return k, flat
-
-
-def _trilinear_half(spectrum: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """Trilinear interpolation of a centred half spectrum (see :func:`_centred_half_spectrum`).
-
-    Points with ``x < 0`` are read at ``-coords`` and conjugated (Friedel symmetry of a real
-    volume), as RELION's ``Projector::project`` does. Corners outside the array count as zero.
-
-    Parameters
-    ----------
-    spectrum : (Q, Q, H) complex, ``[kz, ky, kx]``, ``kz, ky`` centred at ``Q // 2``.
-    coords : (..., 3) real ``(x, y, z)`` frequency coordinates in padded-grid units.
-
-    Returns
-    -------
-    (...) complex interpolated values.
-    """
-    p, _, h = spectrum.shape  # p = P + 1 is odd: its centre p // 2 = P / 2
-    flat = spectrum.reshape(-1)
-    x, y, z = coords.unbind(-1)
-    flip = x < 0
-    sign = 1.0 - 2.0 * flip.to(coords.dtype)
-    x, y, z = x * sign, y * sign, z * sign
-    x0f, y0f, z0f = torch.floor(x), torch.floor(y), torch.floor(z)
-    fx, fy, fz = x - x0f, y - y0f, z - z0f
-    x0 = x0f.long()
-    y0 = y0f.long() + p // 2
-    z0 = z0f.long() + p // 2
-    out = None
-    for dz, wz in ((0, 1 - fz), (1, fz)):
-        zi = z0 + dz
-        z_ok = (zi >= 0) & (zi < p)
-        zi = zi.clamp(0, p - 1)
-        for dy, wy in ((0, 1 - fy), (1, fy)):
-            yi = y0 + dy
-            zy_ok = z_ok & (yi >= 0) & (yi < p)
-            zy = (zi * p + yi.clamp(0, p - 1)) * h
-            for dx, wx in ((0, 1 - fx), (1, fx)):
-                xi = x0 + dx
-                ok = zy_ok & (xi < h)
-                w = wz * wy * wx * ok
-                term = flat[zy + xi.clamp(max=h - 1)] * w
-                out = term if out is None else out + term
-    return torch.complex(out.real, out.imag * sign)
 
 
 def project(
@@ -297,22 +136,22 @@ def project(
         For a non-cube or non-finite volume, rotations not ``(N, 3, 3)``, shifts not ``(N, 2)``,
         ``pad_factor < 1`` or ``batch_size < 1``.
     """
-    vol = _check_volume(volume)
-    rot = _check_rotations(rotations)
+    vol = check_volume(volume)
+    rot = check_rotations(rotations)
     n = rot.shape[0]
-    sh = None if shifts is None else _check_shifts(shifts, n)
+    sh = None if shifts is None else check_shifts(shifts, n)
     if not pad_factor >= 1:
         raise ValueError(f"pad_factor must be >= 1; got {pad_factor!r}")
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
     out_device = vol.device
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     d = vol.shape[0]
     half = d // 2 + 1
 
-    spectrum = _centred_half_spectrum(vol.to(dev, torch.float32), pad_factor, gridding_correction)
+    spectrum = centred_half_spectrum(vol.to(dev, torch.float32), pad_factor, gridding_correction)
     scale = (spectrum.shape[0] - 1) / d  # effective padding factor
-    k, flat = _slice_frequencies(d, dev)  # (M, 2), (M,)
+    k, flat = slice_frequencies(d, dev)  # (M, 2), (M,)
     kf = k.to(torch.float64)
     images = []
     for start in range(0, n, int(batch_size)):
@@ -320,7 +159,7 @@ def project(
         b = a.shape[0]
         # A^T (kx, ky, 0) = kx A[0, :] + ky A[1, :], in padded-grid units
         coords = (scale * kf @ a[:, :2, :]).to(torch.float32)  # (B, M, 3)
-        values = _trilinear_half(spectrum, coords)  # (B, M)
+        values = trilinear_half(spectrum, coords)  # (B, M)
         if sh is not None:
             s = sh[start : start + b].to(dev, torch.float64)  # (B, 2)
             # RELION: shiftImageInFourierTransform(F, F, D, -s) multiplies by exp(+2πi k·s / D)
@@ -355,8 +194,8 @@ def project_real_space(
     (N, D, D) images ``[y, x]`` on the volume's device, in the volume's floating dtype (float32
     for integer volumes). No shift, CTF or gridding correction.
     """
-    vol = _check_volume(volume)
-    rot = _check_rotations(rotations).to(vol.device, vol.dtype)
+    vol = check_volume(volume)
+    rot = check_rotations(rotations).to(vol.device, vol.dtype)
     d = vol.shape[0]
     c = d // 2
     reach = math.ceil(math.sqrt(3) * d / 2) + 1
@@ -397,12 +236,12 @@ def shift_images(images: torch.Tensor | np.ndarray, shifts: torch.Tensor | np.nd
     -------
     (N, H, W) shifted images, same dtype and device as ``images``.
     """
-    img = _check_images(images)
+    img = check_images(images)
     if img.ndim != 3:
         raise ValueError(f"images must have shape (N, H, W); got {tuple(img.shape)}")
     n, h, w = img.shape
-    sh = _check_shifts(shifts, n).to(img.device, torch.float64)
-    ky = _signed_frequencies(h, img.device).to(torch.float64) / h  # (H,) cycles per pixel
+    sh = check_shifts(shifts, n).to(img.device, torch.float64)
+    ky = signed_frequencies(h, img.device).to(torch.float64) / h  # (H,) cycles per pixel
     kx = torch.arange(w // 2 + 1, device=img.device, dtype=torch.float64) / w  # (W // 2 + 1,)
     phase = (
         2 * math.pi * (sh[:, 0, None, None] * kx + sh[:, 1, None, None] * ky[:, None])
@@ -429,7 +268,7 @@ def rotate_images(images: torch.Tensor | np.ndarray, angles: torch.Tensor | np.n
     -------
     (N, H, W) rotated images, same dtype and device as ``images``.
     """
-    img = _check_images(images)
+    img = check_images(images)
     if img.ndim != 3 or img.shape[1] != img.shape[2]:
         raise ValueError(f"images must have shape (N, D, D); got {tuple(img.shape)}")
     n, d, _ = img.shape
@@ -499,7 +338,7 @@ def normalize_images(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     ValueError
         For a constant stack (zero variance) or non-finite values.
     """
-    img = _check_images(images)
+    img = check_images(images)
     std, mean = torch.std_mean(img.to(torch.float64), correction=0)
     if not std > 0:
         raise ValueError(f"cannot normalise a stack of zero variance (constant value {mean.item():g})")
@@ -561,7 +400,7 @@ def add_noise(
         variance = noise_variance(snr_db)
     if not (math.isfinite(variance) and variance >= 0):
         raise ValueError(f"noise variance must be a finite number >= 0; got {variance!r}")
-    img = _check_images(images)
+    img = check_images(images)
     if isinstance(seed, torch.Generator):
         noise = torch.randn(img.shape, generator=seed, dtype=img.dtype)
     else:
@@ -633,7 +472,7 @@ def ctf_2d(
     params = (defocus_u, defocus_v, astigmatism_angle, phase_shift, b_factor)
     if device is None:
         device = next((p.device for p in params if isinstance(p, torch.Tensor)), None)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     du, dv, angle, shift, bfac = torch.broadcast_tensors(
         *(torch.as_tensor(p, dtype=torch.float64, device=dev) for p in params)
     )
@@ -644,7 +483,7 @@ def ctf_2d(
     k1 = math.pi * lam
     k2 = math.pi / 2 * (spherical_aberration * 1e7) * lam**3
     k3 = math.atan(amplitude_contrast / math.sqrt(1 - amplitude_contrast**2))
-    freq = _signed_frequencies(d, dev).to(torch.float64) / (d * pixel_size)  # (D,) 1/Å, RELION's bins
+    freq = signed_frequencies(d, dev).to(torch.float64) / (d * pixel_size)  # (D,) 1/Å, RELION's bins
     fy, fx = freq[:, None], freq[None, :]
     u2 = fx**2 + fy**2  # (D, D)
     azimuth = torch.atan2(fy, fx)  # (D, D); at the origin u2 = 0 so Δf does not matter
@@ -671,8 +510,8 @@ def apply_ctf(images: torch.Tensor | np.ndarray, ctf: torch.Tensor | np.ndarray)
     -------
     (..., H, W) ``Re(ifft2(fft2(images) · ctf))``, in the images' dtype, on their device.
     """
-    img = _check_images(images)
-    c = _check_images(ctf, "ctf").to(img.device)
+    img = check_images(images)
+    c = check_images(ctf, "ctf").to(img.device)
     if tuple(c.shape[-2:]) != tuple(img.shape[-2:]):
         raise ValueError(f"ctf grid {tuple(c.shape[-2:])} does not match images {tuple(img.shape[-2:])}")
     spectrum = torch.fft.fft2(img)

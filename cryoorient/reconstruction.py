@@ -61,31 +61,28 @@ Resolution
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cryoorient.dataset import ParticleStack, write_stack, write_star
-from cryoorient.density import DensityMap, write_map
-from cryoorient.geometry import euler_to_matrix, matrix_to_euler
-from cryoorient.projection import (
-    _check_images,
-    _check_rotations,
-    _check_shifts,
-    _padded_size,
-    _resolve_device,
-    _slice_frequencies,
-    apply_ctf,
-    ctf_2d,
-    project,
+from cryoorient._checks import (
+    Device,
+    check_images,
+    check_positive_int,
+    check_rotations,
+    check_shifts,
+    resolve_device,
 )
+from cryoorient._fourier import padded_size, slice_frequencies
+from cryoorient.density import DensityMap
+from cryoorient.geometry import euler_to_matrix
+from cryoorient.projection import apply_ctf, ctf_2d, project
+from cryoorient.relion import ParticleStack
 
 __all__ = [
     "RECONSTRUCTION_METHODS",
@@ -95,15 +92,12 @@ __all__ = [
     "reconstruct",
     "reconstruct_particles",
     "resolution",
-    "write_reconstruction",
 ]
 
 RECONSTRUCTION_METHODS = ("cgls", "fourier")
 #: Fourier-space weights are floored at this fraction of their mean inside the sampled ball, so
 #: that grid points touched only by the far tail of a trilinear kernel are not amplified.
 WEIGHT_FLOOR = 1e-3
-
-Device = torch.device | str | None
 
 
 @dataclass
@@ -138,19 +132,19 @@ class ReconstructionResult:
 
 def _check_stack(images, rotations, shifts, ctf):
     """Validated ``(images, rotations, shifts, ctf)`` tensors (shifts and ctf may be ``None``)."""
-    img = _check_images(images)
+    img = check_images(images)
     if img.ndim != 3 or img.shape[1] != img.shape[2]:
         raise ValueError(f"images must be a stack of square images (N, D, D); got shape {tuple(img.shape)}")
     n, d = img.shape[0], img.shape[1]
     if n < 1 or d < 2:
         raise ValueError(f"need at least one image of at least 2 × 2 pixels; got shape {tuple(img.shape)}")
-    rot = _check_rotations(rotations)
+    rot = check_rotations(rotations)
     if rot.shape[0] != n:
         raise ValueError(f"got {rot.shape[0]} rotations for {n} images")
-    sh = None if shifts is None else _check_shifts(shifts, n)
+    sh = None if shifts is None else check_shifts(shifts, n)
     c = None
     if ctf is not None:
-        c = _check_images(ctf, "ctf")
+        c = check_images(ctf, "ctf")
         if c.ndim == 2:
             c = c.expand(n, *c.shape)
         if tuple(c.shape) != (n, d, d):
@@ -158,12 +152,6 @@ def _check_stack(images, rotations, shifts, ctf):
                 f"ctf must have shape ({n}, {d}, {d}) (one per image) or ({d}, {d}); got {tuple(c.shape)}"
             )
     return img, rot, sh, c
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
 
 
 # --- Fourier-space geometry --------------------------------------------------------------------------
@@ -293,7 +281,7 @@ def _backproject(
     q = p + 1
     num = torch.zeros(q * q * (p // 2 + 1), dtype=torch.complex128, device=dev)
     den = torch.zeros(q * q * (p // 2 + 1), dtype=torch.float64, device=dev)
-    k, flat = _slice_frequencies(d, dev)  # (M, 2), (M,)
+    k, flat = slice_frequencies(d, dev)  # (M, 2), (M,)
     kf = k.to(torch.float64)
     # The half plane holds k and -k only on the kx = 0 column (and the Nyquist column): weight
     # them 1/2 so that every Friedel pair counts once, as in the full plane.
@@ -543,7 +531,7 @@ def reconstruct(
         raise ValueError(f"damping must be a finite number >= 0; got {damping!r}")
     if not pad_factor >= 1:
         raise ValueError(f"pad_factor must be >= 1; got {pad_factor!r}")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = check_positive_int("batch_size", batch_size)
     d = img.shape[-1]
     initial_volume = None
     if isinstance(initial, str):
@@ -555,8 +543,8 @@ def reconstruct(
             raise ValueError(
                 f"initial volume must have shape ({d}, {d}, {d}); got {tuple(initial_volume.shape)}"
             )
-    dev = _resolve_device(device)
-    p = _padded_size(d, pad_factor)
+    dev = resolve_device(device)
+    p = padded_size(d, pad_factor)
     problem = _Problem(img, rot, sh, c, pad_factor, gridding_correction, batch_size, dev)
 
     # Real-space factors that turn Fourier-space estimates into volumes (see the module docstring):
@@ -607,10 +595,13 @@ def reconstruct(
     )
 
 
+# --- resolution --------------------------------------------------------------------------------------
+
+
 def reconstruct_particles(
     stack: ParticleStack, rotations: torch.Tensor | np.ndarray | None = None, **kwargs
 ) -> ReconstructionResult:
-    """Reconstruct a :class:`~cryoorient.dataset.ParticleStack` with its shifts and CTF.
+    """Reconstruct a :class:`~cryoorient.relion.ParticleStack` with its shifts and CTF.
 
     Parameters
     ----------
@@ -648,9 +639,6 @@ def reconstruct_particles(
             )
     shifts = torch.as_tensor(np.asarray(stack.shifts, dtype=np.float64))
     return reconstruct(images, rotations, shifts, ctf, **kwargs)
-
-
-# --- resolution --------------------------------------------------------------------------------------
 
 
 def _as_map(volume, name: str) -> tuple[torch.Tensor, float | None]:
@@ -786,86 +774,3 @@ def resolution(
         return math.inf
     crossing = f[i - 1] + (c[i - 1] - threshold) / (c[i - 1] - c[i]) * (f[i] - f[i - 1])
     return float(1 / crossing) if crossing > 0 else math.inf
-
-
-# --- files -------------------------------------------------------------------------------------------
-
-
-def write_reconstruction(
-    folder: str | os.PathLike,
-    volume: torch.Tensor | np.ndarray,
-    voxel_size: float,
-    rotations: torch.Tensor | np.ndarray,
-    shifts: torch.Tensor | np.ndarray | None = None,
-    *,
-    images: torch.Tensor | np.ndarray | None = None,
-    ctf: dict | None = None,
-    name: str = "reconstruction",
-) -> tuple[Path, Path]:
-    """Write a reconstruction and the orientations it used, so RELION can repeat it.
-
-    Writes ``NAME.mrc`` (the map, float32, voxel size in the header, with
-    :func:`~cryoorient.density.write_map`) and ``NAME.star`` (RELION 3.1 optics and particles
-    tables with ``rlnAngleRot/Tilt/Psi`` and ``rlnOriginX/YAngst``, with
-    :func:`~cryoorient.dataset.write_star`). With ``images``, also ``NAME_particles.mrcs`` and the
-    STAR file's ``rlnImageName`` column, so that::
-
-        relion_reconstruct --i NAME.star --o NAME_relion.mrc [--ctf]
-
-    reconstructs the same particles at the same orientations (RELION normalises its map
-    differently; compare the two with :func:`fourier_shell_correlation`).
-
-    Parameters
-    ----------
-    folder : output folder (created when missing).
-    volume : (D, D, D) map ``[z, y, x]``.
-    voxel_size : Å per voxel, also the particles' pixel size.
-    rotations : (N, 3, 3) RELION matrices used for the reconstruction (written as RELION angles
-        with :func:`cryoorient.geometry.matrix_to_euler`).
-    shifts : (N, 2) origins ``(x, y)`` in pixels, or ``None`` for zeros.
-    images : (N, D, D) the particles, or ``None`` to write no stack.
-    ctf : CTF parameters as in :class:`~cryoorient.dataset.ParticleStack` (defoci in Å, angle in
-        radians, optics), or ``None``.
-    name : file stem.
-
-    Returns
-    -------
-    The paths of the MRC map and of the STAR file.
-    """
-    vol = torch.as_tensor(volume)
-    if vol.ndim != 3 or len(set(vol.shape)) != 1:
-        raise ValueError(f"volume must be a cubic (D, D, D) map; got shape {tuple(vol.shape)}")
-    if not (math.isfinite(voxel_size) and voxel_size > 0):
-        raise ValueError(f"voxel_size must be a positive number of Å; got {voxel_size!r}")
-    rot = _check_rotations(rotations)
-    n, d = rot.shape[0], vol.shape[0]
-    sh = torch.zeros(n, 2, dtype=torch.float64) if shifts is None else _check_shifts(shifts, n)
-    if images is not None:
-        images = np.asarray(torch.as_tensor(images).detach().cpu(), dtype=np.float32)
-        if images.shape != (n, d, d):
-            raise ValueError(f"images must have shape ({n}, {d}, {d}) to match; got {images.shape}")
-    if ctf is not None:
-        for key in ("defocus_u", "defocus_v", "astigmatism_angle"):
-            if np.shape(ctf[key]) != (n,):
-                raise ValueError(f"ctf[{key!r}] must have shape ({n},); got {np.shape(ctf[key])}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    density = DensityMap(
-        vol.detach().cpu().numpy(), voxel_size, name=name, source="cryoorient.reconstruction.reconstruct"
-    )
-    map_path = write_map(folder / f"{name}.mrc", density)
-    names = None
-    if images is not None:
-        write_stack(folder / f"{name}_particles.mrcs", images, voxel_size)
-        names = [f"{i + 1:06d}@{name}_particles.mrcs" for i in range(n)]
-    angles = matrix_to_euler(rot.detach().cpu().to(torch.float64)).numpy()
-    star_path = write_star(
-        folder / f"{name}.star",
-        angles,
-        sh.detach().cpu().to(torch.float64).numpy(),
-        voxel_size,
-        d,
-        names,
-        ctf,
-    )
-    return map_path, star_path

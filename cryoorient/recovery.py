@@ -45,6 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cryoorient._checks import Device, check_positive, check_positive_int, resolve_device
+from cryoorient._linalg import project_so3
 from cryoorient.geometry import canonical_quaternion, matrix_to_quaternion, quaternion_distance
 
 __all__ = [
@@ -60,7 +62,6 @@ __all__ = [
 
 INITIALISATIONS = ("spectral", "random")
 
-Device = torch.device | str | None
 DistanceFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # Distances may exceed [0, π] or be asymmetric by this much (float32 round-off of a network).
@@ -169,9 +170,9 @@ def reliability_weights(
     if (scale is None) == (neighbours is None):
         raise ValueError(f"give exactly one of scale or neighbours; got {scale=!r}, {neighbours=!r}")
     if scale is not None:
-        w = torch.exp(-((d / _check_positive("scale", scale)) ** 2))
+        w = torch.exp(-((d / check_positive("scale", scale)) ** 2))
     else:
-        k = _check_positive_int("neighbours", neighbours)
+        k = check_positive_int("neighbours", neighbours)
         if k >= d.shape[0]:
             raise ValueError(f"neighbours must be below P = {d.shape[0]}; got {k}")
         masked = d.clone()
@@ -182,13 +183,6 @@ def reliability_weights(
     w = (w + w.T) / 2
     w.fill_diagonal_(0.0)
     return w
-
-
-def _resolve_device(device: Device) -> torch.device:
-    """``None`` means CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _check_distances(distances: torch.Tensor | np.ndarray, device: torch.device, dtype: torch.dtype):
@@ -243,18 +237,6 @@ def _check_weights(weights: torch.Tensor | np.ndarray, n: int, device: torch.dev
     return w
 
 
-def _check_positive_int(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
-def _check_positive(name: str, value: float) -> float:
-    if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
-    return float(value)
-
-
 def _torch_generator(seed: int | np.random.Generator | torch.Generator, device: torch.device):
     """A CPU :class:`torch.Generator` from an integer seed, a NumPy generator, or itself."""
     if isinstance(seed, torch.Generator):
@@ -291,14 +273,6 @@ def _check_init(init, n: int, device: torch.device, dtype: torch.dtype):
 # --- spectral initialisation ---------------------------------------------------------------------
 
 
-def _project_so3(m: torch.Tensor) -> torch.Tensor:
-    """Nearest rotation (Frobenius) to each ``(..., 3, 3)`` matrix."""
-    u, _, vh = torch.linalg.svd(m)
-    det = torch.linalg.det(u @ vh)
-    u = torch.cat((u[..., :2], u[..., 2:] * det[..., None, None]), dim=-1)
-    return u @ vh
-
-
 def _top_eigenvectors(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, k: int, generator, like):
     """Top-``k`` eigenpairs of a symmetric ``n × n`` operator by randomised subspace iteration."""
     block = min(n, k + 8)
@@ -325,7 +299,7 @@ def _search_o9(y: torch.Tensor, n_starts: int, generator, max_iter: int = 100) -
         a = torch.einsum("nk,sjk->snj", y, o).reshape(len(o), -1, 3, 3)  # (S, n, 3, 3)
         flip = torch.where(torch.linalg.det(a).mean(1) < 0, -1.0, 1.0).to(y)  # vec R and -vec R
         o, a = o * flip[:, None, None], a * flip[:, None, None, None]
-        r = _project_so3(a)
+        r = project_so3(a)
         residual = ((a - r) ** 2).sum((1, 2, 3)) / scale  # (S,)
         if iteration == max_iter // 5 and len(o) > 4:
             keep = residual.argsort()[: max(4, len(o) // 4)]
@@ -350,7 +324,7 @@ def _rotations_from_embedding(y: torch.Tensor, n_starts: int, generator, subsamp
     o, _ = _search_o9(y[order[:subsample]], n_starts, generator)
     rows = y[order[:4096]]
     for _ in range(50):  # alternating projections from the best start: monotone
-        r = _project_so3((rows @ o.T).reshape(-1, 3, 3))
+        r = project_so3((rows @ o.T).reshape(-1, 3, 3))
         u, _, vh = torch.linalg.svd(r.reshape(-1, 9).T @ rows)
         new = u @ vh
         change = float((new - o).abs().max())
@@ -360,7 +334,7 @@ def _rotations_from_embedding(y: torch.Tensor, n_starts: int, generator, subsamp
     a = (y @ o.T).reshape(n, 3, 3)
     if float(torch.linalg.det(a).mean()) < 0:
         a = -a
-    return matrix_to_quaternion(_project_so3(a))
+    return matrix_to_quaternion(project_so3(a))
 
 
 def spectral_orientations(
@@ -389,8 +363,8 @@ def spectral_orientations(
     -------
     (P, 4) unit quaternions, ``w >= 0``, float64, on ``device``.
     """
-    device = _resolve_device(device)
-    n_starts = _check_positive_int("n_starts", n_starts)
+    device = resolve_device(device)
+    n_starts = check_positive_int("n_starts", n_starts)
     d = _check_distances(distances, device, torch.float64)
     return _spectral(d, n_starts, _torch_generator(seed, device))
 
@@ -584,13 +558,13 @@ def recover_orientations(
     :class:`RecoveryResult` with quaternions on ``device``.
     """
     start_time = time.perf_counter()
-    device = _resolve_device(device)
-    n_restarts = _check_positive_int("n_restarts", n_restarts)
-    max_steps = _check_positive_int("max_steps", max_steps, minimum=0)
-    window = _check_positive_int("window", (5 if optimizer == "lbfgs" else 50) if window is None else window)
-    history_size = _check_positive_int("history_size", history_size)
-    n_starts = _check_positive_int("n_starts", n_starts)
-    _check_positive("lr", lr)
+    device = resolve_device(device)
+    n_restarts = check_positive_int("n_restarts", n_restarts)
+    max_steps = check_positive_int("max_steps", max_steps, minimum=0)
+    window = check_positive_int("window", (5 if optimizer == "lbfgs" else 50) if window is None else window)
+    history_size = check_positive_int("history_size", history_size)
+    n_starts = check_positive_int("n_starts", n_starts)
+    check_positive("lr", lr)
     if optimizer not in ("lbfgs", "adam"):
         raise ValueError(f"unknown optimizer {optimizer!r}; choose 'lbfgs' or 'adam'")
     if not tol >= 0 or not loss_atol >= 0:
@@ -776,11 +750,11 @@ def recover_orientations_sampled(
     before any update), ``loss`` the last one.
     """
     start_time = time.perf_counter()
-    device = _resolve_device(device)
+    device = resolve_device(device)
     if callable(distances):
         if n is None:
             raise ValueError("n (the number of orientations) is required with a distance function")
-        n = _check_positive_int("n", n)
+        n = check_positive_int("n", n)
         if n < 4:
             raise ValueError(f"orientation recovery needs at least 4 orientations; got n = {n}")
         distance_fn = distances
@@ -790,16 +764,16 @@ def recover_orientations_sampled(
             raise ValueError(f"n = {n} does not match the ({d.shape[0]}, {d.shape[0]}) distance matrix")
         n = d.shape[0]
         distance_fn = _matrix_distance_function(d)
-    pairs_per_step = _check_positive_int("pairs_per_step", pairs_per_step)
+    pairs_per_step = check_positive_int("pairs_per_step", pairs_per_step)
     if pairs_per_epoch is None:
         pairs_per_epoch = 16 * max(n, pairs_per_step)
-    pairs_per_epoch = _check_positive_int("pairs_per_epoch", pairs_per_epoch)
-    lr_halvings = _check_positive_int("lr_halvings", lr_halvings, minimum=0)
-    n_landmarks = _check_positive_int("n_landmarks", n_landmarks, minimum=10)
-    max_epochs = _check_positive_int("max_epochs", max_epochs, minimum=0)
-    window = _check_positive_int("window", window)
-    n_starts = _check_positive_int("n_starts", n_starts)
-    lr = _check_positive("lr", lr)
+    pairs_per_epoch = check_positive_int("pairs_per_epoch", pairs_per_epoch)
+    lr_halvings = check_positive_int("lr_halvings", lr_halvings, minimum=0)
+    n_landmarks = check_positive_int("n_landmarks", n_landmarks, minimum=10)
+    max_epochs = check_positive_int("max_epochs", max_epochs, minimum=0)
+    window = check_positive_int("window", window)
+    n_starts = check_positive_int("n_starts", n_starts)
+    lr = check_positive("lr", lr)
     if not tol >= 0 or not loss_atol >= 0:
         raise ValueError(f"tol and loss_atol must be non-negative; got {tol!r}, {loss_atol!r}")
     init = _check_init(init, n, device, dtype)

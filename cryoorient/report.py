@@ -1,7 +1,11 @@
 """The reproduction report: the paper's claims beside our numbers, generated from saved results.
 
-Reads what notebooks 01–05 saved (:mod:`cryoorient.results`) for every profile that has results
-and writes, into :func:`cryoorient.paths.paper_dir`:
+What to report lives in a data file, ``paper/claims.yml`` (:func:`load_claims`): every number the
+notebooks measure (where in their saved results it is, its unit and format), every claim of the
+paper (its value, where the paper states it, which way is better, what limits the comparison) and
+the paper's setup. This module validates that file and renders it with what notebooks 01–05 saved
+(:mod:`cryoorient.results`) for every profile that has results, into
+:func:`cryoorient.paths.paper_dir`:
 
 - ``numbers.json``: every number we reproduce, per profile, with map, commit and the claims table;
 - ``README.md``: the report, claim by claim: the paper's value, ours per profile, a plain verdict;
@@ -11,33 +15,37 @@ and writes, into :func:`cryoorient.paths.paper_dir`:
 README between its ``<!-- results:begin -->`` and ``<!-- results:end -->`` markers;
 ``--check`` only reports (exit 1) whether README and ``paper/`` are out of date.
 
-The paper's values, and the section or figure that states them, were read from the paper's
-LaTeX source (github.com/mdeff/paper-cryoem-orientation-recovery, the NeurIPS 2021 submission
-build, commit ed73f3d, whose abstract is arXiv:2104.06237's); see :data:`SOURCE`. Verdicts
-compare numbers and say nothing the numbers do not: "reproduced" (within the paper's range, or
-within 10 % of its single value), "better", "worse", or "not run".
+Verdicts compare numbers and say nothing the numbers do not: "reproduced" (within the paper's
+range, or within 10 % of its single value), "better", "worse", or "not run".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import yaml
+
+from cryoorient._provenance import portable
 from cryoorient.paths import atomic_write, paper_dir, repo_root
 from cryoorient.results import Results, ResultsError, available_profiles, load_results
 
 __all__ = [
-    "CLAIMS",
-    "NUMBERS",
     "Claim",
+    "Claims",
+    "ClaimsError",
     "Number",
+    "claims_path",
     "claims_rows",
     "collect",
+    "load_claims",
     "numbers_document",
     "readme_table",
     "render_report",
@@ -47,20 +55,18 @@ __all__ = [
     "write_report",
 ]
 
-NOTEBOOKS = (
-    "01_data_generation",
-    "02_distance_learning",
-    "03_distance_accuracy",
-    "04_orientation_recovery",
-    "05_reconstruction",
-)
-NOISY = "16"  # the noisy experiment's σ², as notebook 04 keys it
-SOURCE = (
-    "from the paper's LaTeX source (github.com/mdeff/paper-cryoem-orientation-recovery, NeurIPS 2021 "
-    "submission build ed73f3d, whose abstract is arXiv:2104.06237's; section and figure numbers are "
-    "that build's and may differ by one or two in the arXiv PDF)"
-)
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+DIRECTIONS = ("lower", "higher")
+_KEY = re.compile(r"[a-z][a-z0-9_]*")
+_MACRO = re.compile(r"[A-Za-z]+")
+_MATCH_TOLERANCE = 1e-9  # a {field: value} path item matches numbers this close
+
+
+class ClaimsError(ValueError):
+    """``claims.yml`` is missing or malformed; the message names the file, the entry and the fix."""
+
+
+PathItem = str | int | Mapping[str, object]
 
 
 @dataclass(frozen=True)
@@ -72,328 +78,54 @@ class Number:
     key : name in ``numbers.json``.
     macro : LaTeX macro name in ``numbers.tex`` (letters only).
     notebook : notebook stem that measures it; ``None`` for a paper claim no notebook measures.
-    get : reads the number from that notebook's saved values (KeyError when absent).
+    path : keys into that notebook's saved values; a mapping item picks the entry of a list whose
+        fields equal it (numbers within 1e-9). Empty when ``notebook`` is ``None``.
     unit : unit as printed ("rad", "Å", "s", "" ...).
     fmt : format specification of the value.
     description : what it is, in a few words.
+    scale : factor applied to the saved value (``None``: the value as saved, ints stay ints).
     """
 
     key: str
     macro: str
     notebook: str | None
-    get: Callable[[dict], float | int]
+    path: tuple[PathItem, ...]
     unit: str
     fmt: str
     description: str
+    scale: float | None = None
+
+    def read(self, values: Mapping) -> float | int | None:
+        """Read the number from a notebook's saved ``values`` (``KeyError`` when it is not there)."""
+        value: object = values
+        for item in self.path:
+            value = _step(value, item)
+        if value is None or self.scale is None:
+            return value
+        return self.scale * value
 
 
-def _perturbed_at(variance: float) -> Callable[[dict], float]:
-    def get(values: dict) -> float:
-        for entry in values["perturbed"]:
-            if abs(entry["variance"] - variance) < 1e-9:
-                return entry["e_or"]
-        raise KeyError(f"variance {variance}")
+def _step(value: object, item: PathItem) -> object:
+    """One step of a :attr:`Number.path`."""
+    if isinstance(item, Mapping):
+        if not isinstance(value, list):
+            raise KeyError(f"{dict(item)} selects from a list, not a {type(value).__name__}")
+        for entry in value:
+            if isinstance(entry, Mapping) and all(_same(entry.get(k), v) for k, v in item.items()):
+                return entry
+        raise KeyError(f"no entry with {dict(item)}")
+    if isinstance(value, list) and isinstance(item, int):
+        return value[item]
+    if not isinstance(value, Mapping):
+        raise KeyError(f"{item!r}: not a mapping")
+    return value[item]
 
-    return get
 
-
-NUMBERS: tuple[Number, ...] = (
-    Number(
-        "n_projections",
-        "NProjections",
-        NOTEBOOKS[0],
-        lambda v: v["n_projections"],
-        "",
-        ",d",
-        "projections in the dataset (P)",
-    ),
-    Number("box_size", "BoxSize", NOTEBOOKS[0], lambda v: v["box_size"], "px", "d", "projection size"),
-    Number("pixel_size", "PixelSize", NOTEBOOKS[0], lambda v: v["pixel_size"], "Å", ".2f", "pixel size"),
-    Number(
-        "n_train", "NTrain", NOTEBOOKS[0], lambda v: v["splits"]["train"], "", ",d", "training projections"
-    ),
-    Number(
-        "n_validation",
-        "NValidation",
-        NOTEBOOKS[0],
-        lambda v: v["splits"]["validation"],
-        "",
-        ",d",
-        "validation projections",
-    ),
-    Number("n_test", "NTest", NOTEBOOKS[0], lambda v: v["splits"]["test"], "", ",d", "test projections"),
-    Number(
-        "training_epochs",
-        "TrainingEpochs",
-        NOTEBOOKS[1],
-        lambda v: v["epochs"],
-        "",
-        "d",
-        "epochs of the distance estimator",
-    ),
-    Number(
-        "training_minutes",
-        "TrainingMinutes",
-        NOTEBOOKS[1],
-        lambda v: v["training_minutes"],
-        "min",
-        ".1f",
-        "training time of the distance estimator (noiseless)",
-    ),
-    Number(
-        "n_parameters",
-        "NParameters",
-        NOTEBOOKS[1],
-        lambda v: v["n_parameters"],
-        "",
-        ",d",
-        "parameters of the distance network",
-    ),
-    Number(
-        "de_rmse",
-        "DeRmse",
-        NOTEBOOKS[1],
-        lambda v: v["test_uniform"]["rmse"],
-        "rad",
-        ".3f",
-        "test RMSE of the learned distance, pairs with uniform d_q",
-    ),
-    Number(
-        "de_pearson",
-        "DePearson",
-        NOTEBOOKS[1],
-        lambda v: v["test_uniform"]["pearson"],
-        "",
-        ".3f",
-        "test Pearson r of the learned distance",
-    ),
-    Number(
-        "de_rmse_far",
-        "DeRmseFar",
-        NOTEBOOKS[1],
-        lambda v: v["test_uniform"]["rmse_above_2"],
-        "rad",
-        ".3f",
-        "test RMSE of the learned distance where d_q > 2 rad",
-    ),
-    Number(
-        "de_loss",
-        "DeLoss",
-        NOTEBOOKS[1],
-        lambda v: v["test_uniform"]["loss"],
-        "rad²",
-        ".4f",
-        "test L_DE, pairs with uniform d_q",
-    ),
-    Number(
-        "de_rmse_random",
-        "DeRmseRandom",
-        NOTEBOOKS[1],
-        lambda v: v["test_random"]["rmse"],
-        "rad",
-        ".3f",
-        "test RMSE of the learned distance, random pairs",
-    ),
-    Number(
-        "euclidean_rmse",
-        "EuclideanRmse",
-        NOTEBOOKS[2],
-        lambda v: v["euclidean"]["rmse"],
-        "rad",
-        ".3f",
-        "test RMSE of the Euclidean baseline ‖p_i − p_j‖ (affinely fitted)",
-    ),
-    Number(
-        "euclidean_pearson",
-        "EuclideanPearson",
-        NOTEBOOKS[2],
-        lambda v: v["euclidean"]["pearson"],
-        "",
-        ".3f",
-        "test Pearson r of the Euclidean baseline",
-    ),
-    Number(
-        "bound_cosine",
-        "BoundCosine",
-        NOTEBOOKS[2],
-        lambda v: v["embedding_bound_rmse"]["cosine"],
-        "rad",
-        ".3f",
-        "free-embedding floor of the cosine d_f (RMSE)",
-    ),
-    Number(
-        "bound_orientation",
-        "BoundOrientation",
-        NOTEBOOKS[2],
-        lambda v: v["embedding_bound_rmse"]["orientation"],
-        "rad",
-        ".3f",
-        "free-embedding floor of the orientation d_f (RMSE)",
-    ),
-    Number(
-        "d2_lookalikes_full",
-        "DTwoLookalikesFull",
-        NOTEBOOKS[2],
-        lambda v: 100 * v["d2_lookalike_fraction"]["uniform"],
-        "%",
-        ".2f",
-        "D2 look-alike pairs, full coverage",
-    ),
-    Number(
-        "d2_lookalikes_quarter",
-        "DTwoLookalikesQuarter",
-        NOTEBOOKS[2],
-        lambda v: 100 * v["d2_lookalike_fraction"]["quarter"],
-        "%",
-        ".2f",
-        "D2 look-alike pairs, quarter coverage",
-    ),
-    Number(
-        "recipe_paper_loss",
-        "RecipePaperLoss",
-        NOTEBOOKS[2],
-        lambda v: v["grid"]["recipe = paper"]["loss"],
-        "rad²",
-        ".3f",
-        "grid test L_DE, the paper's training recipe",
-    ),
-    Number(
-        "recipe_inbatch_loss",
-        "RecipeInbatchLoss",
-        NOTEBOOKS[2],
-        lambda v: v["grid"]["recipe = inbatch"]["loss"],
-        "rad²",
-        ".3f",
-        "grid test L_DE, in-batch recipe",
-    ),
-    Number(
-        "eor_exact",
-        "EorExact",
-        NOTEBOOKS[3],
-        lambda v: v["exact"]["e_or"],
-        "rad",
-        ".1e",
-        "E_OR from exact distances",
-    ),
-    Number(
-        "recovery_seconds",
-        "RecoverySeconds",
-        NOTEBOOKS[3],
-        lambda v: v["exact"]["recovery_seconds"],
-        "s",
-        ".1f",
-        "time to recover the test orientations from exact distances",
-    ),
-    Number(
-        "alignment_seconds",
-        "AlignmentSeconds",
-        NOTEBOOKS[3],
-        lambda v: v["exact"]["alignment_seconds"],
-        "s",
-        ".2f",
-        "time of the O(4) alignment",
-    ),
-    Number(
-        "eor_perturbed",
-        "EorPerturbed",
-        NOTEBOOKS[3],
-        _perturbed_at(0.8),
-        "rad",
-        ".3f",
-        "E_OR from distances with errors of variance 0.8",
-    ),
-    Number(
-        "eor_learned_clean",
-        "EorLearnedClean",
-        NOTEBOOKS[3],
-        lambda v: v["learned"]["0"]["e_or"],
-        "rad",
-        ".3f",
-        "E_OR from learned distances, noiseless",
-    ),
-    Number(
-        "eor_learned_noisy",
-        "EorLearnedNoisy",
-        NOTEBOOKS[3],
-        lambda v: v["learned"][NOISY]["e_or"],
-        "rad",
-        ".3f",
-        "E_OR from learned distances, σ² = 16",
-    ),
-    Number(
-        "res_true",
-        "ResTrue",
-        NOTEBOOKS[4],
-        lambda v: v["resolution_05"]["true"],
-        "Å",
-        ".1f",
-        "FSC-0.5 resolution, true orientations",
-    ),
-    Number(
-        "res_random",
-        "ResRandom",
-        NOTEBOOKS[4],
-        lambda v: v["resolution_05"]["random"],
-        "Å",
-        ".1f",
-        "FSC-0.5 resolution, random orientations",
-    ),
-    Number(
-        "res_clean",
-        "ResClean",
-        NOTEBOOKS[4],
-        lambda v: v["resolution_05"]["recovered, σ² = 0"],
-        "Å",
-        ".1f",
-        "FSC-0.5 resolution, orientations recovered noiseless",
-    ),
-    Number(
-        "res_noisy",
-        "ResNoisy",
-        NOTEBOOKS[4],
-        lambda v: v["resolution_05"][f"recovered, σ² = {NOISY}"],
-        "Å",
-        ".1f",
-        "FSC-0.5 resolution, orientations recovered at σ² = 16",
-    ),
-    Number(
-        "res_noisy_0143",
-        "ResNoisyGold",
-        NOTEBOOKS[4],
-        lambda v: v["resolution_0143"][f"recovered, σ² = {NOISY}"],
-        "Å",
-        ".1f",
-        "FSC-0.143 resolution, orientations recovered at σ² = 16",
-    ),
-    Number("nyquist", "Nyquist", NOTEBOOKS[4], lambda v: v["nyquist"], "Å", ".2f", "Nyquist resolution"),
-    Number(
-        "eor_5a1a_clean",
-        "EorFiveAOneAClean",
-        None,
-        lambda v: v["5a1a"],
-        "rad",
-        ".3f",
-        "E_OR from learned distances, noiseless 5a1a (not measured by any notebook)",
-    ),  # fmt: skip
-    Number(
-        "res_5a1a_clean",
-        "ResFiveAOneAClean",
-        None,
-        lambda v: v["5a1a"],
-        "Å",
-        ".1f",
-        "FSC-0.5 resolution, 5a1a recovered noiseless (not measured by any notebook)",
-    ),  # fmt: skip
-    Number(
-        "reconstruction_seconds",
-        "ReconstructionSeconds",
-        NOTEBOOKS[4],
-        lambda v: v["seconds"]["true"],
-        "s",
-        ".1f",
-        "time of one reconstruction (true orientations)",
-    ),
-)
+def _same(a: object, b: object) -> bool:
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool):
+        return abs(a - b) <= _MATCH_TOLERANCE
+    return a == b
 
 
 @dataclass(frozen=True)
@@ -402,9 +134,10 @@ class Claim:
 
     Attributes
     ----------
-    key : number key in :data:`NUMBERS`.
+    key : number key in :attr:`Claims.numbers`.
     claim : the claim in a few words.
-    paper : the paper's value, or its ``(low, high)`` range.
+    paper : the paper's value, or its ``(low, high)`` range, in the number's unit.
+    source : where the paper states it (section, figure, appendix).
     better : ``"lower"`` or ``"higher"``: which way is better.
     caveat : what makes the comparison imperfect (sizes, hardware).
     """
@@ -412,98 +145,214 @@ class Claim:
     key: str
     claim: str
     paper: float | tuple[float, float]
+    source: str
     better: str
     caveat: str = ""
 
 
-CLAIMS: tuple[Claim, ...] = (
-    Claim(
-        "training_minutes",
-        "training the distance estimator takes",
-        3.3 * 60,
-        "lower",
-        "paper (App. C): 150 epochs at 116 px on one Tesla T4 (8.75 h on a K40c); "
-        "ours: the profile's epochs and sizes on the CPU that ran it",
-    ),
-    Claim(
-        "recovery_seconds",
-        "recovering the test orientations from exact distances takes",
-        3.75 * 3600,
-        "lower",
-        "paper (App. C): Adam on a K40c GPU until convergence; ours: spectral start + L-BFGS on a CPU",
-    ),
-    Claim(
-        "alignment_seconds",
-        "aligning recovered and true orientations (O(4)) takes",
-        50 * 60,
-        "lower",
-        "paper (App. C): FTRL, best of 6 runs of 300 steps, on a CPU",
-    ),
-    Claim(
-        "eor_perturbed",
-        "E_OR from exact distances plus errors of variance 0.8 (5j0n)",
-        0.2,
-        "lower",
-        "paper (Fig. 5): E_OR grows to ≈ 0.2 rad (≈ 11.5°) at variance 0.8, read off the figure",
-    ),
-    Claim(
-        "eor_learned_clean",
-        "E_OR from learned distances, noiseless 5j0n",
-        (0.16, 0.20),
-        "lower",
-        "paper: ≈ 0.16 rad in the noise study (Fig. 7, half coverage), ≈ 0.20 rad for the full pipeline "
-        "(§ 3.5); ours: full coverage, 64 px images, orientation d_f, in-batch recipe",
-    ),
-    Claim(
-        "eor_learned_noisy",
-        "E_OR from learned distances, 5j0n at σ² = 16",
-        (0.25, 0.42),
-        "lower",
-        "paper: ≈ 0.42 rad in the noise study (Fig. 7), ≈ 0.25 rad for the full pipeline (§ 3.5); "
-        "ours: 64 px images, so less signal per image at the same σ²",
-    ),
-    Claim(
-        "res_clean",
-        "resolution (FSC 0.5) from orientations recovered noiseless (5j0n)",
-        12.2,
-        "lower",
-        "paper (§ 3.5, Fig. 9): ASTRA's CGLS at 116 px; ours cannot go below the profile's Nyquist "
-        "limit (see the Nyquist row)",
-    ),
-    Claim(
-        "res_noisy",
-        "resolution (FSC 0.5) from orientations recovered at σ² = 16 (5j0n)",
-        15.2,
-        "lower",
-        "both reconstructed from the noiseless projections, as in the paper (§ 3.5)",
-    ),
-    Claim(
-        "eor_5a1a_clean",
-        "E_OR from learned distances, noiseless 5a1a (D2, quarter coverage)",
-        0.13,
-        "lower",
-        "not run here: the 5a1a model (β-galactosidase) comes from RCSB, which the machine that ran this "
-        "could not reach; notebook 03 shows the D2-symmetry effect with an embedded D2 pseudo-protein",
-    ),
-    Claim(
-        "res_5a1a_clean",
-        "resolution (FSC 0.5) from orientations recovered noiseless (5a1a)",
-        8.0,
-        "lower",
-        "not run here (see the row above)",
-    ),
-)
+@dataclass(frozen=True)
+class Claims:
+    """The content of ``claims.yml``, validated.
 
-SETUP: tuple[tuple[str, float | str], ...] = (  # the paper's § 3.1 and Table 1
-    ("n_projections", 5000),
-    ("box_size", 116),
-    ("pixel_size", "not stated (map: 3.67 Å voxels)"),
-    ("n_train", 2512),
-    ("n_validation", 838),
-    ("n_test", 1650),
-    ("training_epochs", 150),
-)
-NUMBER_BY_KEY = {n.key: n for n in NUMBERS}
+    Attributes
+    ----------
+    paper : the paper, as cited in the report.
+    paper_source : where the paper's values were read (the report quotes it).
+    notebooks : notebook stems whose saved results are read, in order.
+    profile_order : the order of profile columns (profiles not listed follow, sorted).
+    always : profiles shown even without results ("not run").
+    numbers : every reported number, in the report's order.
+    claims : the claims table's rows, in order.
+    setup : ``(number key, the paper's value)`` pairs of the Setup table.
+    """
+
+    paper: str
+    paper_source: str
+    notebooks: tuple[str, ...]
+    profile_order: tuple[str, ...]
+    always: tuple[str, ...]
+    numbers: tuple[Number, ...]
+    claims: tuple[Claim, ...]
+    setup: tuple[tuple[str, float | int | str], ...]
+
+    def number(self, key: str) -> Number:
+        """The number named ``key`` (``KeyError`` when there is none)."""
+        for n in self.numbers:
+            if n.key == key:
+                return n
+        raise KeyError(key)
+
+    def columns(self, profiles: Sequence[str]) -> list[str]:
+        """The profile columns: ``profiles`` (those with results) and :attr:`always`, in order."""
+        shown = set(profiles) | set(self.always)
+        ordered = [p for p in self.profile_order if p in shown]
+        return ordered + sorted(shown - set(ordered))
+
+
+def claims_path() -> Path:
+    """``paper/claims.yml`` of the repository checkout, else of :func:`paper_dir` (a Colab clone)."""
+    root = repo_root()
+    if root is not None and (root / "paper" / "claims.yml").is_file():
+        return root / "paper" / "claims.yml"
+    return paper_dir() / "claims.yml"
+
+
+def load_claims(path: Path | None = None) -> Claims:
+    """Read and validate ``claims.yml`` (default :func:`claims_path`).
+
+    Raises
+    ------
+    ClaimsError
+        The file is missing or not YAML, or an entry lacks a field, has one of the wrong type,
+        repeats a key or macro, names an unknown number or notebook, or has a bad format.
+    """
+    path = Path(path) if path is not None else claims_path()
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ClaimsError(
+            f"{path}: cannot read the claims file ({error}); it comes with the repository "
+            "(paper/claims.yml): run the report from a checkout or set CRYOORIENT_PAPER to one's paper/"
+        ) from error
+    except yaml.YAMLError as error:
+        raise ClaimsError(f"{path}: not valid YAML ({error})") from error
+    return _parse_claims(content, str(path))
+
+
+def _field(entry: Mapping, name: str, kinds: type | tuple[type, ...], where: str, default: object = ...):
+    if name not in entry:
+        if default is not ...:
+            return default
+        raise ClaimsError(f"{where}: missing field {name!r}")
+    value = entry[name]
+    if not isinstance(value, kinds) or isinstance(value, bool) and bool not in _tuple(kinds):
+        names = " or ".join(k.__name__ for k in _tuple(kinds))
+        raise ClaimsError(f"{where}: {name} must be {names}; got {value!r}")
+    return value
+
+
+def _tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kinds if isinstance(kinds, tuple) else (kinds,)
+
+
+def _strings(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ClaimsError(f"{where} must be a list of names; got {value!r}")
+    return tuple(value)
+
+
+def _parse_number(entry: object, where: str, notebooks: tuple[str, ...]) -> Number:
+    if not isinstance(entry, Mapping):
+        raise ClaimsError(f"{where}: expected a mapping of fields; got {entry!r}")
+    key = _field(entry, "key", str, where)
+    where = f"{where} (key {key!r})"
+    if not _KEY.fullmatch(key):
+        raise ClaimsError(f"{where}: key must be lower_snake_case")
+    macro = _field(entry, "macro", str, where)
+    if not _MACRO.fullmatch(macro):
+        raise ClaimsError(f"{where}: macro {macro!r} must be letters only (a LaTeX command name)")
+    notebook = _field(entry, "notebook", (str, type(None)), where)
+    if notebook is not None and notebook not in notebooks:
+        raise ClaimsError(f"{where}: notebook {notebook!r} is not one of `notebooks` {list(notebooks)}")
+    path = _field(entry, "path", (list, type(None)), where)
+    if notebook is not None and not path:
+        raise ClaimsError(f"{where}: a measured number needs a path into {notebook}'s saved values")
+    if notebook is None and path:
+        raise ClaimsError(f"{where}: path without a notebook; set notebook or remove path")
+    for item in path or []:
+        if isinstance(item, bool) or not isinstance(item, str | int | Mapping) or item == {}:
+            raise ClaimsError(f"{where}: path items are keys, list indices or {{field: value}}; got {item!r}")
+    scale = _field(entry, "scale", (int, float, type(None)), where, None)
+    if scale is not None and not math.isfinite(scale):
+        raise ClaimsError(f"{where}: scale must be a finite number; got {scale!r}")
+    unit = _field(entry, "unit", str, where)
+    fmt = _field(entry, "format", str, where)
+    try:
+        format(1234, fmt)
+    except ValueError as error:
+        raise ClaimsError(f"{where}: format {fmt!r} is not a format specification ({error})") from error
+    description = _field(entry, "description", str, where)
+    return Number(key, macro, notebook, tuple(path or ()), unit, fmt, description, scale)
+
+
+def _paper_value(value: object, where: str) -> float | tuple[float, float]:
+    if isinstance(value, list):
+        if len(value) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise ClaimsError(f"{where}: paper must be a number or a [low, high] range; got {value!r}")
+        if value[0] > value[1]:
+            raise ClaimsError(f"{where}: paper range {value!r} has low > high")
+        return (value[0], value[1])
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ClaimsError(f"{where}: paper must be a number or a [low, high] range; got {value!r}")
+    return value
+
+
+def _parse_claim(entry: object, where: str, keys: set[str]) -> Claim:
+    if not isinstance(entry, Mapping):
+        raise ClaimsError(f"{where}: expected a mapping of fields; got {entry!r}")
+    key = _field(entry, "key", str, where)
+    where = f"{where} (key {key!r})"
+    if key not in keys:
+        raise ClaimsError(f"{where}: no number {key!r} under `numbers`; add it there first")
+    better = _field(entry, "better", str, where)
+    if better not in DIRECTIONS:
+        raise ClaimsError(f"{where}: better must be 'lower' or 'higher'; got {better!r}")
+    return Claim(
+        key,
+        _field(entry, "claim", str, where),
+        _paper_value(_field(entry, "paper", (int, float, list), where), where),
+        _field(entry, "source", str, where),
+        better,
+        _field(entry, "caveat", str, where, ""),
+    )
+
+
+def _parse_claims(content: object, name: str) -> Claims:
+    if not isinstance(content, Mapping):
+        kind = type(content).__name__
+        raise ClaimsError(f"{name}: expected a mapping with `numbers` and `claims`; got {kind}")
+    notebooks = _strings(content.get("notebooks"), f"{name}: notebooks")
+    profiles = content.get("profiles")
+    if not isinstance(profiles, Mapping):
+        raise ClaimsError(f"{name}: profiles must be a mapping with `order` and `always`; got {profiles!r}")
+    order = _strings(profiles.get("order"), f"{name}: profiles.order")
+    always = _strings(profiles.get("always"), f"{name}: profiles.always")
+    numbers = content.get("numbers")
+    if not isinstance(numbers, list) or not numbers:
+        raise ClaimsError(f"{name}: numbers must be a non-empty list")
+    parsed = tuple(_parse_number(e, f"{name}: numbers[{i}]", notebooks) for i, e in enumerate(numbers))
+    for attribute in ("key", "macro"):
+        seen: set[str] = set()
+        for i, n in enumerate(parsed):
+            if getattr(n, attribute) in seen:
+                raise ClaimsError(f"{name}: numbers[{i}]: {attribute} {getattr(n, attribute)!r} repeats")
+            seen.add(getattr(n, attribute))
+    keys = {n.key for n in parsed}
+    claims = content.get("claims")
+    if not isinstance(claims, list):
+        raise ClaimsError(f"{name}: claims must be a list")
+    setup = content.get("setup") or []
+    if not isinstance(setup, list):
+        raise ClaimsError(f"{name}: setup must be a list of {{key, paper}}")
+    setup_pairs = []
+    for i, entry in enumerate(setup):
+        where = f"{name}: setup[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ClaimsError(f"{where}: expected {{key, paper}}; got {entry!r}")
+        key = _field(entry, "key", str, where)
+        if key not in keys:
+            raise ClaimsError(f"{where}: no number {key!r} under `numbers`")
+        setup_pairs.append((key, _field(entry, "paper", (int, float, str), where)))
+    return Claims(
+        paper=_field(content, "paper", str, name),
+        paper_source=_field(content, "paper_source", str, name),
+        notebooks=notebooks,
+        profile_order=order,
+        always=always,
+        numbers=parsed,
+        claims=tuple(_parse_claim(e, f"{name}: claims[{i}]", keys) for i, e in enumerate(claims)),
+        setup=tuple(setup_pairs),
+    )
 
 
 def verdict(
@@ -525,55 +374,59 @@ def verdict(
     return "better" if below == (better == "lower") else "worse"
 
 
-def collect(profile: str) -> dict:
+def collect(profile: str, claims: Claims | None = None) -> dict:
     """The numbers of ``profile`` from the saved results: ``{"numbers", "runs", "missing"}``.
 
-    ``runs`` gives each notebook's map and commit (and the map's source where recorded);
+    ``runs`` gives each notebook's map and commit (and the map's source where recorded, without
+    machine paths: a file outside the repository by its name, and SHA-256 where recorded);
     ``missing`` lists notebooks without results. A number whose notebook ran but did not record
     it (another grid, say) is left out.
     """
+    claims = claims or load_claims()
     loaded: dict[str, Results] = {}
     missing = []
-    for notebook in NOTEBOOKS:
+    for notebook in claims.notebooks:
         try:
             loaded[notebook] = load_results(notebook, profile)
         except ResultsError:
             missing.append(notebook)
     numbers = {}
-    for number in NUMBERS:
+    for number in claims.numbers:
         if number.notebook in loaded:
             try:
-                value = number.get(loaded[number.notebook].values)
-            except (KeyError, TypeError):
+                value = number.read(loaded[number.notebook].values)
+            except (KeyError, IndexError, TypeError):
                 continue
             if value is not None:
                 numbers[number.key] = value
     runs = {
-        name: {"map": r.values.get("map"), "commit": r.provenance.get("commit")} for name, r in loaded.items()
+        name: {"map": portable(r.values.get("map")), "commit": r.provenance.get("commit")}
+        for name, r in loaded.items()
     }
     for name, r in loaded.items():  # where the map came from (a file, a download, the embedded default)
-        if "map_source" in r.provenance:
-            runs[name]["map_source"] = r.provenance["map_source"]
+        if "map_source" in r.provenance:  # results saved before paths were made portable may hold one
+            runs[name]["map_source"] = portable(r.provenance["map_source"])
     return {"numbers": numbers, "runs": runs, "missing": missing}
 
 
-def numbers_document(profiles: list[str] | None = None) -> dict:
+def numbers_document(profiles: list[str] | None = None, claims: Claims | None = None) -> dict:
     """The content of ``numbers.json`` for ``profiles`` (default: every profile with results).
 
-    The claims list ours and a verdict for ``default``, ``paper`` and any other profile run; a
-    profile without results has ``None`` and "not run".
+    The claims list ours and a verdict for each column of :meth:`Claims.columns` (``default``,
+    ``paper`` and any other profile run); a profile without results has ``None`` and "not run".
     """
+    claims = claims or load_claims()
     profiles = available_profiles() if profiles is None else profiles
-    by_profile = {p: collect(p) for p in profiles}
-    shown = ["default", "paper"] + sorted(set(profiles) - {"default", "paper"})
-    claims = []
-    for c in CLAIMS:
+    by_profile = {p: collect(p, claims) for p in profiles}
+    shown = claims.columns(profiles)
+    rows = []
+    for c in claims.claims:
         ours = {p: by_profile[p]["numbers"].get(c.key) if p in by_profile else None for p in shown}
-        claims.append(
+        rows.append(
             {
                 "key": c.key,
                 "claim": c.claim,
-                "unit": NUMBER_BY_KEY[c.key].unit,
+                "unit": claims.number(c.key).unit,
                 "paper": list(c.paper) if isinstance(c.paper, tuple) else c.paper,
                 "better": c.better,
                 "caveat": c.caveat,
@@ -582,12 +435,12 @@ def numbers_document(profiles: list[str] | None = None) -> dict:
             }
         )
     return {
-        "paper": "Banjac, Donati & Defferrard (2021), arXiv:2104.06237",
-        "units": {n.key: n.unit for n in NUMBERS},
-        "descriptions": {n.key: n.description for n in NUMBERS},
-        "setup_paper": dict(SETUP),
+        "paper": claims.paper,
+        "units": {n.key: n.unit for n in claims.numbers},
+        "descriptions": {n.key: n.description for n in claims.numbers},
+        "setup_paper": dict(claims.setup),
         "profiles": by_profile,
-        "claims": claims,
+        "claims": rows,
     }
 
 
@@ -600,9 +453,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
-def _show(key: str, value: float | str | tuple[float, float] | None, quoted: bool = False) -> str:
+def _show(number: Number, value: float | str | tuple[float, float] | None, quoted: bool = False) -> str:
     """A number (or range) with its unit, as the report prints it; ``quoted``: a paper value, as quoted."""
-    number = NUMBER_BY_KEY[key]
     if value is None:
         return "not run"
     if isinstance(value, str):
@@ -617,14 +469,16 @@ def _show(key: str, value: float | str | tuple[float, float] | None, quoted: boo
     return f"{text} {number.unit}".strip()
 
 
-def claims_rows(document: dict) -> list[list[str]]:
+def claims_rows(document: dict, claims: Claims | None = None) -> list[list[str]]:
     """Rows of the claims table: claim, paper, then ours and the verdict for each profile."""
+    claims = claims or load_claims()
     rows = []
     for entry in document["claims"]:
+        number = claims.number(entry["key"])
         paper = tuple(entry["paper"]) if isinstance(entry["paper"], list) else entry["paper"]
-        row = [entry["claim"], _show(entry["key"], paper, quoted=True)]
+        row = [entry["claim"], _show(number, paper, quoted=True)]
         for profile, value in entry["ours"].items():
-            row += [_show(entry["key"], value), entry["verdict"][profile]]
+            row += [_show(number, value), entry["verdict"][profile]]
         rows.append(row)
     return rows
 
@@ -640,11 +494,11 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _profiles_shown(document: dict) -> list[str]:
-    """The profiles the claims list: ``default``, ``paper``, then any other run."""
+    """The profiles the claims list (the columns of :meth:`Claims.columns`), in order."""
     return list(document["claims"][0]["ours"]) if document["claims"] else []
 
 
-def readme_table(document: dict) -> str:
+def readme_table(document: dict, claims: Claims | None = None) -> str:
     """The results table of the repository's README (generated; between the markers)."""
     profiles = _profiles_shown(document)
     header = _claims_header(profiles)
@@ -652,14 +506,15 @@ def readme_table(document: dict) -> str:
         "Generated by `python -m cryoorient.report` from `paper/numbers.json` (run by `make figures`); "
         "details, caveats and the setup of each profile in [`paper/README.md`](paper/README.md)."
     )
-    return f"{_markdown_table(header, claims_rows(document))}\n\n{note}"
+    return f"{_markdown_table(header, claims_rows(document, claims))}\n\n{note}"
 
 
-def render_report(document: dict) -> str:
+def render_report(document: dict, claims: Claims | None = None) -> str:
     """``paper/README.md``: the claim-by-claim reproduction report."""
+    claims = claims or load_claims()
     profiles = _profiles_shown(document)
     full = {
-        p: document["profiles"].get(p, {"numbers": {}, "runs": {}, "missing": list(NOTEBOOKS)})
+        p: document["profiles"].get(p, {"numbers": {}, "runs": {}, "missing": list(claims.notebooks)})
         for p in profiles
     }
     parts = [
@@ -669,7 +524,7 @@ def render_report(document: dict) -> str:
         "",
         f"The claims of {document['paper']} beside the numbers this repository's notebooks measured. "
         "Every number below comes from a run recorded in `paper/results/PROFILE/` (and `numbers.json`); "
-        f"none is typed by hand. The paper's values: {SOURCE}. "
+        f"none is typed by hand. The paper's values: {claims.paper_source}. "
         "Verdict: *reproduced* when ours is inside the paper's range or within 10 % of its single "
         "value, otherwise *better* or *worse*; *not run* when no run of that profile exists.",
         "",
@@ -677,20 +532,22 @@ def render_report(document: dict) -> str:
         "",
     ]
     header = _claims_header(profiles)
-    parts += [_markdown_table(header, claims_rows(document)), "", "What limits each comparison:", ""]
-    parts += [f"- *{c.claim}*: {c.caveat}." for c in CLAIMS if c.caveat]
+    parts += [_markdown_table(header, claims_rows(document, claims)), "", "What limits each comparison:", ""]
+    parts += [f"- *{c.claim}*: {c.caveat}." for c in claims.claims if c.caveat]
     parts += ["", "## Setup", ""]
     setup_rows = []
-    for key, paper_value in SETUP:
-        row = [NUMBER_BY_KEY[key].description, _show(key, paper_value, quoted=True)]
-        row += [_show(key, full[p]["numbers"].get(key)) for p in profiles]
+    for key, paper_value in claims.setup:
+        number = claims.number(key)
+        row = [number.description, _show(number, paper_value, quoted=True)]
+        row += [_show(number, full[p]["numbers"].get(key)) for p in profiles]
         setup_rows.append(row)
     parts += [_markdown_table(["", "paper"] + [f"ours, {p}" for p in profiles], setup_rows), ""]
     parts += ["## Every number we measured", ""]
+    setup_keys = {key for key, _ in claims.setup}
     rows = [
-        [n.description, *(_show(n.key, full[p]["numbers"].get(n.key)) for p in profiles)]
-        for n in NUMBERS
-        if n.key not in dict(SETUP)
+        [n.description, *(_show(n, full[p]["numbers"].get(n.key)) for p in profiles)]
+        for n in claims.numbers
+        if n.key not in setup_keys
     ]
     parts += [_markdown_table(["number"] + profiles, rows), "", "## Runs", ""]
     for p in profiles:
@@ -703,27 +560,31 @@ def render_report(document: dict) -> str:
         maps += [f"(read from {', '.join(sources)})"] if sources else []
         commits = sorted({str(r["commit"]) for r in runs.values()})
         missing = f"; missing: {', '.join(full[p]['missing'])}" if full[p]["missing"] else ""
-        parts.append(f"- **{p}**: notebooks {', '.join(sorted(runs))}; map {' '.join(maps)}; "
-                     f"commit {', '.join(commits)}{missing}.")  # fmt: skip
+        parts.append(
+            f"- **{p}**: notebooks {', '.join(sorted(runs))}; map {' '.join(maps)}; "
+            f"commit {', '.join(commits)}{missing}."
+        )
     return "\n".join(parts) + "\n"
 
 
-def render_tex(document: dict, profile: str = "default") -> str:
+def render_tex(document: dict, profile: str = "default", claims: Claims | None = None) -> str:
     r"""``numbers.tex``: ``\newcommand`` per number of ``profile``, and ``\PaperNAME`` per paper value.
 
     Paper durations stay in our number's unit (training minutes, seconds) for the text to convert.
     """
+    claims = claims or load_claims()
     numbers = document["profiles"].get(profile, {"numbers": {}})["numbers"]
     lines = [
         f"% generated by `python -m cryoorient.report` from numbers.json (profile {profile}); do not edit"
     ]
-    for n in NUMBERS:
+    for n in claims.numbers:
         value = numbers.get(n.key)
         text = "n/a" if value is None else format(value, n.fmt).replace(",", "{,}")
         lines.append(f"\\newcommand{{\\{n.macro}}}{{{text}}}")
-    paper = [(c.key, c.paper) for c in CLAIMS] + [(k, v) for k, v in SETUP if not isinstance(v, str)]
+    paper = [(c.key, c.paper) for c in claims.claims]
+    paper += [(k, v) for k, v in claims.setup if not isinstance(v, str)]
     for key, value in paper:
-        n = NUMBER_BY_KEY[key]
+        n = claims.number(key)
         fmt = ".2f" if n.unit == "rad" else "g" if n.unit in ("s", "min") else n.fmt
         text = "--".join(format(v, fmt) for v in value) if isinstance(value, tuple) else format(value, fmt)
         lines.append(f"\\newcommand{{\\Paper{n.macro}}}{{{text.replace(',', '{,}')}}}")
@@ -744,43 +605,87 @@ def _write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def report_files(document: dict, claims: Claims | None = None) -> dict[str, str]:
+    """The text of ``numbers.json``, ``README.md`` and ``numbers.tex`` for ``document``, by file name."""
+    claims = claims or load_claims()
+    return {
+        "numbers.json": json.dumps(document, indent=1, ensure_ascii=False) + "\n",  # order: the columns'
+        "README.md": render_report(document, claims),
+        "numbers.tex": render_tex(document, claims=claims),
+    }
+
+
 def write_report(folder: Path | None = None) -> list[Path]:
     """Write ``numbers.json``, ``README.md`` and ``numbers.tex`` into ``folder`` (default ``paper/``)."""
     folder = folder or paper_dir()
     document = numbers_document()
     document["generated"] = date.today().isoformat()
-    text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"  # order kept: it is the columns' order
-    return [
-        _write_text(folder / "numbers.json", text),
-        _write_text(folder / "README.md", render_report(document)),
-        _write_text(folder / "numbers.tex", render_tex(document)),
-    ]
+    return [_write_text(folder / name, text) for name, text in report_files(document).items()]
+
+
+def check(readme: Path | None, folder: Path | None = None) -> list[str]:
+    """Which generated files are out of date; one line per stale file, empty if none.
+
+    Compares the files of ``folder`` (default ``paper/``) with a fresh render from the saved
+    results, and the results table of ``readme`` with the table of that render.
+    ``numbers.json``'s ``generated`` date is not compared (a rerun on another day changes only it).
+    """
+    folder = folder or paper_dir()
+    claims = load_claims()
+    document = numbers_document(claims=claims)
+    stale = []
+    try:
+        document["generated"] = json.loads((folder / "numbers.json").read_text()).get("generated")
+    except (OSError, ValueError):
+        pass
+    for name, text in report_files(document, claims).items():
+        path = folder / name
+        if not path.is_file() or path.read_text() != text:
+            stale.append(f"{path}: differs from what the saved results give")
+    if readme is not None:
+        current = readme.read_text()
+        if update_readme(current, readme_table(document, claims)) != current:
+            stale.append(f"{readme}: results table out of date")
+    return stale
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m cryoorient.report", description=__doc__.split("\n")[0])
     root = repo_root()
-    parser.add_argument("--readme", type=Path, default=root / "README.md" if root else None,
-                        help="README whose results table to refresh (default: the repository's)")  # fmt: skip
-    parser.add_argument("--check", action="store_true", help="only check that the README table is up to date")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="README whose results table to refresh (default: the repository's, unless --out)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write numbers.json, README.md and numbers.tex here instead of paper/ (the README is "
+        "then left alone unless --readme is given)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="only check that paper/ and the README table are up to date"
+    )
     args = parser.parse_args(argv)
+    readme = args.readme
+    if readme is None and args.out is None and root is not None:
+        readme = root / "README.md"
     if args.check:
-        document = json.loads((paper_dir() / "numbers.json").read_text())
-        expected = update_readme(args.readme.read_text(), readme_table(document))
-        if expected != args.readme.read_text():
-            print(
-                f"{args.readme}: results table out of date; run `python -m cryoorient.report`",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    for path in write_report():
+        stale = check(readme, args.out)
+        for line in stale:
+            print(f"{line}; run `python -m cryoorient.report`", file=sys.stderr)
+        return 1 if stale else 0
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+    for path in write_report(args.out):
         print(f"wrote {path}")
-    if args.readme is not None:
-        document = json.loads((paper_dir() / "numbers.json").read_text())
-        _write_text(args.readme, update_readme(args.readme.read_text(), readme_table(document)))
-        print(f"updated the results table of {args.readme}")
+    if readme is not None:
+        document = json.loads(((args.out or paper_dir()) / "numbers.json").read_text())
+        _write_text(readme, update_readme(readme.read_text(), readme_table(document)))
+        print(f"updated the results table of {readme}")
     return 0
 
 

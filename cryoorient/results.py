@@ -6,6 +6,11 @@ behind its plots go to ``paper/results/PROFILE/NOTEBOOK.json`` and ``.npz``
 ``06_figures`` and :mod:`cryoorient.report` read them back with :func:`load_results` and never
 retrain anything. The JSON records the SHA-256 of its ``.npz``; a pair that does not match (a run
 interrupted between the two renames, a hand edit) is refused with the notebook to rerun.
+
+The files are committed and read on other machines, so they record no machine paths: an absolute
+path among the values or the provenance is saved relative to the repository, or as the file's
+name and SHA-256 when outside it (``/work/shared/data/5j0n.mrc`` becomes
+``5j0n.mrc (SHA-256 …)``; :func:`cryoorient._provenance.portable`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 import torch
 
 from cryoorient import __version__
+from cryoorient._provenance import portable
 from cryoorient.paths import atomic_write, git_commit, paper_dir
 
 __all__ = ["Results", "ResultsError", "available_profiles", "load_results", "results_dir", "save_results"]
@@ -110,6 +116,9 @@ def save_results(
     profile : parameter profile of the run.
     arrays : named arrays (any shape) for the figures notebook.
     **provenance : facts about the run (map, sizes, model key); JSON-serialisable.
+
+    Absolute paths in ``values`` and ``provenance`` are saved without the machine's folders (see
+    the module docstring).
     """
     _check_name(notebook, "notebook")
     folder = results_dir(profile)
@@ -125,8 +134,8 @@ def save_results(
         "profile": profile,
         "commit": git_commit(),
         "cryoorient": __version__,
-        "provenance": _plain(dict(provenance), "provenance"),
-        "values": _plain(dict(values), "values"),
+        "provenance": portable(_plain(dict(provenance), "provenance"), with_sha256=True),
+        "values": portable(_plain(dict(values), "values"), with_sha256=True),
         "arrays": sorted(packed),
         "arrays_sha256": hashlib.sha256(blob).hexdigest(),
     }

@@ -56,9 +56,10 @@ from cryoorient.alignment import align_orientations
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.geometry import quaternion_distance, quaternion_distance_matrix, viewing_direction
 from cryoorient.paths import data_dir
-from cryoorient.pipeline import learned_recovery, write_orientations
+from cryoorient.pipeline import learned_recovery
 from cryoorient.plotting import plot_directions, save_figure, use_style
 from cryoorient.recovery import orientation_loss, perturb_distances, recover_orientations, reliability_weights
+from cryoorient.relion import write_orientations
 from cryoorient.results import save_results
 from cryoorient.sampling import sample_orientations
 from cryoorient.snr import matched_noise_variance

@@ -55,7 +55,8 @@ from cryoorient.geometry import quaternion_to_matrix
 from cryoorient.paths import data_dir
 from cryoorient.pipeline import recovered_or_saved
 from cryoorient.plotting import save_figure, use_style
-from cryoorient.reconstruction import fourier_shell_correlation, reconstruct, resolution, write_reconstruction
+from cryoorient.reconstruction import fourier_shell_correlation, reconstruct, resolution
+from cryoorient.relion import write_reconstruction
 from cryoorient.results import save_results
 from cryoorient.sampling import sample_orientations
 from cryoorient.snr import matched_noise_variance

@@ -132,7 +132,15 @@ def test_error_without_transform_is_unaligned(quaternions):
 # --- the fast solver against the paper's approach --------------------------------------------------
 
 
-@pytest.mark.parametrize(("seed", "noise"), [(51, 0.02), (52, 0.1), (53, 0.3), (54, 1.0)])
+@pytest.mark.parametrize(
+    ("seed", "noise"),
+    [
+        pytest.param(51, 0.02, marks=pytest.mark.slow),
+        (52, 0.1),
+        (53, 0.3),
+        pytest.param(54, 1.0, marks=pytest.mark.slow),
+    ],
+)
 def test_fast_solver_never_worse_than_reference(seed, noise):
     q = sample_orientations(300, seed=seed)
     recovered = transformed(q, random_o4(seed, seed % 2 == 0), seed, noise=noise)
@@ -151,6 +159,7 @@ def test_refinement_lowers_the_mean_error():
     )
 
 
+@pytest.mark.slow
 def test_reference_recovers_a_transform_full_batch():
     q = sample_orientations(200, seed=71)
     result = align_orientations_reference(
@@ -221,3 +230,72 @@ def test_bad_parameters(quaternions):
         align_orientations_reference(quaternions, quaternions, batch_size=0)
     with pytest.raises(ValueError, match="shape"):
         o4_transform(torch.ones(3), torch.ones(4))
+
+
+# --- registration by a global rotation and the mirror only (E_OR,reg) -------------------------------
+
+
+def _mirror(q: torch.Tensor) -> torch.Tensor:
+    """``k q k̄`` with ``k = (0, 0, 0, 1)``."""
+    k = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=q.dtype)
+    return quaternion_multiply(quaternion_multiply(k, q), quaternion_conjugate(k))
+
+
+def test_mirror_quaternion_is_j_conjugation(quaternions):
+    from cryoorient.alignment import MIRROR_QUATERNION
+
+    assert MIRROR_QUATERNION == (0.0, 0.0, 0.0, 1.0)
+    j = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
+    rotations = quaternion_to_matrix(quaternions)
+    torch.testing.assert_close(quaternion_to_matrix(_mirror(quaternions)), j @ rotations @ j)
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_registration_removes_a_right_factor_and_the_mirror(quaternions, mirrored):
+    from cryoorient.alignment import register_orientations, registration_error
+
+    q = quaternions[:200]
+    b = sample_orientations(1, seed=7)[0]
+    h = quaternion_multiply(q, b)
+    h = _mirror(h) if mirrored else h
+    h = h * random_signs(len(h), 3)
+    result = register_orientations(q, h)
+    assert result.error < 1e-7 and result.mirrored == mirrored
+    assert registration_error(q, h) == pytest.approx(result.error)
+    assert float(orientation_errors(q, result.aligned).max()) < 1e-6
+
+
+def test_registration_is_the_median_under_noise(quaternions):
+    from cryoorient.alignment import register_orientations
+
+    q = quaternions[:300]
+    noisy = transformed(q, torch.eye(4, dtype=torch.float64), seed=4, noise=0.05)
+    b = sample_orientations(1, seed=8)[0]
+    result = register_orientations(q, quaternion_multiply(noisy, b))
+    direct = orientation_recovery_error(q, noisy)
+    # the best right factor is at least as good as undoing b exactly, and close to it
+    assert result.error <= direct + 1e-6
+    assert result.error > 0.9 * direct
+
+
+@pytest.mark.parametrize("what", ["left", "conjugate"])
+def test_registration_does_not_remove_what_images_see(quaternions, what):
+    from cryoorient.alignment import register_orientations
+
+    q = quaternions[:300]
+    axis = torch.tensor([0.48, -0.6, 0.64], dtype=torch.float64)
+    a = torch.cat((torch.tensor([math.cos(0.75)], dtype=torch.float64), math.sin(0.75) * axis))  # 1.5 rad
+    h = quaternion_multiply(a, q) if what == "left" else quaternion_conjugate(q)
+    # the paper's O(4) alignment removes both...
+    assert align_orientations(q, h).error < 1e-6
+    # ...registration by a global rotation and the mirror does not
+    assert register_orientations(q, h).error > 0.5
+
+
+def test_registration_rejects_bad_input(quaternions):
+    from cryoorient.alignment import register_orientations
+
+    with pytest.raises(ValueError, match="same number"):
+        register_orientations(quaternions[:10], quaternions[:9])
+    with pytest.raises(ValueError, match="max_iter"):
+        register_orientations(quaternions[:10], quaternions[:10], max_iter=-1)

@@ -3,14 +3,15 @@ import shutil
 import subprocess
 import sys
 
+import mrcfile
 import numpy as np
 import pytest
 import torch
 
 from cryoorient.cli import main
-from cryoorient.dataset import read_particles, read_stack
-from cryoorient.density import load_map, write_map
+from cryoorient.density import DensityMap, load_map, write_map
 from cryoorient.projection import normalize_images
+from cryoorient.relion import ParticleStack, read_particles, read_stack, write_particles
 
 SIMULATE = ["simulate", "pseudo:1", "-n", "12", "--box-size", "32", "--voxel-size", "8", "--quiet"]
 
@@ -86,6 +87,7 @@ def test_project_errors_name_the_file(tmp_path, capsys):
     assert not (tmp_path / "o.mrcs").exists()
 
 
+@pytest.mark.slow
 def test_installed_command_help():
     exe = shutil.which("cryoorient") or str(__import__("pathlib").Path(sys.executable).parent / "cryoorient")
     for command, options in [
@@ -122,3 +124,223 @@ def test_train_errors_name_the_input(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["train", str(tmp_path / "empty"), "-o", str(tmp_path / "m"), *TRAIN]) == 2
     assert "no dataset.json" in capsys.readouterr().err
+
+
+# --- bad input, every command: a clear error naming the file and the fix, status 2, nothing left ---
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A small dataset folder, its map and broken variants of both."""
+    root = tmp_path_factory.mktemp("inputs")
+    assert main([*SIMULATE, "-o", str(root / "ds")]) == 0
+    density = load_map("pseudo:1", box_size=32, voxel_size=8.0)
+    good = write_map(root / "map.mrc", density)
+    (root / "truncated.mrc").write_bytes(good.read_bytes()[:2000])
+    (root / "text.mrc").write_text("this is not an MRC file\n" * 20)
+    with pytest.warns(RuntimeWarning, match="NaN"), mrcfile.new(root / "nan.mrc") as mrc:
+        data = density.data.copy()
+        data[3, 4, 5] = np.nan
+        mrc.set_data(data)
+        mrc.voxel_size = 8.0
+    half = DensityMap(density.data, 4.0, name="half", source="test")
+    write_map(root / "other_pixel.mrc", half)
+    star = (root / "ds" / "particles.star").read_text()
+    stacks = root / "stacks"
+    stacks.mkdir()
+    stack = (root / "ds" / "particles.mrcs").read_bytes()
+    (stacks / "truncated.mrcs").write_bytes(stack[: len(stack) // 2])
+    (stacks / "truncated.star").write_text(star.replace("@particles.mrcs", "@truncated.mrcs"))
+    (stacks / "text.mrcs").write_text("not a stack\n" * 200)
+    (stacks / "text.star").write_text(star.replace("@particles.mrcs", "@text.mrcs"))
+    (stacks / "particles.mrcs").write_bytes(stack)
+    (stacks / "past_end.star").write_text(star.replace("000012@particles.mrcs", "000099@particles.mrcs"))
+    (stacks / "no_angles.star").write_text(star.replace("_rlnAngleTilt", "_rlnAngleTiltPrior"))
+    return root
+
+
+def _simulate(root, out, map_name="map.mrc"):
+    return ["simulate", str(root / map_name), "-n", "6", "--quiet", "-o", str(out)]
+
+
+def _project(root, out, map_name="map.mrc", star="ds/particles.star"):
+    return ["project", str(root / map_name), "--angles", str(root / star), "-o", str(out)]
+
+
+def _train(root, out, star):
+    return ["train", str(root / "stacks" / star), "-o", str(out), *TRAIN]
+
+
+BAD_INPUT = {
+    # name: (command line from (inputs, output), words the error must contain)
+    "simulate truncated map": (lambda r, o: _simulate(r, o, "truncated.mrc"), ["truncated.mrc", "MRC"]),
+    "simulate non-MRC map": (lambda r, o: _simulate(r, o, "text.mrc"), ["text.mrc", "MRC"]),
+    "simulate NaN map": (lambda r, o: _simulate(r, o, "nan.mrc"), ["nan.mrc", "NaN", "repair"]),
+    "project truncated map": (lambda r, o: _project(r, o, "truncated.mrc"), ["truncated.mrc", "MRC"]),
+    "project NaN map": (lambda r, o: _project(r, o, "nan.mrc"), ["nan.mrc", "NaN", "repair"]),
+    "project STAR without angles": (
+        lambda r, o: _project(r, o, star="stacks/no_angles.star"),
+        ["no_angles.star", "rlnAngleTilt"],
+    ),
+    "project pixel size off the map's": (
+        lambda r, o: _project(r, o, "other_pixel.mrc"),
+        ["particles.star", "8", "4", "resample the map"],
+    ),
+    "train truncated stack": (lambda r, o: _train(r, o, "truncated.star"), ["truncated.mrcs", "regenerate"]),
+    "train non-MRC stack": (lambda r, o: _train(r, o, "text.star"), ["text.mrcs", "regenerate"]),
+    "train STAR without angles": (
+        lambda r, o: _train(r, o, "no_angles.star"),
+        ["no_angles.star", "rlnAngleTilt"],
+    ),
+    "train image past the stack's end": (
+        lambda r, o: _train(r, o, "past_end.star"),
+        ["past_end.star", "000099@particles.mrcs", "12 images"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_is_a_clear_error_and_leaves_nothing(inputs, tmp_path, capsys, case):
+    command, words = BAD_INPUT[case]
+    out = tmp_path / ("out.mrcs" if command(inputs, tmp_path)[0] == "project" else "out")
+    assert main(command(inputs, out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cryoorient {command(inputs, out)[0]}: error: ")
+    missing = [w for w in words if w not in err]
+    assert not missing, f"{case}: {missing} not in {err!r}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], f"{case} left {list(tmp_path.iterdir())}"
+
+
+@pytest.mark.parametrize("command", ["simulate", "project", "train"])
+def test_existing_outputs_are_refused_or_kept(inputs, tmp_path, capsys, command):
+    if command == "simulate":
+        out = tmp_path / "ds"
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+        args = _simulate(inputs, out)
+    elif command == "project":
+        out = tmp_path / "missing" / "out.mrcs"
+        args = _project(inputs, out)
+    else:
+        out = tmp_path / "model"
+        out.write_text("mine")
+        args = ["train", str(inputs / "ds"), "-o", str(out), *TRAIN]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    fix = {"simulate": "choose a new output folder", "project": "create it first", "train": "choose a folder"}
+    assert str(out) in err and fix[command] in err, err
+    if command == "project":
+        assert not out.parent.exists()
+    else:
+        assert "mine" in (out / "keep.txt" if out.is_dir() else out).read_text()
+
+
+# --- recover, reconstruct, fsc: from particles alone ---------------------------------------------
+
+SMALL = ["simulate", "pseudo:1", "--box-size", "32", "--voxel-size", "8", "--quiet", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def particles_60(tmp_path_factory) -> "tuple[object, object]":
+    """A 60-particle simulated stack (32 px) and the map it was projected from, as MRC files."""
+    root = tmp_path_factory.mktemp("stack")
+    assert main([*SMALL, "-n", "60", "-o", str(root / "ds")]) == 0
+    truth = write_map(root / "truth.mrc", load_map("pseudo:1", box_size=32, voxel_size=8.0))
+    return root / "ds" / "particles.star", truth
+
+
+def test_recover_from_angles_writes_new_angles_in_the_gauge_of_the_images(particles_60, tmp_path, capsys):
+    from cryoorient.alignment import registration_error
+
+    star, _ = particles_60
+    out = tmp_path / "elsewhere" / "recovered.star"
+    assert main(["recover", str(star), "--distances-from-angles", "-o", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "recovered 60 orientations" in printed and "E_OR,reg" in printed
+    given, recovered = read_particles(star), read_particles(out)  # image names point back to the stack
+    np.testing.assert_array_equal(recovered.images, given.images)
+    assert not np.allclose(recovered.angles, given.angles, atol=1e-3)  # not copied
+    assert registration_error(given.quaternions, recovered.quaternions) < 0.05
+
+
+def test_recover_with_perturbed_distances(particles_60, tmp_path, capsys):
+    star, _ = particles_60
+    out = tmp_path / "perturbed.star"
+    assert (
+        main(
+            ["recover", str(star), "--distances-from-angles", "--perturb", "0.01", "-o", str(out), "--quiet"]
+        )
+        == 0
+    )
+    assert "perturbation variance 0.01" in capsys.readouterr().out
+    assert len(read_particles(out)) == 60
+
+
+def test_reconstruct_and_fsc(particles_60, tmp_path, capsys):
+    star, truth = particles_60
+    volume = tmp_path / "map.mrc"
+    assert main(["reconstruct", str(star), "-o", str(volume), "--method", "fourier", "--quiet"]) == 0
+    assert "reconstructed 60 particles (fourier)" in capsys.readouterr().out
+    curve = tmp_path / "curve.csv"
+    assert main(["fsc", str(volume), str(truth), "-o", str(curve)]) == 0
+    printed = capsys.readouterr().out
+    assert "FSC 0.5:" in printed and "FSC 0.143:" in printed
+    table = np.loadtxt(curve, delimiter=",", skiprows=1)
+    assert table.shape == (17, 2) and table[1, 1] > 0.9
+
+
+def test_fsc_align_registers_a_map_from_recovered_orientations(particles_60, tmp_path, capsys):
+    star, truth = particles_60
+    recovered = tmp_path / "recovered.star"
+    assert main(["recover", str(star), "--distances-from-angles", "-o", str(recovered), "--quiet"]) == 0
+    volume = tmp_path / "map.mrc"
+    assert main(["reconstruct", str(recovered), "-o", str(volume), "--method", "fourier", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["fsc", str(volume), str(truth), "-o", str(tmp_path / "raw.csv")]) == 0
+    raw = np.loadtxt(tmp_path / "raw.csv", delimiter=",", skiprows=1)
+    assert main(["fsc", str(volume), str(truth), "--align", "-o", str(tmp_path / "aligned.csv")]) == 0
+    assert "aligned" in capsys.readouterr().out
+    aligned = np.loadtxt(tmp_path / "aligned.csv", delimiter=",", skiprows=1)
+    assert aligned[1:6, 1].min() > 0.8 and aligned[1:6, 1].mean() > raw[1:6, 1].mean()
+
+
+def test_recover_with_a_model_and_its_errors(particles_60, tmp_path, capsys):
+    star, _ = particles_60
+    model = tmp_path / "model"
+    assert main(["train", str(star), "-o", str(model), *TRAIN]) == 0
+    out = tmp_path / "learned.star"
+    assert main(["recover", str(star), "--model", str(model), "-o", str(out), "--quiet"]) == 0
+    assert "distances from" in capsys.readouterr().out and len(read_particles(out)) == 60
+    # a stack smaller than the model's images
+    given = read_particles(star)
+    tiny = ParticleStack(given.images[:10, 10:22, 10:22].copy(), given.angles[:10], given.shifts[:10], 8.0)
+    tiny_star = write_particles(tmp_path / "tiny", tiny)
+    assert main(["recover", str(tiny_star), "--model", str(model), "-o", str(out)]) == 2
+    assert "trained on 16-px images" in capsys.readouterr().err
+    assert main(["recover", str(star), "--model", str(tmp_path / "none"), "-o", str(out)]) == 2
+    assert "no model.pt" in capsys.readouterr().err
+
+
+def test_recover_errors_name_the_problem(particles_60, tmp_path, capsys):
+    star, _ = particles_60
+    out = str(tmp_path / "o.star")
+    angles_only = tmp_path / "angles.star"
+    angles_only.write_text(
+        "data_particles\n\nloop_\n_rlnAngleRot #1\n_rlnAngleTilt #2\n_rlnAnglePsi #3\n"
+        + "".join(f"{10 * i} {5 * i} {3 * i}\n" for i in range(12))
+    )
+    assert main(["recover", str(angles_only), "--distances-from-angles", "-o", out]) == 2
+    assert "no rlnImageName column" in capsys.readouterr().err
+    moved = tmp_path / "moved.star"
+    moved.write_text(star.read_text())  # its images are not beside it
+    assert main(["recover", str(moved), "--distances-from-angles", "-o", out]) == 2
+    assert "no such particle stack" in capsys.readouterr().err
+    given = read_particles(star)
+    few = ParticleStack(given.images[:5], given.angles[:5], given.shifts[:5], given.pixel_size)
+    assert (
+        main(["recover", str(write_particles(tmp_path / "few", few)), "--distances-from-angles", "-o", out])
+        == 2
+    )
+    assert "5 particles; at least 8" in capsys.readouterr().err
+    assert main(["reconstruct", str(angles_only), "-o", str(tmp_path / "m.mrc")]) == 2
+    assert "no rlnImageName column" in capsys.readouterr().err

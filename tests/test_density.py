@@ -568,7 +568,7 @@ def test_load_map_from_files(tmp_path, rng):
     path = write_map(tmp_path / "thing.map", DensityMap(data, 2.0, "thing", "test"))
     density = load_map(path)
     assert density.shape == (10, 10, 10) and density.voxel_size == 2.0 and density.name == str(path)
-    np.testing.assert_allclose(density.data[2:8, 1:9, :], data / data.max(), rtol=1e-6)
+    np.testing.assert_allclose(density.data[2:8, 1:9, :], data, rtol=1e-6)  # values as given
     assert load_map(str(path), box_size=12).shape == (12, 12, 12)
     model = tmp_path / "tiny.pdb"
     model.write_text(PDB_TEXT)
@@ -635,3 +635,15 @@ def test_load_map_box_alone_keeps_the_field_of_view():
         [fitted.data[[0, -1]].ravel(), fitted.data[:, [0, -1]].ravel(), fitted.data[..., [0, -1]].ravel()]
     )
     assert np.abs(faces).max() < 0.02
+
+
+def test_load_map_uses_an_mrc_files_values_as_given(tmp_path, rng):
+    """Experimental maps have negative voxels; load_map keeps them (and their scale) for files."""
+    data = rng.standard_normal((16, 16, 16)).astype(np.float32) * 3.0
+    assert (data < 0).mean() > 0.3
+    path = write_map(tmp_path / "experimental.mrc", DensityMap(data, 2.5, "exp", "test"))
+    density = load_map(path)
+    np.testing.assert_array_equal(density.data, data)
+    assert density.voxel_size == 2.5
+    # the same content rendered as a named map would be clipped: only files are taken as given
+    assert load_map("pseudo:1", box_size=16).data.min() >= 0

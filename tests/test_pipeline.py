@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from cryoorient.dataset import read_particles
 from cryoorient.geometry import quaternion_distance
-from cryoorient.pipeline import estimated_distances, learned_recovery, write_orientations
+from cryoorient.pipeline import estimated_distances, learned_recovery
+from cryoorient.relion import read_particles, write_orientations
 from cryoorient.siamese import SiameseDistance
 
 

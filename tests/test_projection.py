@@ -330,6 +330,18 @@ def test_add_noise_arguments_and_seeding():
 CTF_ARGS = {"box_size": 128, "pixel_size": 1.5, "device": "cpu"}
 
 
+def test_add_noise_with_a_generator_is_the_training_augmentation():
+    # training.prepare_images adds sqrt(σ²)·N(0, 1) float32 draws from its numpy generator; add_noise
+    # given the same generator must give the same images and leave the generator in the same state
+    images = torch.from_numpy(np.random.default_rng(0).standard_normal((5, 8, 8), dtype=np.float32))
+    ours, theirs = np.random.default_rng(11), np.random.default_rng(11)
+    noisy = add_noise(images, variance=2.5, seed=ours)
+    draws = torch.from_numpy(theirs.standard_normal(images.shape, dtype=np.float32))
+    expected = images + math.sqrt(2.5) * draws
+    assert torch.equal(noisy, expected)
+    assert ours.bit_generator.state == theirs.bit_generator.state
+
+
 def radial_profile_x(ctf: torch.Tensor) -> torch.Tensor:
     """CTF along +k_x (row k_y = 0), bins 0 .. D // 2."""
     return ctf[..., 0, : ctf.shape[-1] // 2 + 1]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cryoorient.dataset import read_particles, read_star, simulate_particles
+from cryoorient.dataset import simulate_particles
 from cryoorient.density import DensityMap, load_map, read_map
 from cryoorient.geometry import euler_to_matrix, quaternion_to_matrix
 from cryoorient.projection import apply_ctf, ctf_2d, project
@@ -14,8 +14,8 @@ from cryoorient.reconstruction import (
     reconstruct,
     reconstruct_particles,
     resolution,
-    write_reconstruction,
 )
+from cryoorient.relion import read_particles, read_star, write_reconstruction
 from cryoorient.sampling import sample_orientations
 
 D = 32  # box of the reconstruction tests; 0.8 Nyquist is shell 12.8
@@ -132,7 +132,7 @@ def test_damping_shrinks_the_map(rotations, images):
 # --- shifts, CTF, gridding -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["fourier", "cgls"])
+@pytest.mark.parametrize("method", ["fourier", pytest.param("cgls", marks=pytest.mark.slow)])
 def test_shifts_are_undone(truth, rotations, images, method):
     shifts = torch.from_numpy(np.random.default_rng(5).uniform(-4, 4, (N, 2)))
     shifted = project(torch.as_tensor(truth.data), rotations, shifts, device="cpu")
@@ -146,7 +146,7 @@ def test_shifts_are_undone(truth, rotations, images, method):
     assert fsc_up_to(ignored, truth).min() < 0.9 < fsc_up_to(with_shifts, truth).min()
 
 
-@pytest.mark.parametrize("method", ["fourier", "cgls"])
+@pytest.mark.parametrize("method", ["fourier", pytest.param("cgls", marks=pytest.mark.slow)])
 def test_ctf_is_undone_with_several_defoci(truth, rotations, images, method):
     defocus = torch.linspace(8000.0, 25000.0, 7).repeat(N // 7 + 1)[:N].double()
     ctf = ctf_2d(D, truth.voxel_size, defocus_u=defocus, device="cpu")  # (N, D, D)
@@ -163,6 +163,7 @@ def test_one_ctf_for_the_whole_stack(truth, rotations, images):
     assert result.volume.shape == (D, D, D) and result.iterations == 2
 
 
+@pytest.mark.slow
 def test_without_gridding_correction(truth, rotations):
     images = project(torch.as_tensor(truth.data), rotations, gridding_correction=False, device="cpu")
     for method in ("fourier", "cgls"):
@@ -172,6 +173,7 @@ def test_without_gridding_correction(truth, rotations):
         assert fsc_up_to(result.volume, truth).min() > 0.9
 
 
+@pytest.mark.slow
 def test_odd_box(rotations):
     truth = load_map("pseudo:0", box_size=D - 1)
     images = project(torch.as_tensor(truth.data), rotations, device="cpu")

@@ -68,6 +68,7 @@ def test_exact_distances_non_uniform_orientations(scheme):
     assert error(q, result) < 1e-3
 
 
+@pytest.mark.slow
 def test_spectral_initialisation_is_exact_for_exact_distances(truth, exact):
     q = spectral_orientations(exact, device="cpu")
     assert align_orientations(truth, q).error < 1e-6
@@ -94,6 +95,7 @@ def test_random_initialisation_decreases_the_loss(exact):
     assert result.loss < 0.5 * result.loss_history[0]
 
 
+@pytest.mark.slow
 def test_adam_reaches_the_same_minimum(exact):
     noisy = perturbed(exact, 0.3, seed=15)
     lbfgs = recover_orientations(noisy, device="cpu")
@@ -102,6 +104,7 @@ def test_adam_reaches_the_same_minimum(exact):
     assert lbfgs.steps < adam.steps
 
 
+@pytest.mark.slow
 def test_perturbed_distances_error_grows_with_noise(truth, exact):
     errors = [
         error(truth, recover_orientations(perturbed(exact, std, seed=16), device="cpu"))
@@ -112,6 +115,7 @@ def test_perturbed_distances_error_grows_with_noise(truth, exact):
     assert errors[2] < 0.3  # sensible: far below the ~2.2 rad of unrelated orientations
 
 
+@pytest.mark.slow
 def test_deterministic_for_a_seed(exact):
     noisy = perturbed(exact, 0.3, seed=17)
     a = recover_orientations(noisy, seed=3, device="cpu")
@@ -123,6 +127,7 @@ def test_deterministic_for_a_seed(exact):
 # --- the sampled-pair path -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sampled_path_agrees_with_full_batch_on_exact_distances(truth, exact):
     full = recover_orientations(exact, device="cpu")
     sampled = recover_orientations_sampled(exact, device="cpu")
@@ -130,6 +135,7 @@ def test_sampled_path_agrees_with_full_batch_on_exact_distances(truth, exact):
     assert error(truth, sampled) < 1e-3
 
 
+@pytest.mark.slow
 def test_sampled_path_refines_to_the_full_batch_minimum(truth, exact):
     # from the same rough start, the stochastic and the full-batch minimisations end together
     noisy = perturbed(exact, 0.3, seed=18)
@@ -142,6 +148,7 @@ def test_sampled_path_refines_to_the_full_batch_minimum(truth, exact):
     assert sampled.epochs == len(sampled.loss_history) - 1
 
 
+@pytest.mark.slow
 def test_sampled_path_converges_linearly_on_exact_distances(truth, exact):
     # the per-row Gauss-Newton step cancels residuals geometrically: no jitter at an exact solution
     start = truth + torch.from_numpy(np.random.default_rng(21).standard_normal((P, 4))) * 0.05
@@ -152,6 +159,7 @@ def test_sampled_path_converges_linearly_on_exact_distances(truth, exact):
     assert error(truth, stays) < 1e-9
 
 
+@pytest.mark.slow
 def test_sampled_path_with_a_distance_function(truth):
     calls = []
 
@@ -164,6 +172,7 @@ def test_sampled_path_with_a_distance_function(truth):
     assert max(calls) <= 1 << 16  # evaluated in bounded chunks, never P² at once
 
 
+@pytest.mark.slow
 def test_sampled_path_is_deterministic(exact):
     noisy = perturbed(exact, 0.3, seed=20)
     a = recover_orientations_sampled(noisy, seed=5, max_epochs=5, device="cpu")
@@ -171,6 +180,7 @@ def test_sampled_path_is_deterministic(exact):
     assert torch.equal(a.quaternions, b.quaternions)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_outputs_on_requested_device(exact, device):
     assert recover_orientations(exact, device=device).quaternions.device.type == device
@@ -207,6 +217,7 @@ def test_bad_distance_matrices(exact):
                 function(matrix, device="cpu")
 
 
+@pytest.mark.slow
 def test_tolerates_round_off(truth):
     q = truth.clone()
     q[1] = q[0]  # d = 0

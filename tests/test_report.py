@@ -1,10 +1,24 @@
+import copy
 import re
 
 import pytest
+import yaml
 
 from cryoorient import report
-from cryoorient.report import CLAIMS, NUMBERS, update_readme, verdict
+from cryoorient.report import ClaimsError, claims_path, load_claims, update_readme, verdict
 from cryoorient.results import save_results
+
+
+@pytest.fixture(scope="module")
+def raw_claims() -> dict:
+    """The committed paper/claims.yml, parsed but not validated (tests mutate copies)."""
+    return yaml.safe_load(claims_path().read_text(encoding="utf-8"))
+
+
+def write_claims(tmp_path, content) -> object:
+    path = tmp_path / "claims.yml"
+    path.write_text(yaml.safe_dump(content, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
 
 
 @pytest.mark.parametrize(
@@ -33,11 +47,85 @@ def test_verdict_refuses_an_unknown_direction():
 
 
 def test_every_claim_names_a_number_and_macros_are_letters_only():
-    keys = {n.key for n in NUMBERS}
-    assert all(c.key in keys for c in CLAIMS)
-    macros = [n.macro for n in NUMBERS]
+    claims = load_claims()
+    keys = {n.key for n in claims.numbers}
+    assert claims.claims and all(c.key in keys for c in claims.claims)
+    assert all(c.source for c in claims.claims), "every paper value says where the paper states it"
+    macros = [n.macro for n in claims.numbers]
     assert len(set(macros)) == len(macros)
     assert all(re.fullmatch(r"[A-Za-z]+", m) for m in macros)
+    assert {k for k, _ in claims.setup} <= keys
+
+
+def test_loading_is_a_faithful_reading_of_the_file(raw_claims, tmp_path):
+    claims = load_claims(write_claims(tmp_path, raw_claims))
+    assert [n.key for n in claims.numbers] == [e["key"] for e in raw_claims["numbers"]]
+    assert [c.claim for c in claims.claims] == [e["claim"] for e in raw_claims["claims"]]
+    assert claims == load_claims()  # a YAML round trip of the committed file changes nothing
+
+
+def mutate(raw, section, index, **fields):
+    content = copy.deepcopy(raw)
+    entry = content[section][index]
+    for name, value in fields.items():
+        if value is DELETE:
+            del entry[name]
+        else:
+            entry[name] = value
+    return content
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("section", "fields", "message"),
+    [
+        ("numbers", {"macro": DELETE}, r"numbers\[1\] \(key 'box_size'\): missing field 'macro'"),
+        ("numbers", {"macro": "Box2"}, r"numbers\[1\] \(key 'box_size'\): macro 'Box2' must be letters"),
+        ("numbers", {"macro": "NProjections"}, r"numbers\[1\]: macro 'NProjections' repeats"),
+        ("numbers", {"key": "n_projections"}, r"numbers\[1\]: key 'n_projections' repeats"),
+        ("numbers", {"notebook": "07_more"}, r"key 'box_size'\): notebook '07_more' is not one of"),
+        ("numbers", {"path": None}, r"key 'box_size'\): a measured number needs a path"),
+        ("numbers", {"path": [True]}, r"key 'box_size'\): path items are"),
+        ("numbers", {"format": ".3q"}, r"key 'box_size'\): format '.3q' is not a format"),
+        ("numbers", {"unit": 3}, r"key 'box_size'\): unit must be str"),
+        ("numbers", {"scale": float("nan")}, r"key 'box_size'\): scale must be a finite"),
+        ("claims", {"key": "nope"}, r"claims\[1\] \(key 'nope'\): no number 'nope' under `numbers`"),
+        ("claims", {"better": "smaller"}, r"claims\[1\] \(key '\w+'\): better must be 'lower' or 'higher'"),
+        (
+            "claims",
+            {"paper": [0.4, 0.2]},
+            r"claims\[1\] \(key '\w+'\): paper range \[0.4, 0.2\] has low > high",
+        ),
+        ("claims", {"paper": "0.2"}, r"claims\[1\] \(key '\w+'\): paper must be"),
+        ("claims", {"source": DELETE}, r"claims\[1\] \(key '\w+'\): missing field 'source'"),
+        ("setup", {"key": "nope"}, r"setup\[1\]: no number 'nope'"),
+    ],
+)
+def test_a_bad_entry_is_refused_with_its_name(raw_claims, tmp_path, section, fields, message):
+    path = write_claims(tmp_path, mutate(raw_claims, section, 1, **fields))
+    with pytest.raises(ClaimsError, match=message) as caught:
+        load_claims(path)
+    assert str(path) in str(caught.value)
+
+
+def test_a_missing_or_broken_file_names_itself(tmp_path):
+    with pytest.raises(ClaimsError, match=r"absent\.yml: cannot read the claims file"):
+        load_claims(tmp_path / "absent.yml")
+    (tmp_path / "bad.yml").write_text("numbers: [\n")
+    with pytest.raises(ClaimsError, match=r"bad\.yml: not valid YAML"):
+        load_claims(tmp_path / "bad.yml")
+
+
+def test_paths_pick_keys_list_items_and_matching_entries():
+    number = report.Number("x", "X", "04_x", ("sweep", {"variance": 0.8}, "e_or"), "rad", ".3f", "x")
+    values = {"sweep": [{"variance": 0.0, "e_or": 0.0}, {"variance": 0.8 + 1e-12, "e_or": 0.07}]}
+    assert number.read(values) == 0.07
+    with pytest.raises(KeyError):
+        number.read({"sweep": [{"variance": 0.5, "e_or": 0.1}]})
+    scaled = report.Number("f", "F", "03_x", ("fraction", 1), "%", ".2f", "f", scale=100)
+    assert scaled.read({"fraction": [0.5, 0.25]}) == 25.0
 
 
 def test_update_readme_replaces_only_the_marked_part():
@@ -76,3 +164,71 @@ def test_report_from_saved_results(tmp_path, monkeypatch):
     assert "\\newcommand{\\ResClean}{n/a}" in tex and "\\newcommand{\\PaperResClean}{12.2}" in tex
     written = report.write_report()
     assert [p.name for p in written] == ["numbers.json", "README.md", "numbers.tex"]
+
+
+def save_recovery(profile: str, e_or_noisy: float) -> None:
+    save_results(
+        "04_orientation_recovery",
+        {
+            "map": "5j0n",
+            "exact": {"e_or": 1e-15},
+            "learned": {"0": {"e_or": 0.1}, "16": {"e_or": e_or_noisy}},
+        },
+        profile=profile,
+    )
+
+
+def test_every_profile_with_results_gets_a_column_in_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRYOORIENT_PAPER", str(tmp_path))
+    save_recovery("default", 1.2)
+    save_recovery("long", 0.3)
+    save_recovery("gpu", 0.2)  # not in claims.yml's order: after the ordered ones
+    document = report.numbers_document()
+    assert list(document["claims"][0]["ours"]) == ["default", "long", "paper", "gpu"]
+    claim = {c["key"]: c for c in document["claims"]}["eor_learned_noisy"]
+    assert claim["ours"] == {"default": 1.2, "long": 0.3, "paper": None, "gpu": 0.2}
+    assert claim["verdict"] == {"default": "worse", "long": "reproduced", "paper": "not run", "gpu": "better"}
+    header = report.readme_table(document).splitlines()[0]
+    assert header.startswith(
+        "| claim | paper | ours, default profile | verdict, default | ours, long profile |"
+    )
+    assert "| ours, paper profile | verdict, paper | ours, gpu profile |" in header
+    text = report.render_report(document)
+    assert "- **paper**: not run." in text and "- **long**: notebooks 04_orientation_recovery;" in text
+
+
+def test_a_claim_row_is_one_entry_in_the_file(raw_claims, tmp_path, monkeypatch):
+    monkeypatch.setenv("CRYOORIENT_PAPER", str(tmp_path / "paper"))
+    save_recovery("default", 1.2)
+    content = copy.deepcopy(raw_claims)
+    content["claims"].append(
+        {"key": "eor_exact", "claim": "exact distances recover exactly", "paper": 1e-6, "source": "Fig. 4",
+         "better": "lower", "caveat": "a test row"}
+    )  # fmt: skip
+    claims = load_claims(write_claims(tmp_path, content))
+    document = report.numbers_document(claims=claims)
+    rows = report.claims_rows(document, claims)
+    assert len(rows) == len(raw_claims["claims"]) + 1
+    assert rows[-1][:4] == ["exact distances recover exactly", "0.00 rad", "1.0e-15 rad", "better"]
+    assert "- *exact distances recover exactly*: a test row." in report.render_report(document, claims)
+
+
+def test_check_names_stale_files_and_out_writes_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRYOORIENT_PAPER", str(tmp_path / "paper"))
+    save_recovery("default", 1.2)
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- results:begin -->\n<!-- results:end -->\n")
+    assert report.main(["--out", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "README.md",
+        "numbers.json",
+        "numbers.tex",
+    ]
+    assert not (tmp_path / "paper" / "numbers.json").exists()
+    assert report.main(["--check", "--readme", str(readme), "--out", str(tmp_path / "out")]) == 1
+    assert report.main(["--out", str(tmp_path / "out"), "--readme", str(readme)]) == 0
+    assert report.main(["--check", "--readme", str(readme), "--out", str(tmp_path / "out")]) == 0
+    (tmp_path / "out" / "numbers.tex").write_text("% hand edit\n")
+    assert report.check(readme, tmp_path / "out") == [
+        f"{tmp_path / 'out' / 'numbers.tex'}: differs from what the saved results give"
+    ]

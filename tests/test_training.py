@@ -74,6 +74,7 @@ def test_training_lowers_the_validation_loss(data):
     assert len(losses) == 4 and losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_resume_gives_the_uninterrupted_result(data, tmp_path):
     images, q, splits = data
     config = TrainingConfig(**TINY)
@@ -91,6 +92,7 @@ def test_resume_gives_the_uninterrupted_result(data, tmp_path):
     assert set(metrics) >= {"rmse", "pearson", "rmse_above_2"}
 
 
+@pytest.mark.slow
 def test_paper_recipe_runs(data):
     images, q, splits = data
     config = TrainingConfig(**TINY | {"recipe": "paper", "pairs_fraction": 0.2})
@@ -140,6 +142,7 @@ def _train_args(dataset, output):
             "--batch-size", "8", "--max-steps", "2", "--quiet"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_torchrun_with_gloo_matches_one_process(tmp_path):
     """DistributedDataParallel on 2 CPU processes: same losses as one process on the same batches."""
     dataset = tmp_path / "data"
@@ -199,6 +202,7 @@ def test_evaluation_on_degraded_images_is_reproducible(data):
     assert ((noisy["d_p"] >= 0) & (noisy["d_p"] <= math.pi + 1e-6)).all()
 
 
+@pytest.mark.slow
 def test_features_are_shift_invariant(data):
     """Global average pooling over translation-equivariant layers: a particle moved in an empty box
     by a multiple of the network's stride (16 px) keeps its features exactly, as long as its
@@ -251,6 +255,7 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch(data):
     assert after < before
 
 
+@pytest.mark.slow
 def test_cpu_training_is_deterministic_and_restores_the_setting(data):
     images, q, splits = data
     threads = torch.get_num_threads()

@@ -1,0 +1,109 @@
+"""Gauge fixing from the images: geometry against the project's projector, and recovery of the truth
+up to what images cannot fix (a global rotation and the mirror)."""
+
+import numpy as np
+import pytest
+import torch
+
+from cryoorient.alignment import o4_transform, register_orientations
+from cryoorient.density import load_map
+from cryoorient.gauge import (
+    GAUGE_CLASSES,
+    _candidate_angles,
+    _pair_rotations,
+    apply_gauge,
+    common_line_score,
+    fix_gauge,
+)
+from cryoorient.geometry import quaternion_conjugate, quaternion_multiply, quaternion_to_matrix
+from cryoorient.projection import add_noise, normalize_images, project
+from cryoorient.sampling import sample_orientations
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FAST = {"n_candidates": 600, "n_pairs": 800, "n_refine_pairs": 1500, "n_refine": 2, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def stack() -> tuple[torch.Tensor, torch.Tensor]:
+    """(120, 32, 32) unit-variance projections of the pseudo-protein and their orientations."""
+    density = load_map("pseudo:1", box_size=32, voxel_size=8.0)
+    q = sample_orientations(120, seed=3)
+    images = project(density.data, quaternion_to_matrix(q).float(), device="cpu")
+    return normalize_images(images), q
+
+
+def test_candidate_angles_are_the_common_lines():
+    rng = np.random.default_rng(0)
+    q = sample_orientations(40, seed=1)
+    m = quaternion_to_matrix(sample_orientations(3, seed=2))  # (3, 3, 3) candidates
+    rot = quaternion_to_matrix(q)
+    i, j = rng.integers(0, 40, 30), (rng.integers(1, 40, 30) + np.arange(30)) % 40
+    keep = i != j
+    i, j = i[keep], j[keep]
+    a_i, a_j = _candidate_angles(m, _pair_rotations(rot[i], rot[j]))
+    for c in range(3):
+        a = m[c] @ rot  # (P, 3, 3) orientations A = M R
+        n = torch.linalg.cross(a[i, 2], a[j, 2])  # v = Aᵀ e_z is the third row of A
+        line_i = (a[i] @ n[:, :, None])[..., 0]
+        line_j = (a[j] @ n[:, :, None])[..., 0]
+        assert float(line_i[:, 2].abs().max()) < 1e-12 and float(line_j[:, 2].abs().max()) < 1e-12
+        torch.testing.assert_close(a_i[c], torch.atan2(line_i[:, 1], line_i[:, 0]))
+        torch.testing.assert_close(a_j[c], torch.atan2(line_j[:, 1], line_j[:, 0]))
+
+
+def test_true_orientations_agree_with_the_projector(stack):
+    images, q = stack
+    right = sample_orientations(1, seed=5)[0]
+    k = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    true = common_line_score(images, q)
+    assert true > 0.95
+    # what images cannot see: a global right factor, the mirror
+    assert common_line_score(images, quaternion_multiply(q, right)) == pytest.approx(true, abs=1e-4)
+    mirrored = quaternion_multiply(quaternion_multiply(k, q), quaternion_conjugate(k))
+    assert common_line_score(images, mirrored) == pytest.approx(true, abs=1e-4)
+    # what they see: a left factor, the O(4) conjugation
+    left = sample_orientations(1, seed=6)[0]
+    assert common_line_score(images, quaternion_multiply(left, q)) < true - 0.1
+    assert common_line_score(images, quaternion_conjugate(q)) < true - 0.1
+
+
+@pytest.mark.parametrize("improper", [False, True])
+def test_fix_gauge_recovers_the_truth_up_to_rotation_and_mirror(stack, improper):
+    images, q = stack
+    rng = np.random.default_rng(11 + improper)
+    a, b = (torch.from_numpy(rng.standard_normal(4)) for _ in range(2))
+    scrambled = q @ o4_transform(a / a.norm(), b / b.norm(), improper=improper).T
+    assert register_orientations(q, scrambled).error > 0.5
+    result = fix_gauge(images, scrambled, seed=1, **FAST)
+    assert result.gauge_class == GAUGE_CLASSES[int(improper)]
+    assert result.score > result.other_score + 0.05
+    assert register_orientations(q, result.quaternions).error < 0.02
+    torch.testing.assert_close(result.quaternions, apply_gauge(scrambled, result.left, result.gauge_class))
+
+
+def test_fix_gauge_on_noisy_shifted_images(stack):
+    images, q = stack
+    shifts = torch.from_numpy(np.random.default_rng(4).uniform(-2, 2, (len(q), 2)))
+    density = load_map("pseudo:1", box_size=32, voxel_size=8.0)
+    shifted = normalize_images(
+        project(density.data, quaternion_to_matrix(q).float(), shifts.float(), device="cpu")
+    )
+    noisy = add_noise(shifted, variance=1.0, seed=2)
+    scrambled = quaternion_conjugate(quaternion_multiply(sample_orientations(1, seed=9)[0], q))
+    result = fix_gauge(noisy, scrambled, shifts=shifts, seed=3, **FAST)
+    assert register_orientations(q, result.quaternions).error < 0.05
+
+
+def test_fix_gauge_rejects_bad_input(stack):
+    images, q = stack
+    with pytest.raises(ValueError, match="got 119 quaternions for 120 images"):
+        fix_gauge(images, q[:-1], **FAST)
+    with pytest.raises(ValueError, match="at least 8 images"):
+        fix_gauge(images[:4], q[:4], **FAST)
+    with pytest.raises(ValueError, match="n_candidates"):
+        fix_gauge(images, q, **(FAST | {"n_candidates": 0}))
+    with pytest.raises(ValueError, match="max_radius"):
+        fix_gauge(images, q, max_radius=40.0, **FAST)
+    with pytest.raises(ValueError, match="gauge_class"):
+        apply_gauge(q, q[0], "mirror")
