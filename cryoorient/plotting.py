@@ -16,8 +16,8 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from cryoorient import __version__
 from cryoorient._provenance import portable
+from cryoorient._version import __version__
 from cryoorient.paths import atomic_write, figures_dir, git_commit
 from cryoorient.sampling import haar_distance_pdf
 

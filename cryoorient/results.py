@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryoorient import __version__
 from cryoorient._provenance import portable
+from cryoorient._version import __version__
 from cryoorient.paths import atomic_write, git_commit, paper_dir
 
 __all__ = ["Results", "ResultsError", "available_profiles", "load_results", "results_dir", "save_results"]

@@ -31,9 +31,7 @@ import functools
 import hashlib
 import json
 import math
-import os
 import pickle
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -46,11 +44,12 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from cryoorient import __version__
+from cryoorient._checks import resolve_device
+from cryoorient._version import __version__
 from cryoorient.dataset import Dataset
 from cryoorient.geometry import quaternion_distance, rotate_in_plane
-from cryoorient.paths import data_dir
-from cryoorient.projection import rotate_images, sample_shifts, shift_images
+from cryoorient.paths import atomic_write, data_dir
+from cryoorient.projection import add_noise, rotate_images, sample_shifts, shift_images
 from cryoorient.sampling import sample_uniform_distance_pairs
 from cryoorient.siamese import SiameseDistance
 from cryoorient.snr import matched_noise_variance
@@ -236,8 +235,7 @@ def prepare_images(
     if shift_limit > 0:
         x = shift_images(x, sample_shifts(len(x), shift_limit, seed=generator).to(x.device))
     if noise_variance > 0:
-        noise = torch.from_numpy(generator.standard_normal(x.shape, dtype=np.float32)).to(x.device)
-        x = x + math.sqrt(noise_variance) * noise
+        x = add_noise(x, variance=noise_variance, seed=generator)  # float32 draws from ``generator``
     x = x[:, None]
     if image_size is not None and image_size != x.shape[-1]:
         x = F.interpolate(x, size=(image_size, image_size), mode="area")
@@ -392,13 +390,7 @@ def _batch_loss(
 
 
 def _save_atomic(obj: object, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _seeded(config: TrainingConfig, *stream: int) -> np.random.Generator:
@@ -415,7 +407,7 @@ def _deterministic_on_cpu(train):
 
     @functools.wraps(train)
     def wrapper(*args, device: torch.device | str | None = None, **kwargs):
-        resolved = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        resolved = resolve_device(device)
         previous = (
             torch.are_deterministic_algorithms_enabled(),
             torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -490,7 +482,7 @@ def train_distance(
     if not torch.isfinite(images).all():
         raise ValueError("images contain NaN or infinite values")
     rank, world = _distributed()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     quaternions = torch.as_tensor(quaternions, dtype=torch.float64)
     train_idx = torch.as_tensor(np.asarray(splits["train"]), dtype=torch.long)
     val_idx = torch.as_tensor(np.asarray(splits["validation"]), dtype=torch.long)
