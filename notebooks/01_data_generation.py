@@ -59,6 +59,7 @@ from cryoorient import (
     sample_orientations,
     viewing_direction,
 )
+from cryoorient._provenance import portable_path
 from cryoorient.dataset import SimulationParameters, load_dataset, simulate_particles
 from cryoorient.plotting import (
     plot_directions,
@@ -83,7 +84,7 @@ use_style()
 
 # %%
 density = load_map(map_name, box_size=box_size, voxel_size=voxel_size)
-print(f"map used: {density.name}  (source: {density.source})")
+print(f"map used: {density.name}  (source: {portable_path(density.source)})")
 print(f"voxel size {density.voxel_size:.2f} Å, field of view {density.voxel_size * box_size:.0f} Å")
 
 # %%
@@ -96,7 +97,8 @@ plot_map_slices(axes, density.data, density.voxel_size)
 fig.suptitle(f"Density map {density.name}: central slices ({box_size}³ voxels of {density.voxel_size:.2f} Å)")
 fig.tight_layout()
 save_figure(
-    fig, "map_slices", profile=profile, map=density.name, map_source=density.source, box_size=box_size
+    fig, "map_slices", profile=profile, map=density.name, map_source=portable_path(density.source),
+    box_size=box_size,
 )
 plt.show()
 
@@ -301,7 +303,7 @@ print(f"disjoint and complete: {np.array_equal(np.sort(joined), np.arange(n_proj
 
 # %%
 bins = np.linspace(0.0, np.pi, 51)
-save_results(
+saved = save_results(
     "01_data_generation",
     {
         "map": dataset.map_name,
@@ -319,5 +321,6 @@ save_results(
     | {f"directions_{s}": viewing_direction(q).float() for s, q in orientations.items()}
     | {f"distance_density_{s}": np.histogram(d, bins=bins, density=True)[0] for s, d in pairwise.items()},
     map=dataset.map_name,
-    map_source=density.source,
+    map_source=portable_path(density.source),
 )
+print(f"saved {portable_path(saved)} and its .npz")

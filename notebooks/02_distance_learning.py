@@ -63,6 +63,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from cryoorient._provenance import portable_path
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.plotting import save_figure, use_style
 from cryoorient.results import save_results
@@ -273,7 +274,7 @@ print(f"{len(chain)} estimators (σ² = 0 … {max(chain):g}), each better than 
 # parameters.
 
 # %%
-save_results(
+saved = save_results(
     "02_distance_learning",
     {
         "map": dataset.map_name,
@@ -304,3 +305,4 @@ save_results(
     n_projections=n_projections,
     box_size=box_size,
 )
+print(f"saved {portable_path(saved)} and its .npz")

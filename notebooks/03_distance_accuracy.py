@@ -58,6 +58,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from cryoorient._provenance import portable_path
 from cryoorient.baselines import calibrate, free_embedding, image_distance_matrix, image_distances
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.geometry import quaternion_distance
@@ -354,7 +355,7 @@ print(f"grid models trained: {len({k for k in results})} settings")
 
 # %%
 grid = {label: {k: out[k] for k in ("loss", "rmse", "pearson")} for label, out in results.items()}
-save_results(
+saved = save_results(
     "03_distance_accuracy",
     {
         "map": data.map_name,
@@ -378,3 +379,4 @@ save_results(
     map=data.map_name,
     config=main_config.to_dict(),
 )
+print(f"saved {portable_path(saved)} and its .npz")

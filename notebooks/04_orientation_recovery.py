@@ -52,6 +52,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from cryoorient._provenance import portable_path
 from cryoorient.alignment import align_orientations
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.geometry import quaternion_distance, quaternion_distance_matrix, viewing_direction
@@ -386,4 +387,5 @@ for noise, e in learned.items():
         f"{key}/errors": e["run"].alignment.errors, f"{key}/aligned": e["run"].alignment.aligned,
         f"{key}/loss_history": e["run"].recovery.loss_history,
     } | {f"{key}/sq_error_{s}": (b["d_p"] - b["d_q"]) ** 2 for s, b in e["boxes"].items()}  # fmt: skip
-save_results("04_orientation_recovery", values, profile=profile, arrays=arrays, map=clean.map_name)
+saved = save_results("04_orientation_recovery", values, profile=profile, arrays=arrays, map=clean.map_name)
+print(f"saved {portable_path(saved)} and its .npz")

@@ -49,6 +49,7 @@ device = None  # torch device; None picks CUDA when available
 import matplotlib.pyplot as plt
 import torch
 
+from cryoorient._provenance import portable_path
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.density import load_map
 from cryoorient.geometry import quaternion_to_matrix
@@ -208,7 +209,7 @@ for name, images, q in runs:
 # (read by notebook 06 and the reproduction report).
 
 # %%
-save_results(
+saved = save_results(
     "05_reconstruction",
     {
         "map": truth.name, "p": len(test), "method": method, "n_iterations": n_iterations,
@@ -226,3 +227,4 @@ save_results(
     | {f"slice/{name}": volume[c] for name, volume in maps.items()},
     map=truth.name,
 )  # fmt: skip
+print(f"saved {portable_path(saved)} and its .npz")
