@@ -104,6 +104,8 @@ class Claim:
     source : where the paper states it (section, figure, appendix).
     better : ``"lower"`` or ``"higher"``: which way is better.
     caveat : what makes the comparison imperfect (sizes, hardware).
+    comparable : ``False`` when ours measures something else than the paper's (another SNR, other
+        work timed): both are shown, with no verdict.
     """
 
     key: str
@@ -112,6 +114,7 @@ class Claim:
     source: str
     better: str
     caveat: str = ""
+    comparable: bool = True
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,7 @@ def _parse_claim(entry: object, where: str, keys: set[str]) -> Claim:
         _field(entry, "source", str, where),
         better,
         _field(entry, "caveat", str, where, ""),
+        _field(entry, "comparable", bool, where, True),
     )
 
 

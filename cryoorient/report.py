@@ -129,7 +129,10 @@ def numbers_document(profiles: list[str] | None = None, claims: Claims | None = 
                 "better": c.better,
                 "caveat": c.caveat,
                 "ours": ours,
-                "verdict": {p: verdict(c.paper, v, c.better) for p, v in ours.items()},
+                "verdict": {
+                    p: verdict(c.paper, v, c.better) if c.comparable or v is None else "not comparable"
+                    for p, v in ours.items()
+                },
             }
         )
     return {
@@ -224,7 +227,8 @@ def render_report(document: dict, claims: Claims | None = None) -> str:
         "Every number below comes from a run recorded in `paper/results/PROFILE/` (and `numbers.json`); "
         f"none is typed by hand. The paper's values: {claims.paper_source}. "
         "Verdict: *reproduced* when ours is inside the paper's range or within 10 % of its single "
-        "value, otherwise *better* or *worse*; *not run* when no run of that profile exists.",
+        "value, otherwise *better* or *worse*; *not run* when no run of that profile exists; *not "
+        "comparable* when ours measures something else (the caveat says what), shown for reference.",
         "",
         "## Claims",
         "",
