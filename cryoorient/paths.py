@@ -81,15 +81,22 @@ def build_dir() -> Path:
 
 
 # Outputs that `make figures` itself rewrites: a change there does not make the *source* dirty.
-GENERATED = ("figures", "paper/results", "paper/README.md", "paper/numbers.json", "paper/numbers.tex")
+GENERATED = (
+    "figures",
+    "paper/results",
+    "paper/README.md",
+    "paper/numbers.json",
+    "paper/numbers.tex",
+    "notebooks/*.ipynb",  # the stored outputs of the .py sources, rewritten by `make notebooks`
+)
 
 
 def git_commit() -> str:
     """Short commit of the checkout, ``-dirty`` when its sources have local changes; else ``"unknown"``.
 
-    Changes to the generated outputs (:data:`GENERATED`) and untracked files do not count: a
-    ``make figures`` run rewrites the figures of the notebooks before it, and its stamps should
-    still say that the code was the commit's. An installed copy (Colab's ``pip install
+    Changes to the generated outputs (:data:`GENERATED`, the paired ``.ipynb`` included) and
+    untracked files do not count: a ``make figures`` or ``make notebooks`` run rewrites the outputs
+    of the notebooks before it, and its stamps should still say that the code was the commit's. An installed copy (Colab's ``pip install
     git+https://...``) has no checkout: the commit pip recorded in the distribution's
     ``direct_url.json`` (PEP 610) is used, without a dirty flag.
     """
