@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from _common import machine_info, print_table
 
+from cryoorient._provenance import map_record
 from cryoorient.density import load_map
 from cryoorient.geometry import quaternion_to_matrix
 from cryoorient.projection import apply_ctf, ctf_2d, project, sample_defocus
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {
         "benchmark": "reconstruction",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "map": {"name": truth.name, "source": truth.source, "voxel_size": truth.voxel_size},
+        "map": map_record(truth),
         "map_warnings": fallback,
         "n_images": args.n,
         "size": args.size,

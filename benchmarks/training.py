@@ -56,6 +56,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from cryoorient._provenance import portable_path
 from cryoorient.dataset import PAPER_SPLIT, split_indices
 from cryoorient.density import load_map
 from cryoorient.geometry import quaternion_to_matrix
@@ -198,7 +199,7 @@ def measure(name: str, profile: Profile, args: argparse.Namespace) -> dict:
         "config": config.to_dict(),
         "dataset": {
             "map": density.name,
-            "map_source": density.source,
+            "map_source": portable_path(density.source),
             "map_warnings": map_warnings,
             "box_size": profile.box_size,
             "voxel_size": density.voxel_size,

@@ -283,7 +283,7 @@ parameters = SimulationParameters(
     map=map_name, n_projections=n_projections, box_size=box_size, voxel_size=voxel_size, seed=seed
 )
 dataset = load_dataset(parameters)
-print(f"dataset folder: {dataset.path}")
+print(f"dataset folder: {portable_path(dataset.path)}")
 print(f"map used: {dataset.map_name}")
 
 # %%

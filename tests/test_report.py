@@ -144,6 +144,7 @@ def test_report_from_saved_results(tmp_path, monkeypatch):
             "exact": {"e_or": 1e-15, "recovery_seconds": 1.0, "alignment_seconds": 0.2},
             "perturbed": [{"variance": 0.0, "e_or": 0.0}, {"variance": 0.8, "e_or": 0.065}],
             "learned": {"0": {"e_or": 0.073}, "16": {"e_or": 1.18}},
+            "matched": {"noise_variance": 4.87, "e_or": 0.4, "median": 0.3},
         },
         profile="default",
     )
@@ -153,11 +154,12 @@ def test_report_from_saved_results(tmp_path, monkeypatch):
     assert "02_distance_learning" in document["profiles"]["default"]["missing"]
     claims = {c["key"]: c for c in document["claims"]}
     assert claims["eor_learned_clean"]["verdict"] == {"default": "better", "paper": "not run"}
-    assert claims["eor_learned_noisy"]["verdict"]["default"] == "worse"
+    assert claims["eor_learned_matched"]["verdict"]["default"] == "worse"
+    assert claims["eor_learned_noisy"]["verdict"]["default"] == "not comparable"  # another SNR
     assert claims["res_clean"]["verdict"]["default"] == "not run"  # notebook 05 did not run
     text = report.render_report(document)
-    row = "| E_OR from learned distances, 5j0n at σ² = 16 | 0.25–0.42 rad | 1.180 rad | worse | not run |"
-    assert row in text
+    row = "| E_OR from learned distances, 5j0n at our σ² = 16 (a harder task than the paper's) | 0.25 rad | "
+    assert row + "1.180 rad | not comparable | not run |" in text
     assert "3.75 h" in text  # the paper's recovery time, in a unit a reader expects
     tex = report.render_tex(document)
     assert "\\newcommand{\\EorLearnedNoisy}{1.180}" in tex
@@ -166,13 +168,14 @@ def test_report_from_saved_results(tmp_path, monkeypatch):
     assert [p.name for p in written] == ["numbers.json", "README.md", "numbers.tex"]
 
 
-def save_recovery(profile: str, e_or_noisy: float) -> None:
+def save_recovery(profile: str, e_or_matched: float) -> None:
     save_results(
         "04_orientation_recovery",
         {
             "map": "5j0n",
             "exact": {"e_or": 1e-15},
-            "learned": {"0": {"e_or": 0.1}, "16": {"e_or": e_or_noisy}},
+            "learned": {"0": {"e_or": 0.1}, "16": {"e_or": 2 * e_or_matched}},
+            "matched": {"noise_variance": 4.87, "e_or": e_or_matched, "median": e_or_matched},
         },
         profile=profile,
     )
@@ -181,12 +184,12 @@ def save_recovery(profile: str, e_or_noisy: float) -> None:
 def test_every_profile_with_results_gets_a_column_in_order(tmp_path, monkeypatch):
     monkeypatch.setenv("CRYOORIENT_PAPER", str(tmp_path))
     save_recovery("default", 1.2)
-    save_recovery("long", 0.3)
+    save_recovery("long", 0.26)
     save_recovery("gpu", 0.2)  # not in claims.yml's order: after the ordered ones
     document = report.numbers_document()
     assert list(document["claims"][0]["ours"]) == ["default", "long", "paper", "gpu"]
-    claim = {c["key"]: c for c in document["claims"]}["eor_learned_noisy"]
-    assert claim["ours"] == {"default": 1.2, "long": 0.3, "paper": None, "gpu": 0.2}
+    claim = {c["key"]: c for c in document["claims"]}["eor_learned_matched"]
+    assert claim["ours"] == {"default": 1.2, "long": 0.26, "paper": None, "gpu": 0.2}
     assert claim["verdict"] == {"default": "worse", "long": "reproduced", "paper": "not run", "gpu": "better"}
     header = report.readme_table(document).splitlines()[0]
     assert header.startswith(
