@@ -48,7 +48,7 @@ from cryoorient._checks import resolve_device
 from cryoorient._version import __version__
 from cryoorient.dataset import Dataset
 from cryoorient.geometry import quaternion_distance, rotate_in_plane
-from cryoorient.paths import atomic_write, data_dir
+from cryoorient.paths import atomic_write, data_dir, repo_root, sha256_file
 from cryoorient.projection import add_noise, rotate_images, sample_shifts, shift_images
 from cryoorient.sampling import sample_uniform_distance_pairs
 from cryoorient.siamese import SiameseDistance
@@ -74,6 +74,7 @@ __all__ = [
     "noise_curriculum",
     "noise_study_levels",
     "paper_pair_count",
+    "shipped_models_dir",
     "trained_model",
     "warm_started",
     "prepare_images",
@@ -657,6 +658,41 @@ class ModelCacheWarning(UserWarning):
     """A cached model was unusable and is being retrained."""
 
 
+def shipped_models_dir() -> Path | None:
+    """The repository's ``models/`` folder of shipped estimators, or ``None`` outside a checkout.
+
+    It holds the default profile's trained estimators (``models/KEY/model.pt`` and
+    ``history.json``, KEY as in the cache) and ``registry.json``, their SHA-256. Training them
+    takes about an hour on two CPU cores; shipped, a notebook (or the test suite) that asks for
+    the same configuration on the same dataset loads them instead. Any other configuration, or a
+    file whose hash does not match, is trained as usual.
+    """
+    root = repo_root()
+    return root / "models" if root is not None and (root / "models" / "registry.json").is_file() else None
+
+
+def _install_shipped(folder: Path) -> bool:
+    """Copy the shipped model ``folder.name`` into the cache ``folder``, checked by SHA-256."""
+    shipped = shipped_models_dir()
+    if shipped is None:
+        return False
+    entry = json.loads((shipped / "registry.json").read_text()).get(folder.name)
+    if entry is None:
+        return False
+    source = shipped / folder.name
+    for name in ("model.pt", "history.json"):
+        if not (source / name).is_file() or sha256_file(source / name) != entry[name]:
+            warnings.warn(f"shipped model {source / name} is missing or altered; training instead",
+                          ModelCacheWarning, stacklevel=3)  # fmt: skip
+            return False
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("history.json", "model.pt"):  # model.pt last: its presence marks a complete copy
+        data = (source / name).read_bytes()
+        atomic_write(folder / name, lambda f, data=data: f.write(data))
+    (folder / "shipped.txt").write_text(f"copied from the repository's models/{folder.name}\n")
+    return True
+
+
 def trained_model(
     images: torch.Tensor,
     quaternions: torch.Tensor,
@@ -685,6 +721,8 @@ def trained_model(
     root = Path(cache_dir) if cache_dir is not None else data_dir() / "models"
     folder = root / config_key(config, dataset_key)
     model_path = folder / "model.pt"
+    if not model_path.is_file() and cache_dir is None:
+        _install_shipped(folder)
     if model_path.is_file():
         try:
             model, stored = load_model(model_path, device=device)

@@ -294,3 +294,34 @@ def test_noise_curriculum_chains_warm_starts(data, tmp_path):
         training.noise_curriculum(dataset, config, [4.0, 1.0], epochs=1, cache_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="epochs"):
         training.noise_curriculum(dataset, config, [1.0], epochs=0, cache_dir=tmp_path, progress=False)
+
+
+def test_shipped_models_are_used_when_their_hashes_match(data, tmp_path, monkeypatch):
+    from cryoorient.paths import sha256_file
+
+    images, q, splits = data
+    config = TrainingConfig(**TINY | {"epochs": 1})
+    trained = trained_model(images, q, splits, config, "data-s", cache_dir=tmp_path / "elsewhere", progress=False)
+    shipped = tmp_path / "shipped"
+    key = trained.folder.name
+    (shipped / key).mkdir(parents=True)
+    for name in ("model.pt", "history.json"):
+        (shipped / key / name).write_bytes((trained.folder / name).read_bytes())
+    registry = {key: {n: sha256_file(shipped / key / n) for n in ("model.pt", "history.json")}}
+    (shipped / "registry.json").write_text(json.dumps(registry))
+    monkeypatch.setattr(training, "shipped_models_dir", lambda: shipped)
+    monkeypatch.setenv("CRYOORIENT_DATA", str(tmp_path / "cache"))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the shipped model should have been used")
+
+    monkeypatch.setattr(training, "train_distance", no_training)
+    loaded = trained_model(images, q, splits, config, "data-s", progress=False)
+    assert loaded.folder.name == key and loaded.history == trained.history
+    assert (loaded.folder / "shipped.txt").is_file()
+    for a, b in zip(loaded.model.parameters(), trained.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    (shipped / key / "model.pt").write_bytes(b"altered")  # a hash that no longer matches: trained instead
+    (loaded.folder / "model.pt").unlink()
+    with pytest.warns(training.ModelCacheWarning, match="missing or altered"), pytest.raises(AssertionError):
+        trained_model(images, q, splits, config, "data-s", progress=False)
