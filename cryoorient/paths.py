@@ -88,6 +88,8 @@ GENERATED = (
     "paper/numbers.json",
     "paper/numbers.tex",
     "notebooks/*.ipynb",  # the stored outputs of the .py sources, rewritten by `make notebooks`
+    "benchmarks/results",  # written one by one by `make benchmark` before its report
+    "paper/benchmarks.md",
 )
 
 
