@@ -98,9 +98,9 @@ def git_commit() -> str:
 
     Changes to the generated outputs (:data:`GENERATED`, the paired ``.ipynb`` included) and
     untracked files do not count: a ``make figures`` or ``make notebooks`` run rewrites the outputs
-    of the notebooks before it, and its stamps should still say that the code was the commit's. An installed copy (Colab's ``pip install
-    git+https://...``) has no checkout: the commit pip recorded in the distribution's
-    ``direct_url.json`` (PEP 610) is used, without a dirty flag.
+    of the notebooks before it, and its stamps should still say that the code was the commit's.
+    An installed copy (Colab's ``pip install git+https://...``) has no checkout: the commit pip
+    recorded in the distribution's ``direct_url.json`` (PEP 610) is used, without a dirty flag.
     """
     root = repo_root()
     if root is None:

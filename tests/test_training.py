@@ -301,7 +301,7 @@ def test_shipped_models_are_used_when_their_hashes_match(data, tmp_path, monkeyp
 
     images, q, splits = data
     config = TrainingConfig(**TINY | {"epochs": 1})
-    trained = trained_model(images, q, splits, config, "data-s", cache_dir=tmp_path / "elsewhere", progress=False)
+    trained = trained_model(images, q, splits, config, "data-s", cache_dir=tmp_path / "other", progress=False)
     shipped = tmp_path / "shipped"
     key = trained.folder.name
     (shipped / key).mkdir(parents=True)
