@@ -114,7 +114,7 @@ def recovery_record(truth: torch.Tensor, result, distances: torch.Tensor | None 
     record = {
         "e_or_rad": aligned.error,
         "median_error_rad": float(aligned.errors.median()),
-        "handedness": aligned.handedness,
+        "transform_class": aligned.transform_class,
         "final_loss": result.loss,
         "initial_loss": float(result.loss_history[0]),
         "steps": result.steps,

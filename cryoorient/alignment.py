@@ -3,8 +3,10 @@
 Orientations recovered from distances alone are defined up to a global isometry of the unit
 quaternion sphere: ``d_q(T q_i, T q_j) = d_q(q_i, q_j)`` for every ``T`` in O(4). In quaternion
 terms the proper part SO(4) is ``q ↦ a q b`` (a rotation of the molecule and of the viewing frame)
-and the improper part is ``q ↦ a q̄ b`` (the same with a change of handedness, which projections
-cannot see). The paper's error (its eq. for ``E``) is therefore measured after the best alignment,
+and the improper part is ``q ↦ a q̄ b``. Only part of this is invisible in the images: the right
+factor ``b`` (a rotation of the map) and the mirror ``q ↦ k q k̄``; the improper class is *not* the
+mirror (it transposes every ``A = R(q)``), see :mod:`cryoorient.gauge`. The paper's error (its eq.
+for ``E``) is measured after the best alignment over all of O(4),
 
     E_OR = min_{T ∈ O(4)} (1/P) Σ_i d_q(q_i, T q̂_i),
 
@@ -76,7 +78,7 @@ class AlignmentResult:
     errors : (P,) per-orientation errors ``d_q(q_i, T q̂_i)`` in radians.
     aligned : (P, 4) ``T q̂_i``, unit quaternions with ``w >= 0`` (ready for reconstruction).
     transform : (4, 4) orthogonal matrix ``T`` acting on quaternions as column 4-vectors.
-    handedness : ``"proper"`` if ``det T = +1`` (``q ↦ a q b``), ``"improper"`` if ``-1``
+    transform_class : ``"proper"`` if ``det T = +1`` (``q ↦ a q b``), ``"improper"`` if ``-1``
         (``q ↦ a q̄ b``).
     seconds : wall-clock time of the alignment.
     """
@@ -85,7 +87,7 @@ class AlignmentResult:
     errors: torch.Tensor
     aligned: torch.Tensor
     transform: torch.Tensor
-    handedness: str
+    transform_class: str
     seconds: float
 
 
@@ -278,7 +280,7 @@ def _result(q: torch.Tensor, r: torch.Tensor, t: torch.Tensor, device: torch.dev
         errors=errors.to(device),
         aligned=canonical_quaternion(r @ t.T).to(device),
         transform=t.to(device),
-        handedness="proper" if float(torch.linalg.det(t)) > 0 else "improper",
+        transform_class="proper" if float(torch.linalg.det(t)) > 0 else "improper",
         seconds=time.perf_counter() - start,
     )
 

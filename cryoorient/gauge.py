@@ -300,7 +300,7 @@ def fix_gauge(
     shifts: torch.Tensor | np.ndarray | None = None,
     n_candidates: int = 4000,
     n_pairs: int = 3000,
-    n_refine_pairs: int = 5000,
+    n_refine_pairs: int = 15000,
     n_refine: int = 3,
     n_angles: int = 90,
     max_radius: float | None = None,
@@ -323,7 +323,10 @@ def fix_gauge(
     n_candidates : Haar-random rotations ``a`` scored in each class.
     n_pairs : random image pairs of the coarse search (its table takes
         ``n_pairs · n_angles² · 4`` bytes: 97 MB at the defaults).
-    n_refine_pairs : fresh random pairs scored by the refinement.
+    n_refine_pairs : fresh random pairs scored by the refinement. Their number sets the precision on
+        noisy images: on 1,650 images of 5j0n at σ² = 16 (64 px, exact distances), 5,000 pairs left
+        0.020 rad of registration error, 15,000 pairs 0.006-0.009 rad (about 30 s on two CPU cores),
+        30,000 pairs no better.
     n_refine : best candidates of each class refined locally.
     n_angles : in-plane angles tabulated per image for the coarse search (4° at 90).
     max_radius : low-pass, in pixels of frequency (cycles per box); ``D / 8`` when ``None``

@@ -3,13 +3,14 @@
 Step (i) gives a trained estimator ``d̂_p`` (:mod:`cryoorient.training`); this module applies it to
 projections whose orientations are to be recovered (the test split, as in the paper), recovers
 the orientations from the estimated distances (:mod:`cryoorient.recovery`), aligns them with the
-truth for evaluation (:mod:`cryoorient.alignment`); :func:`cryoorient.relion.write_orientations`
+truth for evaluation (:mod:`cryoorient.alignment`) or, without the truth, fixes their gauge from the
+images (:mod:`cryoorient.gauge`); :func:`cryoorient.relion.write_orientations`
 writes them as a RELION particle STAR file so that any reconstruction program can use them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from cryoorient.alignment import AlignmentResult, align_orientations
 from cryoorient.dataset import Dataset
+from cryoorient.gauge import fix_gauge
 from cryoorient.recovery import RecoveryResult, recover_orientations
 from cryoorient.results import ResultsError, load_results
 from cryoorient.siamese import SiameseDistance
@@ -24,6 +26,7 @@ from cryoorient.training import embed
 
 __all__ = [
     "LearnedRecovery",
+    "SavedRecovery",
     "estimated_distances",
     "learned_recovery",
     "recovered_or_saved",
@@ -40,7 +43,7 @@ class LearnedRecovery:
     distances : (P, P) estimated distances ``d̂_p``, radians.
     true : (P, 4) true orientations (used only by the alignment).
     recovery : the recovery (``L_OR`` curve, raw orientations).
-    alignment : the O(4) alignment with the truth (``E_OR``, aligned orientations, handedness).
+    alignment : the O(4) alignment with the truth (``E_OR``, aligned orientations, proper or improper class).
     """
 
     indices: np.ndarray
@@ -113,6 +116,27 @@ def learned_recovery(
     return LearnedRecovery(indices, distances, true, recovery, alignment)
 
 
+@dataclass
+class SavedRecovery:
+    """One noise level's recovered orientations, as notebook 04 saved them or computed now.
+
+    Attributes
+    ----------
+    recovered : (P, 4) float64 orientations as the recovery returned them (arbitrary O(4) gauge).
+    aligned : (P, 4) float64 the same after the O(4) alignment with the truth (the paper's way).
+    gauge_fixed : (P, 4) float64 the same with the gauge fixed from the images alone
+        (:func:`cryoorient.gauge.fix_gauge`), or ``None`` when not asked for.
+    e_or : ``E_OR`` of ``aligned``, radians.
+    origin : ``"saved"`` (read from notebook 04's results) or ``"computed"``.
+    """
+
+    recovered: torch.Tensor
+    aligned: torch.Tensor
+    gauge_fixed: torch.Tensor | None
+    e_or: float
+    origin: str
+
+
 def recovered_or_saved(
     models: dict[float, SiameseDistance],
     model_keys: dict[float, str],
@@ -121,14 +145,16 @@ def recovered_or_saved(
     image_size: int | None,
     *,
     profile: str,
+    gauge_levels: Iterable[float] = (),
     seed: int = 0,
     device: torch.device | str | None = None,
-) -> dict[float, tuple[torch.Tensor, float, str]]:
-    """Truth-aligned orientations recovered at each noise level: notebook 04's, else computed now.
+) -> dict[float, SavedRecovery]:
+    """Orientations recovered at each noise level: notebook 04's, else computed now.
 
-    Notebook 04 saves the aligned orientations of every level it recovered; a later notebook reads
-    them when they come from the same models (the cache keys agree) and recovers the others with
-    :func:`learned_recovery`, so it still runs on its own (e.g. in Colab).
+    Notebook 04 saves the raw, aligned and gauge-fixed orientations of the levels it recovered; a
+    later notebook reads them when they come from the same models (the cache keys agree) and
+    recovers the others with :func:`learned_recovery` (and :func:`cryoorient.gauge.fix_gauge`,
+    from that level's images), so it still runs on its own (e.g. in Colab).
 
     Parameters
     ----------
@@ -137,25 +163,37 @@ def recovered_or_saved(
     indices : the projections to recover (the test split).
     image_size : the estimators' input size.
     profile : the results profile to read notebook 04's orientations from.
+    gauge_levels : the levels whose gauge-fixed orientations are wanted too.
     seed, device : as for :func:`learned_recovery`.
 
     Returns
     -------
-    ``{σ²: ((P, 4) aligned quaternions, E_OR in radians, "saved" or "computed")}``.
+    ``{σ²: SavedRecovery}``.
     """
     try:
         saved = load_results("04_orientation_recovery", profile)
     except ResultsError:
         saved = None
+    wanted = {f"{level:g}" for level in gauge_levels}
     out = {}
     for level, model in models.items():
-        entry = saved.values.get("learned", {}).get(f"{level:g}", {}) if saved is not None else {}
-        name = f"noise{level:g}/aligned"
-        if entry.get("model") == model_keys[level] and name in saved.arrays:
-            out[level] = (torch.as_tensor(saved.arrays[name], dtype=torch.float64), entry["e_or"], "saved")
+        key = f"{level:g}"
+        entry = saved.values.get("learned", {}).get(key, {}) if saved is not None else {}
+        names = [f"noise{key}/{kind}" for kind in ("recovered", "aligned", "gauge_fixed")]
+        needed = names if key in wanted else names[:2]
+        if entry.get("model") == model_keys[level] and all(name in saved.arrays for name in needed):
+            arrays = [torch.as_tensor(saved.arrays[name], dtype=torch.float64) for name in needed]
+            gauge = arrays[2] if key in wanted else None
+            out[level] = SavedRecovery(arrays[0], arrays[1], gauge, float(entry["e_or"]), "saved")
             continue
         data = datasets(level)
-        run = learned_recovery(model, torch.from_numpy(data.particles.images), data.quaternions, indices,
-                               image_size, seed=seed, device=device)  # fmt: skip
-        out[level] = (run.alignment.aligned, run.alignment.error, "computed")
+        images = torch.from_numpy(data.particles.images)
+        run = learned_recovery(model, images, data.quaternions, indices, image_size, seed=seed, device=device)
+        gauge = None
+        if key in wanted:
+            fixed = fix_gauge(images[np.asarray(indices)], run.recovery.quaternions.cpu(), seed=seed,
+                              device=device, progress=False)  # fmt: skip
+            gauge = fixed.quaternions.cpu()
+        raw = run.recovery.quaternions.cpu().to(torch.float64)
+        out[level] = SavedRecovery(raw, run.alignment.aligned, gauge, run.alignment.error, "computed")
     return out

@@ -22,6 +22,7 @@ from cryoorient.paths import atomic_write, figures_dir, git_commit
 from cryoorient.sampling import haar_distance_pdf
 
 __all__ = [
+    "grouped_bars",
     "plot_directions",
     "plot_distance_histogram",
     "plot_map_slices",
@@ -105,6 +106,32 @@ def plot_directions(ax: Axes, directions: torch.Tensor | np.ndarray, **scatter: 
     ax.grid(True, linewidth=0.3)
     ax.set_xlabel("azimuth (rot)")
     ax.set_ylabel("elevation (90° − tilt)")
+
+
+def grouped_bars(
+    ax: Axes, labels: Sequence[str], series: dict[str, Sequence[float]], log: bool = False
+) -> None:
+    """Bars of several quantities side by side for each of ``len(labels)`` groups.
+
+    Parameters
+    ----------
+    ax : cartesian axes.
+    labels : one label per group (x axis).
+    series : ``{legend label: values}``, one value per group each, in the groups' order.
+    log : logarithmic value axis.
+    """
+    if not series:
+        raise ValueError("series is empty: give at least one {label: values}")
+    for name, values in series.items():
+        if len(values) != len(labels):
+            raise ValueError(f"series {name!r} has {len(values)} values for {len(labels)} labels")
+    width = 0.8 / len(series)
+    x = np.arange(len(labels))
+    for k, (name, values) in enumerate(series.items()):
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, np.asarray(values, dtype=float), width, label=name)
+    ax.set_xticks(x, labels, fontsize=7)
+    if log:
+        ax.set_yscale("log")
 
 
 def plot_distance_histogram(

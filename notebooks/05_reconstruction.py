@@ -12,8 +12,10 @@
 #   noisy projections themselves.
 #
 # Recovered orientations are first brought into the frame of the truth by the O(4) alignment of
-# notebook 04 (a rotation, or a rotation with a reflection: the handedness is printed). The
-# reconstruction is least squares solved by conjugate gradients (the paper used ASTRA's CGLS),
+# notebook 04, as the paper does. A user has no truth to align with: section 3 reconstructs from
+# the orientations as recovered and from orientations whose gauge was fixed from the images alone
+# (notebook 04, section 4), and compares those maps with the truth after a map-to-map alignment.
+# The reconstruction is least squares solved by conjugate gradients (the paper used ASTRA's CGLS),
 # with our projector and its adjoint, started from a direct Fourier-space reconstruction. The
 # Fourier shell correlation (FSC) against the ground-truth map gives the resolution at the 0.5
 # threshold (the paper's) and 0.143.
@@ -53,6 +55,7 @@ from cryoorient._provenance import portable_path
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.density import load_map
 from cryoorient.geometry import quaternion_to_matrix
+from cryoorient.map_alignment import align_maps
 from cryoorient.paths import data_dir
 from cryoorient.pipeline import recovered_or_saved
 from cryoorient.plotting import save_figure, use_style
@@ -97,16 +100,17 @@ levels = [0.0, *noise_study_levels(noise_levels, box_size, paper_noise_variance)
 config = model_config(model, seed=seed)
 stage_epochs = CURRICULUM_EPOCHS if curriculum_epochs is None else curriculum_epochs
 chain = noise_curriculum(clean, config, levels, epochs=stage_epochs, device=device)
+gauge_levels = (0.0, matched)  # section 3
 recovered = recovered_or_saved(
     {v: r.model for v, r in chain.items()}, {v: r.folder.name for v, r in chain.items()}, dataset_at, test,
-    config.image_size, profile=profile, seed=seed, device=device,
+    config.image_size, profile=profile, gauge_levels=gauge_levels, seed=seed, device=device,
 )  # fmt: skip
 orientations, notes = {"true": clean.quaternions[test]}, {}
 orientations["random"] = sample_orientations(len(test), seed=seed + 7)
-for level, (aligned, e_or, origin) in recovered.items():
+for level, saved_run in recovered.items():
     label = f"recovered, σ² = {level:.3g}"
-    orientations[label] = aligned
-    notes[label] = f"E_OR {e_or:.3f} rad ({origin})"
+    orientations[label] = saved_run.aligned
+    notes[label] = f"E_OR {saved_run.e_or:.3f} rad ({saved_run.origin})"
     print(f"{label}: {notes[label]}")
 
 # %% [markdown]
@@ -145,9 +149,9 @@ for name, images, q in runs:
 # %%
 # NBVAL_CHECK_OUTPUT
 at_half = {name: c[2] for name, c in curves.items()}
-recovered = f"recovered, σ² = {0.0:g}"
+noiseless = f"recovered, σ² = {0.0:g}"
 print(f"true orientations reach within 10 % of Nyquist: {at_half['true'] <= 1.1 * 2 * pixel}")
-print(f"recovered orientations beat random ones: {at_half[recovered] < at_half['random']}")
+print(f"recovered orientations beat random ones: {at_half[noiseless] < at_half['random']}")
 
 # %%
 shown = ["true", "random", f"recovered, σ² = {0.0:.3g}", f"recovered, σ² = {matched:.3g}",
@@ -188,7 +192,71 @@ save_figure(fig, f"fsc_{tag}", profile=profile, map=truth.name, resolution_05=at
 plt.show()
 
 # %% [markdown]
-# ## 3 · The maps and orientations, for RELION
+# ## 3 · From the projections alone: no true orientation anywhere
+# Every recovered map above used the O(4) alignment with the true orientations. Without the truth
+# there are two choices: reconstruct from the orientations as `recover_orientations` returns them
+# ("as recovered"), or first fix their gauge from the images by common lines ("gauge-fixed",
+# notebook 04, section 4). Either map can only match the truth up to a rotation of the whole map
+# and the mirror (which images cannot see), so each is compared with the true map after a rigid
+# map-to-map alignment found from the two maps alone (`map_alignment.align_maps`, rotation and
+# mirror, as ChimeraX's `fitmap` would do). Side by side, from the same test projections: true
+# orientations; truth-aligned (the paper's way, above); as recovered; gauge-fixed.
+
+# %%
+alone, alone_maps = {}, {}
+for level in gauge_levels:
+    images = images_at(level)
+    row = {"truth_aligned": at_half[f"recovered, σ² = {level:.3g}"]}
+    run = recovered[level]
+    for kind, q in (("as recovered", run.recovered), ("gauge-fixed", run.gauge_fixed)):
+        result = reconstruct(images, quaternion_to_matrix(q).float(), method=method,
+                             n_iterations=n_iterations, device=device, progress=False)  # fmt: skip
+        fit = align_maps(result.volume.cpu(), truth.data, seed=seed, device=device)
+        freq, fsc = fourier_shell_correlation(fit.aligned.cpu(), truth.data, pixel)
+        name = f"{kind}, σ² = {level:.3g}"
+        alone_maps[name], curves[name] = fit.aligned.cpu(), (freq, fsc, resolution(freq, fsc, 0.5),
+                                                               resolution(freq, fsc, 0.143))  # fmt: skip
+        key = kind.replace(" ", "_").replace("-", "_")
+        row |= {key: curves[name][2], f"{key}_correlation": fit.correlation, f"{key}_mirrored": fit.mirrored}
+        print(f"{name:>26}: map-to-map correlation {fit.correlation:.3f} "
+              f"({'mirror' if fit.mirrored else 'rotation'}, {fit.seconds:.0f} s), FSC 0.5 at "
+              f"{curves[name][2]:.1f} Å; truth-aligned {row['truth_aligned']:.1f} Å")  # fmt: skip
+    alone[f"{level:g}"] = row
+
+# %%
+# NBVAL_CHECK_OUTPUT
+shell = 1 / (box_size * pixel)  # width of one Fourier shell, 1/Å
+row = alone["0"]
+gap = abs(1 / row["gauge_fixed"] - 1 / row["truth_aligned"])
+print(f"noiseless: the gauge-fixed map is within one Fourier shell of the truth-aligned one at FSC 0.5: "
+      f"{gap <= shell + 1e-9}")  # fmt: skip
+print(f"noiseless: the map as recovered is worse than the gauge-fixed one: "
+      f"{row['as_recovered'] > row['gauge_fixed']}")  # fmt: skip
+
+# %%
+fig, axes = plt.subplots(len(gauge_levels), 5, figsize=(11.5, 2.5 * len(gauge_levels)))
+for r, level in enumerate(gauge_levels):
+    panels = {"ground truth": torch.as_tensor(truth.data), "true orientations": maps["true"],
+              "truth-aligned (paper)": maps[f"recovered, σ² = {level:.3g}"],
+              "as recovered": alone_maps[f"as recovered, σ² = {level:.3g}"],
+              "gauge-fixed": alone_maps[f"gauge-fixed, σ² = {level:.3g}"]}  # fmt: skip
+    keys = [None, "true", f"recovered, σ² = {level:.3g}", f"as recovered, σ² = {level:.3g}",
+            f"gauge-fixed, σ² = {level:.3g}"]  # fmt: skip
+    for col, ((title, vol), key) in enumerate(zip(panels.items(), keys, strict=True)):
+        ax = axes[r, col]
+        ax.imshow(vol.numpy()[c], cmap="gray", origin="lower")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title + ("" if key is None else f"\nFSC 0.5: {curves[key][2]:.1f} Å"), fontsize=8)
+    axes[r, 0].set_ylabel(f"σ² = {level:.3g}\ncentral z slice")
+fig.suptitle(f"{truth.name}: maps from {len(test)} projections, with and without the true orientations")
+fig.tight_layout()
+save_figure(fig, f"reconstructions_without_truth_{tag}", profile=profile, map=truth.name, p=len(test),
+            method=method, rows=alone)  # fmt: skip
+plt.show()
+
+# %% [markdown]
+# ## 4 · The maps and orientations, for RELION
 # Each recovered reconstruction is written as an MRC map with its voxel size, beside a STAR file
 # of the orientations it used and the particles, so that `relion_reconstruct --i NAME.star`
 # repeats it.
@@ -204,7 +272,7 @@ for name, images, q in runs:
         print(f"{mrc.relative_to(data_dir())}  +  {star.name}")
 
 # %% [markdown]
-# ## 4 · Results for the figures notebook and the report
+# ## 5 · Results for the figures notebook and the report
 # Resolutions, timings, the FSC curves and the central slices go to `paper/results/PROFILE/`
 # (read by notebook 06 and the reproduction report).
 
@@ -213,18 +281,21 @@ saved = save_results(
     "05_reconstruction",
     {
         "map": truth.name, "p": len(test), "method": method, "n_iterations": n_iterations,
-        "pixel_size": pixel, "nyquist": 2 * pixel, "labels": list(curves), "shown": shown,
-        "resolution_05": at_half, "resolution_0143": {name: c[3] for name, c in curves.items()},
+        "pixel_size": pixel, "nyquist": 2 * pixel, "shown": shown,
+        "labels": [name for name in curves if name not in alone_maps],
+        "resolution_05": {name: c[2] for name, c in curves.items()},
+        "resolution_0143": {name: c[3] for name, c in curves.items()},
         "matched_noise_variance": matched,
         "noise_study": {f"{v:g}": at_half[f"recovered, σ² = {v:.3g}"] for v in levels},
         "resolution_matched": at_half[f"recovered, σ² = {matched:.3g}"],
         "resolution_matched_paper_protocol": at_half[paper_protocol[matched]],
+        "without_truth": alone,
         "seconds": seconds, "notes": notes,
     },
     profile=profile,
     arrays={"frequency": curves["true"][0], "slice/ground truth": truth.data[c]}
     | {f"fsc/{name}": curve[1] for name, curve in curves.items()}
-    | {f"slice/{name}": volume[c] for name, volume in maps.items()},
+    | {f"slice/{name}": volume[c] for name, volume in (maps | alone_maps).items()},
     map=truth.name,
 )  # fmt: skip
 print(f"saved {portable_path(saved)} and its .npz")

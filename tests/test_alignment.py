@@ -58,7 +58,7 @@ def test_recovers_random_o4_transform(quaternions, proper, seed):
     result = align_orientations(quaternions, recovered)
     assert result.error < 1e-6
     assert float(result.errors.max()) < 1e-6
-    assert result.handedness == ("proper" if proper else "improper")
+    assert result.transform_class == ("proper" if proper else "improper")
     assert same_transform_up_to_sign(result.transform, t.T) < 1e-6  # T⁻¹ = Tᵀ
     # the aligned set is the true one, up to the sign of each quaternion
     assert (
@@ -83,7 +83,7 @@ def test_recovers_transform_without_refinement(quaternions):
 def test_identical_sets_have_zero_error(quaternions):
     result = align_orientations(quaternions, quaternions)
     assert result.error < 1e-12
-    assert result.handedness == "proper"
+    assert result.transform_class == "proper"
     assert same_transform_up_to_sign(result.transform, torch.eye(4, dtype=torch.float64)) < 1e-9
     assert orientation_recovery_error(quaternions, quaternions) < 1e-12
 
@@ -166,7 +166,7 @@ def test_reference_recovers_a_transform_full_batch():
         q, transformed(q, random_o4(72, False), 73), batch_size=None, n_runs=3
     )
     assert result.error < 1e-3
-    assert result.handedness == "improper"
+    assert result.transform_class == "improper"
 
 
 # --- o4_transform ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from cryoorient.plotting import plot_directions, plot_distance_histogram, save_figure  # noqa: E402
+from cryoorient.plotting import grouped_bars, plot_directions, plot_distance_histogram, save_figure  # noqa: E402
 
 
 @pytest.fixture
@@ -55,4 +55,17 @@ def test_plot_directions_checks_its_input():
         plot_directions(fig.add_subplot(), np.zeros((3, 3)))
     with pytest.raises(ValueError, match=r"\(N, 3\)"):
         plot_directions(fig.add_subplot(projection="mollweide"), np.zeros((3, 2)))
+    plt.close(fig)
+
+
+def test_grouped_bars_places_one_bar_per_series_and_group():
+    fig, ax = plt.subplots()
+    grouped_bars(ax, ["a", "b", "c"], {"x": [1, 2, 3], "y": [0.1, 0.2, 0.3]}, log=True)
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    assert heights == [0.1, 0.2, 0.3, 1, 2, 3] and ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="2 values for 3 labels"):
+        grouped_bars(ax, ["a", "b", "c"], {"x": [1, 2]})
+    with pytest.raises(ValueError, match="empty"):
+        grouped_bars(ax, ["a"], {})
     plt.close(fig)
