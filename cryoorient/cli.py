@@ -21,6 +21,7 @@ MAP is an MRC file or a named map (``5j0n``, a PDB ID such as ``5a1a``, ``pseudo
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -44,6 +45,7 @@ from cryoorient.density import DensityMap, load_map, read_map, write_map
 from cryoorient.gauge import fix_gauge
 from cryoorient.geometry import euler_to_matrix, quaternion_distance_matrix, quaternion_to_euler
 from cryoorient.map_alignment import align_maps
+from cryoorient.paths import atomic_write
 from cryoorient.pipeline import estimated_distances
 from cryoorient.projection import apply_ctf, ctf_2d, noise_variance, project
 from cryoorient.reconstruction import (
@@ -313,6 +315,7 @@ def _train(args: argparse.Namespace) -> None:
             dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) != 0:
         return
+    _record_training_data(args.output, images.shape[-1], data.particles.pixel_size)
     if args.max_steps is not None and result.history and "train_losses" in result.history[-1]:
         print(f"stopped after {args.max_steps} steps; history in {args.output / 'history.json'}")
         return
@@ -327,6 +330,41 @@ def _train(args: argparse.Namespace) -> None:
         f"RMSE {metrics['rmse']:.3f} rad, Pearson r {metrics['pearson']:.3f}, "
         f"RMSE for d_q > 2: {metrics['rmse_above_2']:.3f} rad"
     )
+
+
+#: Beside ``model.pt``: the box and pixel size of the images a CLI-trained model learned from.
+TRAINING_DATA = "training_data.json"
+
+
+def _record_training_data(folder: Path, box_size: int, pixel_size: float) -> None:
+    record = {"box_size": int(box_size), "pixel_size": float(pixel_size)}
+    text = (json.dumps(record, indent=2) + "\n").encode()
+    atomic_write(folder / TRAINING_DATA, lambda f: f.write(text))
+
+
+def _check_training_data(model_file: Path, box_size: int, pixel_size: float) -> None:
+    """Refuse a stack whose box or pixel size differs from the model's training images."""
+    record_file = model_file.parent / TRAINING_DATA
+    if not record_file.is_file():
+        print(
+            f"note: {model_file.parent} does not record the box and pixel size it was trained at "
+            f"(no {TRAINING_DATA}); make sure this stack ({box_size} px at {pixel_size:g} Å) matches them",
+            file=sys.stderr,
+        )
+        return
+    trained = json.loads(record_file.read_text())
+    if trained["box_size"] != box_size:
+        raise DatasetError(
+            f"{model_file}: the model was trained on {trained['box_size']}-px images ({record_file.name}); "
+            f"this stack has {box_size} px. Window or rescale the particles to the training box, or "
+            f"train a model on {box_size}-px images"
+        )
+    if abs(trained["pixel_size"] - pixel_size) > 0.01 * trained["pixel_size"]:
+        raise DatasetError(
+            f"{model_file}: the model was trained at {trained['pixel_size']:g} Å/px ({record_file.name}); "
+            f"this stack is at {pixel_size:g} Å/px. Rescale the particles to the training pixel size, or "
+            f"train a model at {pixel_size:g} Å/px"
+        )
 
 
 # --- from particles alone: recover, reconstruct, fsc ---------------------------------------------
@@ -424,6 +462,7 @@ def _recover(args: argparse.Namespace) -> None:
             )
         if config.distance == "euclidean":
             raise DatasetError(f"{model_file}: a Euclidean d_f is not in radians; use a cosine model")
+        _check_training_data(model_file, box, particles.pixel_size)
         distances = estimated_distances(model, images, config.image_size, device=args.device)
         what = f"distances from {model_file}"
     else:

@@ -319,6 +319,19 @@ def test_recover_with_a_model_and_its_errors(particles_60, tmp_path, capsys):
     assert "trained on 16-px images" in capsys.readouterr().err
     assert main(["recover", str(star), "--model", str(tmp_path / "none"), "-o", str(out)]) == 2
     assert "no model.pt" in capsys.readouterr().err
+    # the same box at another pixel size: the model's training_data.json says what it learned from
+    assert json.loads((model / "training_data.json").read_text()) == {
+        "box_size": given.images.shape[-1], "pixel_size": pytest.approx(given.pixel_size)
+    }
+    other = ParticleStack(given.images, given.angles, given.shifts, 2 * given.pixel_size)
+    other_star = write_particles(tmp_path / "other", other)
+    assert main(["recover", str(other_star), "--model", str(model), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"trained at {given.pixel_size:g} Å/px" in err and "Rescale the particles" in err
+    # a model without the record (e.g. trained in Python): recovered, with a note to check by hand
+    (model / "training_data.json").unlink()
+    assert main(["recover", str(other_star), "--model", str(model), "-o", str(out), "--quiet"]) == 0
+    assert "does not record the box and pixel size" in capsys.readouterr().err
 
 
 def test_recover_errors_name_the_problem(particles_60, tmp_path, capsys):
