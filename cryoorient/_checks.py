@@ -31,18 +31,27 @@ def resolve_device(device: Device) -> torch.device:
     return torch.device(device)
 
 
-def check_volume(volume: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """A finite floating ``(D, D, D)`` tensor, or ValueError."""
+def check_volume(
+    volume: torch.Tensor | np.ndarray,
+    name: str = "volume",
+    *,
+    min_size: int = 2,
+    integer_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """A finite floating ``(D, D, D)`` tensor with ``D >= min_size``, or ValueError naming ``name``.
+
+    Integer volumes are converted to ``integer_dtype``; floating ones keep their dtype.
+    """
     vol = torch.as_tensor(volume)
     if vol.ndim != 3 or len(set(vol.shape)) != 1:
-        raise ValueError(f"volume must be a (D, D, D) cube; got shape {tuple(vol.shape)}")
-    if vol.shape[0] < 2:
-        raise ValueError(f"volume must have D >= 2; got shape {tuple(vol.shape)}")
+        raise ValueError(f"{name} must be a cubic (D, D, D) map; got shape {tuple(vol.shape)}")
+    if vol.shape[0] < min_size:
+        raise ValueError(f"{name} must have D >= {min_size}; got shape {tuple(vol.shape)}")
     if not vol.is_floating_point():
-        vol = vol.to(torch.float32)
+        vol = vol.to(integer_dtype)
     bad = int((~torch.isfinite(vol)).sum())
     if bad:
-        raise ValueError(f"volume contains {bad} NaN or infinite values")
+        raise ValueError(f"{name} contains {bad} NaN or infinite values")
     return vol
 
 

@@ -24,7 +24,7 @@ from scipy.optimize import minimize
 from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
-from cryoorient._checks import resolve_device
+from cryoorient._checks import check_volume, resolve_device
 
 __all__ = ["MapAlignment", "align_maps", "map_correlation", "transform_map"]
 
@@ -53,16 +53,6 @@ class MapAlignment:
     seconds: float
 
 
-def _check_map(volume, name: str) -> torch.Tensor:
-    vol = torch.as_tensor(volume)
-    if vol.ndim != 3 or len(set(vol.shape)) != 1 or vol.shape[0] < 4:
-        raise ValueError(f"{name} must be a cubic (D, D, D) map with D >= 4; got shape {tuple(vol.shape)}")
-    if not vol.is_floating_point():
-        vol = vol.float()
-    if not torch.isfinite(vol).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return vol
-
 
 def transform_map(volume: torch.Tensor | np.ndarray, matrices: torch.Tensor | np.ndarray) -> torch.Tensor:
     """``V'(x) = V(Mᵀ x)`` about the centre ``D // 2``, trilinear, zero outside the box.
@@ -76,7 +66,7 @@ def transform_map(volume: torch.Tensor | np.ndarray, matrices: torch.Tensor | np
     -------
     (D, D, D) or (B, D, D, D) maps of ``volume``'s dtype and device.
     """
-    vol = _check_map(volume, "volume")
+    vol = check_volume(volume, "volume", min_size=4)
     m = torch.as_tensor(matrices, dtype=vol.dtype, device=vol.device)
     single = m.ndim == 2
     m = m[None] if single else m
@@ -162,8 +152,8 @@ def align_maps(
     :class:`MapAlignment` (``aligned`` on ``moving``'s device).
     """
     start = time.perf_counter()
-    mov = _check_map(moving, "moving")
-    ref = _check_map(reference, "reference")
+    mov = check_volume(moving, "moving", min_size=4)
+    ref = check_volume(reference, "reference", min_size=4)
     if mov.shape != ref.shape:
         raise ValueError(f"maps of different boxes: {tuple(mov.shape)} and {tuple(ref.shape)}")
     for name, value in (("n_candidates", n_candidates), ("n_refine", n_refine), ("coarse_size", coarse_size)):

@@ -76,6 +76,7 @@ from cryoorient._checks import (
     check_positive_int,
     check_rotations,
     check_shifts,
+    check_volume,
     resolve_device,
 )
 from cryoorient._fourier import padded_size, slice_frequencies
@@ -646,16 +647,7 @@ def _as_map(volume, name: str) -> tuple[torch.Tensor, float | None]:
     voxel = None
     if isinstance(volume, DensityMap):
         volume, voxel = volume.data, volume.voxel_size
-    vol = torch.as_tensor(volume)
-    if vol.ndim != 3 or len(set(vol.shape)) != 1:
-        raise ValueError(f"{name} must be a cubic (D, D, D) map; got shape {tuple(vol.shape)}")
-    if vol.shape[0] < 2:
-        raise ValueError(f"{name} must have D >= 2; got shape {tuple(vol.shape)}")
-    if not vol.is_floating_point():
-        vol = vol.to(torch.float64)
-    if not torch.isfinite(vol).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return vol, voxel
+    return check_volume(volume, name, integer_dtype=torch.float64), voxel
 
 
 def fourier_shell_correlation(

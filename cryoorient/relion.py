@@ -34,7 +34,7 @@ import pandas as pd
 import starfile
 import torch
 
-from cryoorient._checks import check_rotations, check_shifts
+from cryoorient._checks import check_rotations, check_shifts, check_volume
 from cryoorient.density import DensityMap, write_map
 from cryoorient.geometry import euler_to_quaternion, matrix_to_euler, quaternion_to_euler
 from cryoorient.paths import atomic_path
@@ -432,9 +432,7 @@ def write_reconstruction(
     -------
     The paths of the MRC map and of the STAR file.
     """
-    vol = torch.as_tensor(volume)
-    if vol.ndim != 3 or len(set(vol.shape)) != 1:
-        raise ValueError(f"volume must be a cubic (D, D, D) map; got shape {tuple(vol.shape)}")
+    vol = check_volume(volume)
     if not (math.isfinite(voxel_size) and voxel_size > 0):
         raise ValueError(f"voxel_size must be a positive number of Å; got {voxel_size!r}")
     rot = check_rotations(rotations)

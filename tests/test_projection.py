@@ -461,7 +461,7 @@ def test_project_is_differentiable_and_its_gradient_is_the_adjoint():
 def test_bad_input_raises_value_error_naming_the_problem():
     vol = molecule(16)
     rotations = random_rotations(3, seed=0)
-    with pytest.raises(ValueError, match=r"cube.*\(16, 16, 15\)"):
+    with pytest.raises(ValueError, match=r"cubic.*\(16, 16, 15\)"):
         project(vol[:, :, :15], rotations)
     with pytest.raises(ValueError, match=r"\(N, 3, 3\).*\(3, 3, 2\)"):
         project(vol, rotations[..., :2])
