@@ -26,7 +26,7 @@ import nbformat
 import papermill
 import yaml
 
-from cryoorient.paths import build_dir, repo_root
+from cryoorient.paths import atomic_path, build_dir, repo_root
 
 KERNEL = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
@@ -153,9 +153,8 @@ def refresh(source: Path) -> Path:
     paired = source.with_suffix(".ipynb")
     run = execute(source, build_dir() / "notebooks" / "refresh" / paired.name, {})
     nb = strip_run_metadata(nbformat.read(run, as_version=4))
-    with tempfile.NamedTemporaryFile("w", dir=paired.parent, suffix=".tmp", delete=False) as f:
-        nbformat.write(nb, f)
-    os.replace(f.name, paired)
+    with atomic_path(paired) as tmp:  # the umask's mode, not mkstemp's 0600
+        nbformat.write(nb, str(tmp))
     if jupytext.writes(jupytext.read(paired), fmt="py:percent") != source.read_text():
         raise RuntimeError(
             f"{paired.name} does not convert back to {source.name}: check the jupytext settings"

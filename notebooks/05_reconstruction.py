@@ -100,7 +100,7 @@ levels = [0.0, *noise_study_levels(noise_levels, box_size, paper_noise_variance)
 config = model_config(model, seed=seed)
 stage_epochs = CURRICULUM_EPOCHS if curriculum_epochs is None else curriculum_epochs
 chain = noise_curriculum(clean, config, levels, epochs=stage_epochs, device=device)
-gauge_levels = (0.0, matched)  # section 3
+gauge_levels = {0.0: "clean", matched: "matched"}  # section 3: levels and their names in the results
 recovered = recovered_or_saved(
     {v: r.model for v, r in chain.items()}, {v: r.folder.name for v, r in chain.items()}, dataset_at, test,
     config.image_size, profile=profile, gauge_levels=gauge_levels, seed=seed, device=device,
@@ -221,12 +221,12 @@ for level in gauge_levels:
         print(f"{name:>26}: map-to-map correlation {fit.correlation:.3f} "
               f"({'mirror' if fit.mirrored else 'rotation'}, {fit.seconds:.0f} s), FSC 0.5 at "
               f"{curves[name][2]:.1f} Å; truth-aligned {row['truth_aligned']:.1f} Å")  # fmt: skip
-    alone[f"{level:g}"] = row
+    alone[gauge_levels[level]] = row
 
 # %%
 # NBVAL_CHECK_OUTPUT
 shell = 1 / (box_size * pixel)  # width of one Fourier shell, 1/Å
-row = alone["0"]
+row = alone["clean"]
 gap = abs(1 / row["gauge_fixed"] - 1 / row["truth_aligned"])
 print(f"noiseless: the gauge-fixed map is within one Fourier shell of the truth-aligned one at FSC 0.5: "
       f"{gap <= shell + 1e-9}")  # fmt: skip
