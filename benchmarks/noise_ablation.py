@@ -1,6 +1,6 @@
 """What limits the noisy distance estimator: training-side ablations at σ² = 16 (issue 12).
 
-Every contender is the default network and recipe (``cryoorient.training.DEFAULT_MODEL``) trained
+Every contender is the default network and recipe (``cryoorient.model_cache.DEFAULT_MODEL``) trained
 on the default profile's dataset (5j0n, 5,000 projections of 64 px, noise drawn afresh at every
 step), and evaluated as notebook 04 evaluates its estimators: distances on 4,000 uniform test
 pairs (RMSE, MAE) and the orientations of the 1,650 test projections recovered from them (``E_OR``
@@ -42,20 +42,19 @@ import torch
 from _common import machine_info, print_table
 
 from cryoorient.dataset import SimulationParameters, load_dataset
-from cryoorient.paths import atomic_write, git_commit
-from cryoorient.pipeline import learned_recovery
-from cryoorient.training import (
+from cryoorient.model_cache import (
     CURRICULUM_EPOCHS,
     CURRICULUM_LEARNING_RATE,
     config_key,
     dataset_model,
-    evaluate_distances,
     model_config,
     noise_curriculum,
     noise_study_levels,
-    split_pairs,
     warm_started,
 )
+from cryoorient.paths import atomic_write, git_commit
+from cryoorient.pipeline import learned_recovery
+from cryoorient.training import evaluate_distances, split_pairs
 
 RESULT = Path(__file__).resolve().parent / "results" / "noise_ablation.json"
 NOISE = 16.0

@@ -17,7 +17,7 @@
 #
 # **What differs from the paper by default, and why** (the paper's recipe is one parameter away:
 # `model = {"recipe": "paper", "architecture": "paper", "distance": "cosine", ...}`; the `paper`
-# profile sets it; the defaults are `cryoorient.training.DEFAULT_MODEL`):
+# profile sets it; the defaults are `cryoorient.model_cache.DEFAULT_MODEL`):
 #
 # * `distance="orientation"`: $d_f = 2\arccos\sqrt{\max(\cos\theta, 0)}$ with $\theta$ the angle
 #   between the features, instead of the paper's $d_f = \theta$ (cosine). The cosine *cannot*
@@ -48,9 +48,9 @@ map_name = "5j0n"  # density map: "5j0n", a PDB ID, an MRC path, or "pseudo[:SEE
 box_size = 64  # image size D of the dataset, pixels (paper: 116)
 voxel_size = None  # Å per pixel; None keeps the map's field of view in box_size pixels
 n_projections = 5000  # P, projections in the dataset (paper: 5,000)
-model = {}  # changes to the distance model (cryoorient.training.DEFAULT_MODEL); profiles set them
-noise_levels = None  # σ² of the noise study; None: cryoorient.training.NOISE_LEVELS
-curriculum_epochs = None  # epochs per noise level; None: cryoorient.training.CURRICULUM_EPOCHS
+model = {}  # changes to the distance model (cryoorient.model_cache.DEFAULT_MODEL); profiles set them
+noise_levels = None  # σ² of the noise study; None: cryoorient.model_cache.NOISE_LEVELS
+curriculum_epochs = None  # epochs per noise level; None: cryoorient.model_cache.CURRICULUM_EPOCHS
 paper_noise_variance = 16.0  # the paper's σ² at 116 px whose integrated SNR we match
 n_test_pairs = 4000  # test pairs with uniform d_q for the accuracy figures
 seed = 0  # seed of the dataset and of training
@@ -65,18 +65,17 @@ import torch
 
 from cryoorient._provenance import portable_path
 from cryoorient.dataset import SimulationParameters, load_dataset
-from cryoorient.plotting import save_figure, use_style
-from cryoorient.results import save_results
-from cryoorient.snr import PAPER_BOX_SIZE, integrated_snr, matched_noise_variance
-from cryoorient.training import (
+from cryoorient.model_cache import (
     CURRICULUM_EPOCHS,
     dataset_model,
-    evaluate_distances,
     model_config,
     noise_curriculum,
     noise_study_levels,
-    split_pairs,
 )
+from cryoorient.plotting import save_figure, use_style
+from cryoorient.results import save_results
+from cryoorient.snr import PAPER_BOX_SIZE, integrated_snr, matched_noise_variance
+from cryoorient.training import evaluate_distances, split_pairs
 
 use_style()
 

@@ -36,7 +36,7 @@ map_name = "5j0n"  # density map: "5j0n", a PDB ID, an MRC path, or "pseudo[:SEE
 box_size = 64  # image size D of the dataset, pixels (paper: 116)
 voxel_size = None  # Å per pixel; None keeps the map's field of view in box_size pixels
 n_projections = 5000  # P, projections in the main dataset (as in notebook 02)
-model = {}  # changes to the distance model (cryoorient.training.DEFAULT_MODEL); profiles set them
+model = {}  # changes to the distance model (cryoorient.model_cache.DEFAULT_MODEL); profiles set them
 n_test_pairs = 1000  # test pairs in the d_p vs d_q figure (paper: 1,000)
 n_references = 5  # reference projections in the one-to-all view (paper: 5)
 d2_map = "pseudo-d2"  # a D2-symmetric map ("5a1a" is the paper's; offline it is pseudo-d2:0)
@@ -62,17 +62,11 @@ from cryoorient._provenance import portable_path
 from cryoorient.baselines import calibrate, free_embedding, image_distance_matrix, image_distances
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.geometry import quaternion_distance
+from cryoorient.model_cache import dataset_model, model_config
 from cryoorient.plotting import save_figure, use_style
 from cryoorient.results import save_results
 from cryoorient.siamese import DISTANCES
-from cryoorient.training import (
-    TrainingConfig,
-    dataset_model,
-    embed,
-    evaluate_distances,
-    model_config,
-    split_pairs,
-)
+from cryoorient.training import TrainingConfig, embed, evaluate_distances, split_pairs
 
 use_style()
 

@@ -37,9 +37,9 @@ map_name = "5j0n"  # density map: "5j0n", a PDB ID, an MRC path, or "pseudo[:SEE
 box_size = 64  # image size D of the dataset, pixels (paper: 116)
 voxel_size = None  # Å per pixel; None keeps the map's field of view in box_size pixels
 n_projections = 5000  # P of the dataset; the test split (33 %) is reconstructed
-model = {}  # changes to the distance model (cryoorient.training.DEFAULT_MODEL); profiles set them
-noise_levels = None  # σ² of the noise study; None: cryoorient.training.NOISE_LEVELS
-curriculum_epochs = None  # epochs per noise level; None: cryoorient.training.CURRICULUM_EPOCHS
+model = {}  # changes to the distance model (cryoorient.model_cache.DEFAULT_MODEL); profiles set them
+noise_levels = None  # σ² of the noise study; None: cryoorient.model_cache.NOISE_LEVELS
+curriculum_epochs = None  # epochs per noise level; None: cryoorient.model_cache.CURRICULUM_EPOCHS
 paper_noise_variance = 16.0  # the paper's σ² at 116 px whose integrated SNR we match
 noisy_variance = 16.0  # σ² of the noisy reconstruction shown beside the SNR-matched one
 method = "cgls"  # "cgls" (least squares, the paper's) or "fourier" (direct)
@@ -56,6 +56,7 @@ from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.density import load_map
 from cryoorient.geometry import quaternion_to_matrix
 from cryoorient.map_alignment import align_maps
+from cryoorient.model_cache import CURRICULUM_EPOCHS, model_config, noise_curriculum, noise_study_levels
 from cryoorient.paths import data_dir
 from cryoorient.pipeline import recovered_or_saved
 from cryoorient.plotting import save_figure, use_style
@@ -64,7 +65,6 @@ from cryoorient.relion import write_reconstruction
 from cryoorient.results import save_results
 from cryoorient.sampling import sample_orientations
 from cryoorient.snr import matched_noise_variance
-from cryoorient.training import CURRICULUM_EPOCHS, model_config, noise_curriculum, noise_study_levels
 
 use_style()
 
@@ -228,10 +228,10 @@ for level in gauge_levels:
 shell = 1 / (box_size * pixel)  # width of one Fourier shell, 1/Å
 row = alone["clean"]
 gap = abs(1 / row["gauge_fixed"] - 1 / row["truth_aligned"])
-print(f"noiseless: the gauge-fixed map is within one Fourier shell of the truth-aligned one at FSC 0.5: "
-      f"{gap <= shell + 1e-9}")  # fmt: skip
-print(f"noiseless: the map as recovered is worse than the gauge-fixed one: "
-      f"{row['as_recovered'] > row['gauge_fixed']}")  # fmt: skip
+assert gap <= shell + 1e-9, f"gauge-fixed vs truth-aligned map: {row}"
+assert row["as_recovered"] > row["gauge_fixed"], f"the map as recovered is not worse: {row}"
+print("noiseless: the gauge-fixed map is within one Fourier shell of the truth-aligned one at FSC 0.5, "
+      "and the map as recovered is worse")  # fmt: skip
 
 # %%
 fig, axes = plt.subplots(len(gauge_levels), 5, figsize=(11.5, 2.5 * len(gauge_levels)))

@@ -9,12 +9,13 @@ import pytest
 import torch
 from scipy import stats
 
-from cryoorient import training
+from cryoorient import model_cache, training
 from cryoorient.cli import main
 from cryoorient.geometry import quaternion_distance
+from cryoorient.model_cache import trained_model
 from cryoorient.sampling import sample_orientations, sample_uniform_distance_pairs
 from cryoorient.siamese import SiameseDistance, cosine_distance, orientation_distance
-from cryoorient.training import TrainingConfig, evaluate_distances, load_model, train_distance, trained_model
+from cryoorient.training import TrainingConfig, evaluate_distances, load_model, train_distance
 
 TINY = {"image_size": 16, "epochs": 2, "batch_size": 8, "n_features": 16, "validation_pairs": 50}
 
@@ -127,10 +128,10 @@ def test_bad_inputs(data, tmp_path):
     with pytest.raises(ValueError, match="checkpoint.pt: unreadable checkpoint"):
         train_distance(images, q, splits, TrainingConfig(**TINY), folder=tmp_path / "run", progress=False)
     config = TrainingConfig(**TINY)
-    cached = tmp_path / "cache" / training.config_key(config, "data")
+    cached = tmp_path / "cache" / model_cache.config_key(config, "data")
     cached.mkdir(parents=True)
     (cached / "checkpoint.pt").write_bytes(b"\x00" * 10)
-    with pytest.warns(training.ModelCacheWarning, match="starting over"):
+    with pytest.warns(model_cache.ModelCacheWarning, match="starting over"):
         result = trained_model(
             images, q, splits, config, "data", cache_dir=tmp_path / "cache", progress=False
         )
@@ -173,7 +174,7 @@ def test_trained_model_is_cached_by_configuration(data, tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the cached model should have been used")
 
-    monkeypatch.setattr(training, "train_distance", no_training)
+    monkeypatch.setattr(model_cache, "train_distance", no_training)
     again = trained_model(images, q, splits, config, "data-a", cache_dir=tmp_path, progress=False)
     assert again.folder == first.folder and again.history == first.history
     for a, b in zip(again.model.parameters(), first.model.parameters(), strict=True):
@@ -185,7 +186,7 @@ def test_trained_model_is_cached_by_configuration(data, tmp_path, monkeypatch):
         trained_model(images, q, splits, config, "data-b", cache_dir=tmp_path, progress=False)
     monkeypatch.undo()
     (first.folder / "model.pt").write_bytes(b"not a model")
-    with pytest.warns(training.ModelCacheWarning, match="not a usable cryoorient model"):
+    with pytest.warns(model_cache.ModelCacheWarning, match="not a usable cryoorient model"):
         rebuilt = trained_model(images, q, splits, config, "data-a", cache_dir=tmp_path, progress=False)
     for a, b in zip(rebuilt.model.parameters(), first.model.parameters(), strict=True):
         assert torch.equal(a, b)
@@ -223,11 +224,11 @@ def test_features_are_shift_invariant(data):
 def test_warm_start_begins_from_the_cached_model(data, tmp_path):
     images, q, splits = data
     config = TrainingConfig(**TINY)
-    orphan = training.warm_started(config, "data", noise_variance=1.0)
+    orphan = model_cache.warm_started(config, "data", noise_variance=1.0)
     with pytest.raises(ValueError, match="train \\(or load\\) the starting model first"):
         trained_model(images, q, splits, orphan, "data", cache_dir=tmp_path, progress=False)
     first = trained_model(images, q, splits, config, "data", cache_dir=tmp_path, progress=False)
-    still = training.warm_started(config, "data", learning_rate=1e-12, epochs=1)  # (almost) no steps
+    still = model_cache.warm_started(config, "data", learning_rate=1e-12, epochs=1)  # (almost) no steps
     assert still.warm_start == first.folder.name
     second = trained_model(images, q, splits, still, "data", cache_dir=tmp_path, progress=False)
     assert second.folder != first.folder
@@ -280,20 +281,20 @@ def test_noise_curriculum_chains_warm_starts(data, tmp_path):
     stack = ParticleStack(images.numpy(), np.zeros((n, 3)), np.zeros((n, 2)), 1.0)
     dataset = Dataset(Path("toy-dataset"), stack, q, splits, {"map": {"name": "toy"}})
     config = TrainingConfig(**TINY | {"epochs": 1})
-    chain = training.noise_curriculum(dataset, config, [0.0, 1.0, 4.0], epochs=1, cache_dir=tmp_path,
+    chain = model_cache.noise_curriculum(dataset, config, [0.0, 1.0, 4.0], epochs=1, cache_dir=tmp_path,
                                       progress=False)  # fmt: skip
     assert list(chain) == [0.0, 1.0, 4.0]
     assert chain[0.0].config == config
     for low, high in ((0.0, 1.0), (1.0, 4.0)):  # each level starts from the model of the level below
         assert chain[high].config.warm_start == chain[low].folder.name
         assert chain[high].config.noise_variance == high and len(chain[high].history) == 1
-    again = training.noise_curriculum(dataset, config, [0.0, 1.0, 4.0], epochs=1, cache_dir=tmp_path,
+    again = model_cache.noise_curriculum(dataset, config, [0.0, 1.0, 4.0], epochs=1, cache_dir=tmp_path,
                                       progress=False)  # fmt: skip
     assert [r.folder for r in again.values()] == [r.folder for r in chain.values()]  # all cached
     with pytest.raises(ValueError, match="increase strictly"):
-        training.noise_curriculum(dataset, config, [4.0, 1.0], epochs=1, cache_dir=tmp_path, progress=False)
+        model_cache.noise_curriculum(dataset, config, [4.0, 1.0], epochs=1, cache_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="epochs"):
-        training.noise_curriculum(dataset, config, [1.0], epochs=0, cache_dir=tmp_path, progress=False)
+        model_cache.noise_curriculum(dataset, config, [1.0], epochs=0, cache_dir=tmp_path, progress=False)
 
 
 def test_shipped_models_are_used_when_their_hashes_match(data, tmp_path, monkeypatch):
@@ -309,13 +310,13 @@ def test_shipped_models_are_used_when_their_hashes_match(data, tmp_path, monkeyp
         (shipped / key / name).write_bytes((trained.folder / name).read_bytes())
     registry = {key: {n: sha256_file(shipped / key / n) for n in ("model.pt", "history.json")}}
     (shipped / "registry.json").write_text(json.dumps(registry))
-    monkeypatch.setattr(training, "shipped_models_dir", lambda: shipped)
+    monkeypatch.setattr(model_cache, "shipped_models_dir", lambda: shipped)
     monkeypatch.setenv("CRYOORIENT_DATA", str(tmp_path / "cache"))
 
     def no_training(*args, **kwargs):
         raise AssertionError("the shipped model should have been used")
 
-    monkeypatch.setattr(training, "train_distance", no_training)
+    monkeypatch.setattr(model_cache, "train_distance", no_training)
     loaded = trained_model(images, q, splits, config, "data-s", progress=False)
     assert loaded.folder.name == key and loaded.history == trained.history
     assert (loaded.folder / "shipped.txt").is_file()
@@ -323,5 +324,5 @@ def test_shipped_models_are_used_when_their_hashes_match(data, tmp_path, monkeyp
         assert torch.equal(a, b)
     (shipped / key / "model.pt").write_bytes(b"altered")  # a hash that no longer matches: trained instead
     (loaded.folder / "model.pt").unlink()
-    with pytest.warns(training.ModelCacheWarning, match="missing or altered"), pytest.raises(AssertionError):
+    with pytest.warns(model_cache.ModelCacheWarning, match="missing or altered"), pytest.raises(AssertionError):
         trained_model(images, q, splits, config, "data-s", progress=False)

@@ -1,0 +1,316 @@
+"""The model cache: trained distance estimators, found by their configuration and dataset.
+
+:func:`trained_model` returns the estimator for a :class:`~cryoorient.training.TrainingConfig`
+trained on a dataset: from the cache folder ``data/models/KEY`` when it is there, else from the
+repository's shipped ``models/KEY`` (checked by SHA-256), else trained now with
+:func:`~cryoorient.training.train_distance` (resuming an interrupted run) and cached. ``KEY``
+(:func:`config_key`) hashes the configuration, the dataset's key, the package version and the
+network's layout, so a changed setting never reuses a stale model, and an unreadable model is
+retrained with a :class:`ModelCacheWarning`.
+
+The notebooks build their configurations here too: :data:`DEFAULT_MODEL` and :func:`model_config`
+(the preset a profile changes), and the noise study's estimators, each fine-tuned from the one
+below (:func:`noise_curriculum`, :func:`warm_started`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cryoorient._version import __version__
+from cryoorient.dataset import Dataset
+from cryoorient.paths import atomic_write, data_dir, repo_root, sha256_file
+from cryoorient.siamese import SiameseDistance
+from cryoorient.snr import matched_noise_variance
+from cryoorient.training import TrainingConfig, TrainingResult, load_model, train_distance
+
+__all__ = [
+    "CURRICULUM_EPOCHS",
+    "CURRICULUM_LEARNING_RATE",
+    "DEFAULT_MODEL",
+    "NOISE_LEVELS",
+    "ModelCacheWarning",
+    "config_key",
+    "dataset_model",
+    "model_config",
+    "noise_curriculum",
+    "noise_study_levels",
+    "shipped_models_dir",
+    "trained_model",
+    "warm_started",
+]
+
+DEFAULT_MODEL = {
+    "recipe": "inbatch",
+    "architecture": "compact",
+    "n_features": 128,
+    "distance": "orientation",
+    "image_size": 32,
+    "epochs": 40,
+    "batch_size": 64,
+    "learning_rate": 1e-3,
+}
+"""The notebooks' distance model (default profile): a profile changes it with its ``model`` mapping
+(``notebooks/profiles/paper.yml`` gives the paper's), and every notebook builds the same
+configuration with :func:`model_config`, so a model trained by one is found in the cache by the
+others."""
+
+NOISE_LEVELS = (1.0, 4.0, 16.0, 32.0)
+"""Noise variances σ² of the noise study (the paper's noise figure), beside the noiseless model."""
+
+CURRICULUM_EPOCHS = 20
+"""Epochs of each stage of :func:`noise_curriculum` (notebook 03 measures shorter stages)."""
+
+CURRICULUM_LEARNING_RATE = 3e-4
+"""Peak learning rate of the fine-tuning stages of :func:`noise_curriculum` (the noiseless model
+trains at 1e-3; restarting each stage at 1e-3 undid part of what the previous level learnt: at σ² = 1
+after 5 epochs, E_OR 0.170 rad against 0.147 at 3e-4, and the same at σ² = 4)."""
+
+
+class ModelCacheWarning(UserWarning):
+    """A cached model was unusable and is being retrained."""
+
+
+def shipped_models_dir() -> Path | None:
+    """The repository's ``models/`` folder of shipped estimators, or ``None`` outside a checkout.
+
+    It holds the default profile's trained estimators (``models/KEY/model.pt`` and
+    ``history.json``, KEY as in the cache) and ``registry.json``, their SHA-256. Training them
+    takes about an hour on two CPU cores; shipped, a notebook (or the test suite) that asks for
+    the same configuration on the same dataset loads them instead. Any other configuration, or a
+    file whose hash does not match, is trained as usual.
+    """
+    root = repo_root()
+    return root / "models" if root is not None and (root / "models" / "registry.json").is_file() else None
+
+
+def _install_shipped(folder: Path) -> bool:
+    """Copy the shipped model ``folder.name`` into the cache ``folder``, checked by SHA-256."""
+    shipped = shipped_models_dir()
+    if shipped is None:
+        return False
+    entry = json.loads((shipped / "registry.json").read_text()).get(folder.name)
+    if entry is None:
+        return False
+    source = shipped / folder.name
+    for name in ("model.pt", "history.json"):
+        if not (source / name).is_file() or sha256_file(source / name) != entry[name]:
+            warnings.warn(f"shipped model {source / name} is missing or altered; training instead",
+                          ModelCacheWarning, stacklevel=3)  # fmt: skip
+            return False
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("history.json", "model.pt"):  # model.pt last: its presence marks a complete copy
+        data = (source / name).read_bytes()
+        atomic_write(folder / name, lambda f, data=data: f.write(data))
+    (folder / "shipped.txt").write_text(f"copied from the repository's models/{folder.name}\n")
+    return True
+
+
+def trained_model(
+    images: torch.Tensor,
+    quaternions: torch.Tensor,
+    splits: dict[str, np.ndarray],
+    config: TrainingConfig,
+    dataset_key: str,
+    *,
+    cache_dir: str | Path | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> TrainingResult:
+    """The model for ``config`` trained on a dataset: from the cache, else trained and cached.
+
+    The cache folder ``cache_dir/KEY`` (default ``data_dir()/models``) is keyed by
+    :func:`config_key` of the configuration and ``dataset_key`` (e.g. the dataset's cache folder
+    name, itself a hash of its parameters and map). A run interrupted part-way resumes from its
+    last epoch; an unreadable model is retrained with a :class:`ModelCacheWarning`.
+
+    Parameters
+    ----------
+    images, quaternions, splits : as for :func:`train_distance`.
+    config : the training configuration.
+    dataset_key : identifies the data ``images`` come from.
+    cache_dir, device, progress : where models live, where to train, progress bar.
+    """
+    root = Path(cache_dir) if cache_dir is not None else data_dir() / "models"
+    folder = root / config_key(config, dataset_key)
+    model_path = folder / "model.pt"
+    if not model_path.is_file() and cache_dir is None:
+        _install_shipped(folder)
+    if model_path.is_file():
+        try:
+            model, stored = load_model(model_path, device=device)
+            history = json.loads((folder / "history.json").read_text())
+            if stored != config:
+                raise ValueError(f"{model_path} holds another configuration")
+            return TrainingResult(model, config, history, folder)
+        except (ValueError, OSError) as error:
+            warnings.warn(f"retraining: {error}", ModelCacheWarning, stacklevel=2)
+            model_path.unlink(missing_ok=True)
+    initial = None
+    if config.warm_start is not None:
+        start = root / config.warm_start / "model.pt"
+        if not start.is_file():
+            raise ValueError(f"warm start {start} does not exist: train (or load) the starting model first")
+        initial = load_model(start)[0].state_dict()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset.txt").write_text(dataset_key + "\n")
+    try:
+        result = train_distance(
+            images, quaternions, splits, config, folder=folder, resume=True, device=device,
+            progress=progress, initial=initial,
+        )  # fmt: skip
+    except ValueError as error:
+        if "checkpoint" not in str(error):
+            raise
+        warnings.warn(f"starting over: {error}", ModelCacheWarning, stacklevel=2)
+        (folder / "checkpoint.pt").unlink(missing_ok=True)
+        result = train_distance(
+            images, quaternions, splits, config, folder=folder, resume=False, device=device,
+            progress=progress, initial=initial,
+        )  # fmt: skip
+    result.model.eval()
+    return result
+
+
+def dataset_model(
+    dataset: Dataset,
+    config: TrainingConfig,
+    *,
+    cache_dir: str | Path | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> TrainingResult:
+    """:func:`trained_model` on a cached dataset (:func:`cryoorient.dataset.load_dataset`).
+
+    The dataset's cache folder name (a hash of its parameters and map) keys the model.
+    """
+    images = torch.from_numpy(dataset.particles.images)
+    return trained_model(
+        images, dataset.quaternions, dataset.splits, config, dataset.path.name,
+        cache_dir=cache_dir, device=device, progress=progress,
+    )  # fmt: skip
+
+
+def model_config(changes: dict | None = None, **fixed) -> TrainingConfig:
+    """The distance model's configuration: :data:`DEFAULT_MODEL`, then ``changes``, then ``fixed``.
+
+    Parameters
+    ----------
+    changes : a profile's changes to the preset (``{"image_size": None, "epochs": 150, ...}``);
+        a name that is not a :class:`TrainingConfig` field is an error.
+    fixed : what the experiment itself sets, e.g. ``noise_variance`` and ``seed``.
+    """
+    changes = dict(changes or {})
+    fields = set(TrainingConfig.__dataclass_fields__)
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise ValueError(f"unknown model parameter(s) {', '.join(unknown)}; known: {known}")
+    return TrainingConfig(**(DEFAULT_MODEL | changes | fixed))
+
+
+def noise_study_levels(
+    levels: list[float] | tuple[float, ...] | None, box_size: int, paper_noise_variance: float = 16.0
+) -> list[float]:
+    """The noise study's σ² in increasing order, without the noiseless level.
+
+    ``levels`` (:data:`NOISE_LEVELS` when ``None``) and the level that matches the paper's
+    ``paper_noise_variance`` in integrated SNR at ``box_size`` pixels
+    (:func:`cryoorient.snr.matched_noise_variance`).
+    """
+    chosen = NOISE_LEVELS if levels is None else levels
+    if any(not float(v) > 0 for v in chosen):
+        raise ValueError(f"noise study levels must be > 0 (the noiseless model always runs); got {chosen}")
+    return sorted({float(v) for v in chosen} | {matched_noise_variance(paper_noise_variance, box_size)})
+
+
+def noise_curriculum(
+    dataset: Dataset,
+    config: TrainingConfig,
+    levels: list[float] | tuple[float, ...],
+    *,
+    epochs: int = CURRICULUM_EPOCHS,
+    learning_rate: float | None = CURRICULUM_LEARNING_RATE,
+    cache_dir: str | Path | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> dict[float, TrainingResult]:
+    """Estimators for increasing noise levels, each fine-tuned from the one before (a curriculum).
+
+    The noise is drawn afresh at every step, so one clean dataset serves every level. Training at
+    σ² = 16 from scratch leaves the network to discover, through the noise, what a projection's
+    orientation looks like; starting from the estimator of the previous, lower level only asks it
+    to see through a little more noise. Every model is cached by its configuration, which names the
+    model it starts from (``warm_start``), so a rerun loads the whole chain and a changed level or
+    epoch count retrains only from there on.
+
+    Parameters
+    ----------
+    dataset : the clean dataset (:func:`cryoorient.dataset.load_dataset`).
+    config : configuration of the first model of the chain (usually the noiseless one, with its
+        own ``noise_variance`` and ``epochs``); trained, or loaded from the cache, first.
+    levels : noise variances σ² in increasing order; a level equal to ``config.noise_variance`` is
+        the first model itself.
+    epochs : epochs of each fine-tuning stage (a fresh cosine learning-rate schedule each).
+    learning_rate : peak learning rate of the fine-tuning stages (:data:`CURRICULUM_LEARNING_RATE`);
+        ``None`` keeps ``config``'s.
+    cache_dir, device, progress : as for :func:`trained_model`.
+
+    Returns
+    -------
+    ``{σ²: TrainingResult}`` for every level; ``result.history`` is that stage's learning curve.
+    """
+    levels = [float(v) for v in levels]
+    if any(b <= a for a, b in zip(levels, levels[1:], strict=False)):
+        raise ValueError(f"noise levels must increase strictly; got {levels}")
+    if levels and levels[0] < config.noise_variance:
+        raise ValueError(
+            f"noise levels must start at or above the first model's σ² = {config.noise_variance:g}; "
+            f"got {levels[0]:g}"
+        )
+    if int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer; got {epochs!r}")
+    key = dataset.path.name
+    current = dataset_model(dataset, config, cache_dir=cache_dir, device=device, progress=progress)
+    results = {}
+    for level in levels:
+        if level != current.config.noise_variance:
+            stage = replace(
+                current.config, noise_variance=level, epochs=int(epochs),
+                learning_rate=current.config.learning_rate if learning_rate is None else learning_rate,
+                warm_start=config_key(current.config, key),
+            )  # fmt: skip
+            current = dataset_model(dataset, stage, cache_dir=cache_dir, device=device, progress=progress)
+        results[level] = current
+    return results
+
+
+def warm_started(config: TrainingConfig, dataset_key: str, **changes) -> TrainingConfig:
+    """A configuration that starts from the model ``config`` trains on ``dataset_key``.
+
+    E.g. ``warm_started(clean, key, noise_variance=16.0, epochs=20)``: fine-tune the noiseless
+    model on noisy images instead of learning the noisy task from scratch.
+    """
+    return replace(config, warm_start=config_key(config, dataset_key), **changes)
+
+
+def config_key(config: TrainingConfig, dataset_key: str) -> str:
+    """Cache key of a model: its configuration and the dataset it is trained on."""
+    network = SiameseDistance(config.architecture, config.n_features, config.distance).network
+    blob = json.dumps(
+        {
+            "config": config.to_dict(),
+            "dataset": dataset_key,
+            "version": __version__,
+            "network": repr(network),
+        },
+        sort_keys=True,
+    )  # the network's layout is in the key, so a changed architecture never reuses an old model
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
