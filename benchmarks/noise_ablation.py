@@ -119,8 +119,9 @@ def main(argv: list[str] | None = None) -> dict:
         rows[name] = {
             "model": trained.folder.name, "warm_start": config.warm_start, "epochs": config.epochs,
             "learning_rate": config.learning_rate,
-            # the epochs' wall time when the model was trained (this run or the cached one's)
-            "training_seconds": sum(entry.get("seconds", 0.0) for entry in trained.history),
+            # wall time of its training, as recorded when it was trained (this run, or the cached model's
+            # run); the history's "seconds" are cumulative
+            "training_seconds": trained.history[-1]["seconds"],
             "loaded_from_cache": seconds < 5,
             "validation_loss_last": trained.history[-1]["validation_loss"],
             "train_loss_last": trained.history[-1]["train_loss"],
