@@ -363,10 +363,10 @@ else:
 # stage has the same 20 epochs at σ² = 16 but starts from the σ² = 4.87 estimator, gives ≈ 0.38 rad,
 # and 20 more epochs at σ² = 16 bring it to ≈ 0.35 rad. Every extra epoch still pays, and the
 # training and validation losses stay within a few percent of each other (the JSON has both): **the
-# noisy estimator is limited by training time, not by overfitting or by the recovery** (the weighted recoveries above change nothing, and gauge
-# fixing below adds nothing). The default profile's budget (20 epochs per stage, about 5-10 minutes
-# each on two cores) is what stops it; the `long` profile (longer stages, larger images) is where
-# more of it goes. Contenders not run here: more distinct training orientations, other input sizes, a
+# noisy estimator is limited by training time, not by overfitting or by the recovery** (the
+# weighted recoveries above change nothing, and gauge fixing below adds nothing). The default
+# profile's budget (20 epochs per stage, about 5-10 minutes each on two cores) is what stops it;
+# the `long` profile (longer stages, larger images) is where more of it goes. Contenders not run here: more distinct training orientations, other input sizes, a
 # denoising front end, an estimator of its own uncertainty.
 
 # %% [markdown]
