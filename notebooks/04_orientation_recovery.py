@@ -366,8 +366,9 @@ else:
 # noisy estimator is limited by training time, not by overfitting or by the recovery** (the
 # weighted recoveries above change nothing, and gauge fixing below adds nothing). The default
 # profile's budget (20 epochs per stage, about 5-10 minutes each on two cores) is what stops it;
-# the `long` profile (longer stages, larger images) is where more of it goes. Contenders not run here: more distinct training orientations, other input sizes, a
-# denoising front end, an estimator of its own uncertainty.
+# the `long` profile (longer stages, larger images) is where more of it goes. Contenders not run
+# here: more distinct training orientations, other input sizes, a denoising front end, an estimator
+# of its own uncertainty.
 
 # %% [markdown]
 # The panels of the paper's learned-distance figure, noiseless and at σ² = 16: the per-pair loss on

@@ -292,7 +292,9 @@ def test_noise_curriculum_chains_warm_starts(data, tmp_path):
                                       progress=False)  # fmt: skip
     assert [r.folder for r in again.values()] == [r.folder for r in chain.values()]  # all cached
     with pytest.raises(ValueError, match="increase strictly"):
-        model_cache.noise_curriculum(dataset, config, [4.0, 1.0], epochs=1, cache_dir=tmp_path, progress=False)
+        model_cache.noise_curriculum(
+            dataset, config, [4.0, 1.0], epochs=1, cache_dir=tmp_path, progress=False
+        )
     with pytest.raises(ValueError, match="epochs"):
         model_cache.noise_curriculum(dataset, config, [1.0], epochs=0, cache_dir=tmp_path, progress=False)
 
@@ -324,5 +326,6 @@ def test_shipped_models_are_used_when_their_hashes_match(data, tmp_path, monkeyp
         assert torch.equal(a, b)
     (shipped / key / "model.pt").write_bytes(b"altered")  # a hash that no longer matches: trained instead
     (loaded.folder / "model.pt").unlink()
-    with pytest.warns(model_cache.ModelCacheWarning, match="missing or altered"), pytest.raises(AssertionError):
+    altered = pytest.warns(model_cache.ModelCacheWarning, match="missing or altered")
+    with altered, pytest.raises(AssertionError):
         trained_model(images, q, splits, config, "data-s", progress=False)
