@@ -143,3 +143,29 @@ def test_particle_stack_validates():
         ParticleStack(np.zeros((2, 4, 5)), np.zeros((2, 3)), np.zeros((2, 2)), 1.0)
     with pytest.raises(DatasetError, match=r"2 images but angles \(3, 3\)"):
         ParticleStack(np.zeros((2, 4, 4)), np.zeros((3, 3)), np.zeros((2, 2)), 1.0)
+
+
+# What RELION 3.1's ObservationModel reads from an optics table (it stops with "not all necessary
+# variables defined in _optics.star file" when the pixel size, voltage or Cs is missing), and what
+# relion_reconstruct needs in the particles table. Written out here, not taken from relion.py, so
+# the test fails if a column is dropped there.
+RELION31_OPTICS = {"rlnOpticsGroup", "rlnImagePixelSize", "rlnImageSize", "rlnImageDimensionality",
+                   "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast"}  # fmt: skip
+RELION31_PARTICLES = {"rlnImageName", "rlnOpticsGroup", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi",
+                      "rlnOriginXAngst", "rlnOriginYAngst"}  # fmt: skip
+RELION31_CTF = {"rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"}
+
+
+def _columns(text: str, table: str) -> set[str]:
+    block = text.split(f"data_{table}", 1)[1].split("data_", 1)[0]
+    return {line.split()[0].lstrip("_") for line in block.splitlines() if line.startswith("_rln")}
+
+
+@pytest.mark.parametrize("ctf", [False, True], ids=["no CTF", "CTF"])
+def test_written_particles_have_every_column_relion31_requires(tmp_path, ctf):
+    stack = random_stack(ctf=ctf)
+    text = write_particles(tmp_path / "out", stack).read_text()
+    optics, particles = _columns(text, "optics"), _columns(text, "particles")
+    assert RELION31_OPTICS <= optics, f"optics table lacks {sorted(RELION31_OPTICS - optics)}"
+    assert RELION31_PARTICLES <= particles, f"particles table lacks {sorted(RELION31_PARTICLES - particles)}"
+    assert (RELION31_CTF <= particles) == ctf  # defocus columns only when a CTF was applied
