@@ -352,16 +352,23 @@ def _check_training_data(model_file: Path, box_size: int, pixel_size: float) -> 
             file=sys.stderr,
         )
         return
-    trained = json.loads(record_file.read_text())
-    if trained["box_size"] != box_size:
+    try:
+        trained = json.loads(record_file.read_text())
+        trained_box, trained_pixel = int(trained["box_size"]), float(trained["pixel_size"])
+    except (ValueError, KeyError, TypeError) as error:
         raise DatasetError(
-            f"{model_file}: the model was trained on {trained['box_size']}-px images ({record_file.name}); "
+            f"{record_file}: not a valid training record ({error!r}); it must be JSON with box_size and "
+            f"pixel_size. Restore it (`cryoorient train` writes it) or delete it to skip this check"
+        ) from error
+    if trained_box != box_size:
+        raise DatasetError(
+            f"{model_file}: the model was trained on {trained_box}-px images ({record_file.name}); "
             f"this stack has {box_size} px. Window or rescale the particles to the training box, or "
             f"train a model on {box_size}-px images"
         )
-    if abs(trained["pixel_size"] - pixel_size) > 0.01 * trained["pixel_size"]:
+    if abs(trained_pixel - pixel_size) > 0.01 * trained_pixel:
         raise DatasetError(
-            f"{model_file}: the model was trained at {trained['pixel_size']:g} Å/px ({record_file.name}); "
+            f"{model_file}: the model was trained at {trained_pixel:g} Å/px ({record_file.name}); "
             f"this stack is at {pixel_size:g} Å/px. Rescale the particles to the training pixel size, or "
             f"train a model at {pixel_size:g} Å/px"
         )

@@ -328,6 +328,13 @@ def test_recover_with_a_model_and_its_errors(particles_60, tmp_path, capsys):
     assert main(["recover", str(other_star), "--model", str(model), "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"trained at {given.pixel_size:g} Å/px" in err and "Rescale the particles" in err
+    # a damaged record stops with its name, not a traceback
+    (model / "training_data.json").write_text('{"box_size": 16')
+    assert main(["recover", str(star), "--model", str(model), "-o", str(out)]) == 2
+    assert "training_data.json: not a valid training record" in capsys.readouterr().err
+    (model / "training_data.json").write_text('{"pixel_size": 8.0}')
+    assert main(["recover", str(star), "--model", str(model), "-o", str(out)]) == 2
+    assert "box_size" in capsys.readouterr().err
     # a model without the record (e.g. trained in Python): recovered, with a note to check by hand
     (model / "training_data.json").unlink()
     assert main(["recover", str(other_star), "--model", str(model), "-o", str(out), "--quiet"]) == 0
