@@ -249,7 +249,14 @@ class Dataset:
 
 
 def _dataset_key(params: SimulationParameters, density: DensityMap) -> str:
-    content = hashlib.sha256(np.ascontiguousarray(density.data, dtype=np.float32).tobytes()).hexdigest()
+    """Cache key of a dataset.
+
+    The parameters, what the map was made from (:attr:`DensityMap.origin`; its voxels when that
+    is unknown), its voxel size and the package version.
+    """
+    content = density.origin or hashlib.sha256(
+        np.ascontiguousarray(density.data, dtype=np.float32).tobytes()
+    ).hexdigest()
     blob = json.dumps(
         {"params": params.to_dict(), "map": content, "voxel": density.voxel_size, "version": __version__},
         sort_keys=True,
@@ -385,9 +392,11 @@ def load_dataset(
 ) -> Dataset:
     """Load the dataset for ``params`` from the cache, simulating and caching it when missing.
 
-    The cache key hashes the parameters, the map's content and the package version, so a changed
-    map or parameter never reuses an old dataset. A cached folder whose record or checksums do not
-    match is rebuilt with a :class:`CacheWarning`.
+    The cache key hashes the parameters, what the map was made from (the SHA-256 of its file, or
+    the name of a generated map, and how it was resampled: :attr:`DensityMap.origin`) and the
+    package version, so a changed map or parameter never reuses an old dataset, and the same ones
+    find the same dataset on any machine, whatever FFT library resampled the map. A cached folder
+    whose record or checksums do not match is rebuilt with a :class:`CacheWarning`.
 
     Parameters
     ----------

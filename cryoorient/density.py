@@ -118,12 +118,19 @@ class DensityMap:
     name : what the map is: ``"5j0n"``, ``"pseudo:0"``, ``"pseudo-d2:3"``, ``"5a1a"`` or a path.
     source : where the data came from (file path, URL, ``"generated: ..."``,
         ``"fallback for 5j0n: <reason>; ..."``), for provenance records.
+    origin : what the data were computed from, the same on every machine: ``"sha256:<digest>"``
+        of the file read, ``"generated:pseudo:0"``, then the processing :func:`load_map` applied
+        (``"; 64 px at 4.297 Å, normalised"``); empty when unknown (e.g. a map built in memory).
+        Caches key on it rather than on the voxels, whose last bits depend on the FFT library
+        that resampled them (NumPy/SciPy versions differ), so the same map and parameters find
+        the same cached datasets and shipped models everywhere.
     """
 
     data: np.ndarray
     voxel_size: float
     name: str
     source: str
+    origin: str = ""
 
     def __post_init__(self) -> None:
         data = np.asarray(self.data)
@@ -206,7 +213,8 @@ def read_map(path: str | os.PathLike) -> DensityMap:
         raise MapError(f"{path}: the map contains NaN or infinite values; repair or regenerate it")
     if not data.any():
         raise MapError(f"{path}: the map is all zeros; regenerate it or choose another map")
-    return DensityMap(data, voxel[0], name=str(path), source=str(path.resolve()))
+    origin = f"sha256:{sha256_file(path)}"
+    return DensityMap(data, voxel[0], name=str(path), source=str(path.resolve()), origin=origin)
 
 
 def write_map(path: str | os.PathLike, density: DensityMap) -> Path:
@@ -360,7 +368,7 @@ def resample_map(
         voxel = voxel * padded / size
     if box_size is not None and int(box_size) != data.shape[0]:
         data = _crop_or_pad(data, (int(box_size),) * 3)
-    return DensityMap(data, voxel, name=density.name, source=density.source)
+    return DensityMap(data, voxel, name=density.name, source=density.source, origin=density.origin)
 
 
 def normalize_map(data: np.ndarray) -> np.ndarray:
@@ -750,19 +758,18 @@ def _load_5j0n() -> DensityMap:
             "delete or replace the file"
         )
     density = read_map(path)
-    return DensityMap(density.data, density.voxel_size, name="5j0n", source=str(path))
+    return DensityMap(density.data, density.voxel_size, name="5j0n", source=str(path), origin=density.origin)
 
 
 def _render(
-    positions: np.ndarray, weights: np.ndarray, voxel_size: float, name: str, source: str
+    positions: np.ndarray, weights: np.ndarray, voxel_size: float, name: str, source: str, origin: str
 ) -> DensityMap:
     box = _render_box(positions, DEFAULT_RESOLUTION, voxel_size)
     data = atoms_to_map(
         positions, weights, resolution=DEFAULT_RESOLUTION, voxel_size=voxel_size, box_size=box
     )
-    return DensityMap(
-        data, voxel_size, name=name, source=f"{source}; atoms_to_map at {DEFAULT_RESOLUTION:g} Å"
-    )
+    rendered = f"; atoms_to_map at {DEFAULT_RESOLUTION:g} Å"
+    return DensityMap(data, voxel_size, name=name, source=source + rendered, origin=origin + rendered)
 
 
 def _load_pdb(pdb_id: str, voxel_size: float) -> DensityMap:
@@ -772,7 +779,8 @@ def _load_pdb(pdb_id: str, voxel_size: float) -> DensityMap:
     if path is None:
         path = _download(url, fname, None)
     positions, weights = read_model(path)
-    return _render(positions, weights, voxel_size, pdb_id, f"{path} (from {url})")
+    origin = f"sha256:{sha256_file(path)}"
+    return _render(positions, weights, voxel_size, pdb_id, f"{path} (from {url})", origin)
 
 
 def _load_pseudo(seed: int, d2: bool, voxel_size: float) -> DensityMap:
@@ -784,6 +792,7 @@ def _load_pseudo(seed: int, d2: bool, voxel_size: float) -> DensityMap:
         voxel_size,
         name,
         f"generated: pseudo_protein({seed}, symmetry={'D2' if d2 else None!r})",
+        f"generated:{name}",
     )
 
 
@@ -799,7 +808,8 @@ def _load_file(path: Path, voxel_size: float) -> DensityMap:
         raise MapError(f"{path}: no such {kind} file; check the path (accepted: {_ACCEPTED})")
     if is_model:
         positions, weights = read_model(path)
-        return _render(positions, weights, voxel_size, str(path), str(path.resolve()))
+        origin = f"sha256:{sha256_file(path)}"
+        return _render(positions, weights, voxel_size, str(path), str(path.resolve()), origin)
     return read_map(path)
 
 
@@ -893,15 +903,18 @@ def load_map(
             raise MapError(f"unknown map {name!r}; accepted: {_ACCEPTED}")
     if len(set(density.shape)) != 1:  # files; rendered maps are cubes already
         density = DensityMap(
-            pad_to_cube(density.data, "geometric"), density.voxel_size, density.name, density.source
-        )
+            pad_to_cube(density.data, "geometric"), density.voxel_size, density.name, density.source,
+            density.origin + "; cubed",
+        )  # fmt: skip
     if box_size is not None and voxel_size is None:
         # box alone: keep the field of view, so the whole map spans box_size voxels
         voxel_size = density.voxel_size * density.box_size / int(box_size)
     density = resample_map(density, box_size=box_size, voxel_size=voxel_size)
+    processed = f"{density.origin}; {density.box_size} px at {density.voxel_size:.6g} Å"
     if as_given:
-        return density
-    return DensityMap(normalize_map(density.data), density.voxel_size, density.name, density.source)
+        return DensityMap(density.data, density.voxel_size, density.name, density.source, processed)
+    data = normalize_map(density.data)
+    return DensityMap(data, density.voxel_size, density.name, density.source, processed + ", normalised")
 
 
 def _fall_back(key: str, reason: str, voxel_size: float, fallback: bool) -> DensityMap:
@@ -921,5 +934,6 @@ def _fall_back(key: str, reason: str, voxel_size: float, fallback: bool) -> Dens
     )
     density = _load_pseudo(0, d2, voxel_size)
     return DensityMap(
-        density.data, density.voxel_size, stand_in, f"fallback for {key}: {reason}; {density.source}"
-    )
+        density.data, density.voxel_size, stand_in, f"fallback for {key}: {reason}; {density.source}",
+        density.origin,
+    )  # fmt: skip

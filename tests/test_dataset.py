@@ -143,3 +143,33 @@ def test_noise_variance_matches_paper_snr():
 
     assert noise_variance(-12.0412) == pytest.approx(16.0, rel=1e-4)
     assert math.isclose(10 * math.log10(1 / 16), -12.0412, abs_tol=1e-4)
+
+
+def test_dataset_key_follows_the_maps_origin_not_its_last_bits(tmp_path):
+    import mrcfile
+
+    from cryoorient.density import DensityMap
+
+    params = SimulationParameters(map="pseudo:2", n_projections=10, box_size=16)
+    density = load_map("pseudo:2", box_size=16)
+    assert density.origin.startswith("generated:pseudo:2;") and "16 px" in density.origin
+    # another FFT library rounds the resampled voxels differently: the same key
+    nudged = DensityMap(np.nextafter(density.data, np.float32(2)), density.voxel_size, density.name,
+                        density.source, density.origin)  # fmt: skip
+    assert ds._dataset_key(params, nudged) == ds._dataset_key(params, density)
+    # a map without a known origin falls back to its voxels, so changed voxels change the key
+    bare = DensityMap(density.data, density.voxel_size, density.name, density.source)
+    bare_nudged = DensityMap(nudged.data, density.voxel_size, density.name, density.source)
+    assert ds._dataset_key(params, bare) != ds._dataset_key(params, bare_nudged)
+    # an MRC file is known by its SHA-256: rewriting it with other values changes the key
+    path = tmp_path / "m.mrc"
+    for values in (density.data, 2 * density.data):
+        with mrcfile.new(path, overwrite=True) as f:
+            f.set_data(values)
+            f.voxel_size = density.voxel_size
+        loaded = load_map(path)
+        key = ds._dataset_key(SimulationParameters(map=str(path), n_projections=10), loaded)
+        assert loaded.origin.startswith("sha256:") and str(tmp_path) not in loaded.origin
+        if values is density.data:
+            first = key
+    assert key != first

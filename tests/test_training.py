@@ -329,3 +329,32 @@ def test_shipped_models_are_used_when_their_hashes_match(data, tmp_path, monkeyp
     altered = pytest.warns(model_cache.ModelCacheWarning, match="missing or altered")
     with altered, pytest.raises(AssertionError):
         trained_model(images, q, splits, config, "data-s", progress=False)
+
+
+def test_shipped_models_are_the_default_profiles():
+    """models/ holds the default profile's noiseless model and noise curriculum under the keys the
+    notebooks ask for, so a fresh clone (any Python, any FFT library) loads them instead of training."""
+    from dataclasses import replace
+
+    from cryoorient.dataset import SimulationParameters, _dataset_key
+    from cryoorient.density import load_map
+
+    shipped = model_cache.shipped_models_dir()
+    density = load_map("5j0n", box_size=64, fallback=False) if os.environ.get("CRYOORIENT_MAPS") else None
+    if shipped is None or density is None or density.name != "5j0n":
+        pytest.skip("needs a checkout's models/ and 5j0n.mrc (CRYOORIENT_MAPS)")
+    registry = json.loads((shipped / "registry.json").read_text())
+    key = _dataset_key(SimulationParameters(map="5j0n", n_projections=5000, box_size=64, seed=0), density)
+    config = model_cache.model_config({}, seed=0)
+    levels = model_cache.noise_study_levels(None, 64)
+    found = [model_cache.config_key(config, key)]
+    for level in levels:  # the chain noise_curriculum builds
+        config = replace(
+            config, noise_variance=level, epochs=model_cache.CURRICULUM_EPOCHS,
+            learning_rate=model_cache.CURRICULUM_LEARNING_RATE, warm_start=found[-1],
+        )  # fmt: skip
+        found.append(model_cache.config_key(config, key))
+    assert found == list(registry), "models/registry.json no longer matches the default profile's keys"
+    for previous, name in zip([None, *found], found, strict=False):
+        stored = load_model(shipped / name / "model.pt")[1]
+        assert stored.warm_start == previous == registry[name]["warm_start"]
