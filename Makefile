@@ -47,7 +47,7 @@ figures: install  ## run notebooks 01-06 at PROFILE (default|paper): figures/, p
 notebooks: install  ## re-execute every notebook at its defaults and refresh the paired .ipynb
 	$(PY) -m cryoorient._notebooks refresh
 
-benchmark: install  ## projection, recovery, reconstruction and training benchmarks -> paper/benchmarks.md
+benchmark: install  ## projection, recovery, reconstruction, training and common-lines benchmarks -> paper/benchmarks.md
 	$(PY) benchmarks/run_all.py
 
 paper: paper/main.pdf  ## the companion note paper/main.pdf (needs LaTeX; numbers and figures from make figures)

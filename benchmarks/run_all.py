@@ -1,4 +1,4 @@
-"""Run the four benchmarks one after another and write ``paper/benchmarks.md`` from their results.
+"""Run the five benchmarks one after another and write ``paper/benchmarks.md`` from their results.
 
 The benchmarks (each its own interpreter, in this order, with the arguments of :func:`commands`,
 chosen so that the whole run takes about 15 minutes on 2 CPU cores):
@@ -11,7 +11,11 @@ chosen so that the whole run takes about 15 minutes on 2 CPU cores):
 ``reconstruction``
     Fourier and CGLS reconstruction of 5j0n at 64³ from 1,650 projections, best of 2;
 ``training``
-    distance-learning throughput, default and paper configurations.
+    distance-learning throughput, default and paper configurations;
+``common_lines``
+    learned distances against ASPIRE's common lines (raw and on class averages) on the same 300
+    test projections at σ² = 0, 1, 4, 16: errors and times side by side (cached in
+    ``data/baselines``; a rerun reads them).
 
 Every benchmark runs with ``--threads`` CPU threads (default 1): recovery, reconstruction and
 training get ``--threads``, and every script, ASPIRE's interpreter included, gets
@@ -52,7 +56,7 @@ from cryoorient.paths import git_commit
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 REPORT = HERE.parent / "paper" / "benchmarks.md"
-BENCHMARKS = ("projection", "recovery", "reconstruction", "training")
+BENCHMARKS = ("projection", "recovery", "reconstruction", "training", "common_lines")
 DEFAULT_PEER = os.environ.get("ASPIRE_PYTHON", "")
 
 
@@ -68,6 +72,7 @@ def commands(peer_python: str, threads: int) -> dict[str, list[str]]:
         "recovery": ["--repeats", "2", "--scale", "10000", "30000", "100000", "--epochs", "3", *t],
         "reconstruction": ["--repeats", "2", *t],
         "training": t,
+        "common_lines": ["--size", "300", *t],
     }
 
 
@@ -404,11 +409,43 @@ def training_section(r: dict) -> list[str]:
     return lines
 
 
+def common_lines_section(r: dict) -> list[str]:
+    """Learned distances against common lines on the same projections, errors and times."""
+    from cryoorient.baseline_comparison import METHODS
+
+    lines = [
+        f"{r['dataset']}: the same {r['subset_size']} projections (seeded subset) for the learned method "
+        f"and for common lines at each σ², the same noise draw; class averages made from the whole test "
+        f"split ({r['pool_size']:,} images), {r['subset_size']} of them oriented, each scored against its "
+        f"reference image. Common lines on images Fourier-downsampled to {r['box_size']} px (ASPIRE "
+        f"{r['aspire']}). E_OR: the paper's, after the best O(4) transform; E_OR,reg: after a global "
+        "rotation and the mirror only (what a user without the truth reaches). Radians.",
+        "",
+    ]
+    rows = [("σ²", "method", "E_OR mean", "E_OR median", "E_OR,reg mean", "E_OR,reg median", "time")]
+    for level, methods in r["levels"].items():
+        for method, row in methods.items():
+            errors = [f"{row[k]:.3f}" for k in ("e_or", "e_or_median", "e_reg", "e_reg_median")]
+            rows.append((level, METHODS[method], *errors, seconds_text(row["seconds"])))
+    lines += table(rows, "llrrrrr")
+    training = sum(r["training_seconds_per_stage"].values())
+    lines += [
+        "Times are wall times of this run, the three methods one after the other in one process; the "
+        "learned method's include the distances, the recovery and the gauge search, not the training of "
+        f"the estimators (done once: {seconds_text(training)} for the whole noise curriculum on this "
+        "machine, recorded when they were trained). Class averages: classification and averaging, then "
+        "common lines." + (" Read from the cache of an earlier identical run." if r.get("cached") else ""),
+        "",
+    ]
+    return lines
+
+
 SECTIONS = {
     "projection": ("Projection: cryoorient vs ASPIRE", projection_section),
     "recovery": ("Orientation recovery and alignment", recovery_section),
     "reconstruction": ("Reconstruction: Fourier vs CGLS", reconstruction_section),
     "training": ("Distance learning throughput", training_section),
+    "common_lines": ("Learned distances vs common lines", common_lines_section),
 }
 
 
