@@ -235,3 +235,28 @@ def test_check_names_stale_files_and_out_writes_elsewhere(tmp_path, monkeypatch)
     assert report.check(readme, tmp_path / "out") == [
         f"{tmp_path / 'out' / 'numbers.tex'}: differs from what the saved results give"
     ]
+
+
+def test_common_lines_section_says_who_wins_where_from_the_numbers():
+    from cryoorient.report import common_lines_section
+
+    def row(e_reg, seconds=10.0):
+        return {"e_or": e_reg - 0.01, "e_or_median": e_reg / 2, "e_reg": e_reg, "e_reg_median": e_reg / 2,
+                "seconds": seconds, "n": 200}  # fmt: skip
+
+    comparison = {
+        "p": 200, "box_size": 32, "aspire": "0.14.3", "training_minutes": {"0": 20.0, "16": 55.0},
+        "levels": {
+            "0": {"learned": row(0.08), "common_lines": row(0.006)},
+            "16": {"learned": row(0.45), "common_lines": row(1.8), "class_averages": row(1.5)},
+        },
+    }  # fmt: skip
+    text = "\n".join(common_lines_section(comparison, "default"))
+    assert "| 16 | common lines on class averages | 1.490 (0.750) | 1.500 (0.750) |" in text
+    verdict = text[text.index("**Verdict"):]
+    assert "common lines on the projections is best at σ² = 0 (0.006 rad against 0.080)" in verdict
+    assert "recovery → gauge from the images is best at σ² = 16 (0.450 rad against 1.500)" in verdict
+    assert "At σ² = 16 common lines on the projections fail" in verdict and "55 min" in verdict
+    # no failure claimed where common lines did not fail
+    comparison["levels"]["16"]["common_lines"] = row(0.5)
+    assert "fail" not in "\n".join(common_lines_section(comparison, "default"))
