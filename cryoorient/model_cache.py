@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +27,7 @@ import torch
 
 from cryoorient._version import __version__
 from cryoorient.dataset import Dataset
-from cryoorient.paths import atomic_write, data_dir, repo_root, sha256_file
+from cryoorient.paths import atomic_write, data_dir, installed_source, repo_root, sha256_file
 from cryoorient.siamese import SiameseDistance
 from cryoorient.snr import matched_noise_variance
 from cryoorient.training import TrainingConfig, TrainingResult, load_model, train_distance
@@ -91,11 +92,24 @@ def shipped_models_dir() -> Path | None:
     return root / "models" if root is not None and (root / "models" / "registry.json").is_file() else None
 
 
+RAW_URL = "https://raw.githubusercontent.com/{owner}/{name}/{commit}/"
+"""Where a GitHub repository's files are served at a commit (:func:`_fetch_shipped`)."""
+
+
+def _copy_model(folder: Path, files: dict[str, Path], note: str) -> None:
+    """Copy a model's checked ``model.pt`` and ``history.json`` into the cache ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("history.json", "model.pt"):  # model.pt last: its presence marks a complete copy
+        data = files[name].read_bytes()
+        atomic_write(folder / name, lambda f, data=data: f.write(data))
+    (folder / "shipped.txt").write_text(note + "\n")
+
+
 def _install_shipped(folder: Path) -> bool:
     """Copy the shipped model ``folder.name`` into the cache ``folder``, checked by SHA-256."""
     shipped = shipped_models_dir()
     if shipped is None:
-        return False
+        return _fetch_shipped(folder)
     entry = json.loads((shipped / "registry.json").read_text()).get(folder.name)
     if entry is None:
         return False
@@ -105,11 +119,54 @@ def _install_shipped(folder: Path) -> bool:
             warnings.warn(f"shipped model {source / name} is missing or altered; training instead",
                           ModelCacheWarning, stacklevel=3)  # fmt: skip
             return False
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("history.json", "model.pt"):  # model.pt last: its presence marks a complete copy
-        data = (source / name).read_bytes()
-        atomic_write(folder / name, lambda f, data=data: f.write(data))
-    (folder / "shipped.txt").write_text(f"copied from the repository's models/{folder.name}\n")
+    files = {name: source / name for name in ("model.pt", "history.json")}
+    _copy_model(folder, files, f"copied from the repository's models/{folder.name}")
+    return True
+
+
+def _models_url() -> str | None:
+    """``models/`` of the GitHub repository and commit pip installed this package from, or ``None``."""
+    source = installed_source()
+    if source is None:
+        return None
+    repository, commit = source
+    match = re.fullmatch(r"(?:git\+)?https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", repository)
+    if match is None:
+        return None
+    return RAW_URL.format(owner=match[1], name=match[2], commit=commit) + "models/"
+
+
+def _fetch_shipped(folder: Path) -> bool:
+    """Outside a checkout (e.g. Colab's ``pip install git+...``): download the shipped model.
+
+    From the repository and commit pip installed (its ``direct_url.json``): ``models/registry.json``
+    at that commit, then the model's two files, each checked against the registry's SHA-256 by
+    pooch. Unreachable or altered: a :class:`ModelCacheWarning`, and the caller trains instead.
+    """
+    base = _models_url()
+    if base is None:
+        return False
+    import pooch
+
+    where = data_dir() / "downloads" / "models"
+    commit = installed_source()[1]
+    try:
+        registry = pooch.retrieve(base + "registry.json", known_hash=None, fname=f"registry-{commit}.json",
+                                  path=where, progressbar=False)  # fmt: skip  (pinned by the commit)
+        entry = json.loads(Path(registry).read_text()).get(folder.name)
+        if entry is None:
+            return False
+        files = {
+            name: Path(pooch.retrieve(f"{base}{folder.name}/{name}", known_hash=f"sha256:{entry[name]}",
+                                      fname=f"{folder.name}-{name}", path=where, progressbar=False))
+            for name in ("model.pt", "history.json")
+        }  # fmt: skip
+    except (OSError, ValueError) as error:  # unreachable (requests' errors are OSErrors), hash mismatch
+        text = str(error) if len(str(error)) <= 200 else str(error)[:200] + "..."
+        warnings.warn(f"could not download the shipped model {folder.name} from {base} ({text}); "
+                      "training instead", ModelCacheWarning, stacklevel=3)  # fmt: skip
+        return False
+    _copy_model(folder, files, f"downloaded from {base}{folder.name}/")
     return True
 
 

@@ -114,8 +114,13 @@ def git_commit() -> str:
     return f"{head}-dirty" if changes else head or "unknown"
 
 
-def _installed_commit() -> str | None:
-    """The commit pip installed this package from (``vcs_info.commit_id`` of ``direct_url.json``)."""
+def installed_source() -> tuple[str, str] | None:
+    """``(repository URL, full commit)`` pip installed this package from, or ``None``.
+
+    Read from the distribution's ``direct_url.json`` (PEP 610: ``url`` and ``vcs_info.commit_id``),
+    which pip writes for ``pip install git+https://...`` (Colab's install); ``None`` for a
+    checkout's editable install or a package index install.
+    """
     from importlib import metadata
 
     try:
@@ -123,10 +128,19 @@ def _installed_commit() -> str | None:
     except metadata.PackageNotFoundError:
         return None
     try:
-        commit = json.loads(text or "{}").get("vcs_info", {}).get("commit_id")
+        record = json.loads(text or "{}")
+        url, commit = record.get("url"), record.get("vcs_info", {}).get("commit_id")
     except (json.JSONDecodeError, AttributeError):
         return None
-    return commit[:12] if isinstance(commit, str) and commit else None
+    if not (isinstance(url, str) and url and isinstance(commit, str) and commit):
+        return None
+    return url, commit
+
+
+def _installed_commit() -> str | None:
+    """The commit pip installed this package from (``vcs_info.commit_id`` of ``direct_url.json``)."""
+    source = installed_source()
+    return source[1][:12] if source is not None else None
 
 
 def _git(root: Path, *args: str) -> str:

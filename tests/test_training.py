@@ -358,3 +358,58 @@ def test_shipped_models_are_the_default_profiles():
     for previous, name in zip([None, *found], found, strict=False):
         stored = load_model(shipped / name / "model.pt")[1]
         assert stored.warm_start == previous == registry[name]["warm_start"]
+
+
+def test_shipped_models_are_downloaded_outside_a_checkout(data, tmp_path, monkeypatch):
+    """Colab installs the package from git without models/: the model comes from the repository at
+    the installed commit, checked by the registry's SHA-256 (a local HTTP server stands in for GitHub)."""
+    import functools
+    import http.server
+    import threading
+
+    from cryoorient.paths import sha256_file
+
+    images, q, splits = data
+    config = TrainingConfig(**TINY | {"epochs": 1})
+    trained = trained_model(images, q, splits, config, "data-s", cache_dir=tmp_path / "other", progress=False)
+    key, commit = trained.folder.name, "0123456789abcdef0123456789abcdef01234567"
+    served = tmp_path / "site" / "owner" / "repo" / commit / "models"
+    (served / key).mkdir(parents=True)
+    for name in ("model.pt", "history.json"):
+        (served / key / name).write_bytes((trained.folder / name).read_bytes())
+    registry = {key: {n: sha256_file(served / key / n) for n in ("model.pt", "history.json")}}
+    (served / "registry.json").write_text(json.dumps(registry))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "site"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        monkeypatch.setattr(model_cache, "RAW_URL", f"http://127.0.0.1:{port}/{{owner}}/{{name}}/{{commit}}/")
+        monkeypatch.setattr(model_cache, "shipped_models_dir", lambda: None)
+        github = ("https://github.com/owner/repo.git", commit)
+        monkeypatch.setattr(model_cache, "installed_source", lambda: github)
+        monkeypatch.setenv("CRYOORIENT_DATA", str(tmp_path / "cache"))
+
+        def no_training(*args, **kwargs):
+            raise AssertionError("the downloaded model should have been used")
+
+        monkeypatch.setattr(model_cache, "train_distance", no_training)
+        loaded = trained_model(images, q, splits, config, "data-s", progress=False)
+        assert loaded.folder.name == key and loaded.history == trained.history
+        assert "downloaded from http://127.0.0.1" in (loaded.folder / "shipped.txt").read_text()
+        for a, b in zip(loaded.model.parameters(), trained.model.parameters(), strict=True):
+            assert torch.equal(a, b)
+        # an altered file on the server fails pooch's hash check: a warning, then training
+        (loaded.folder / "model.pt").unlink()
+        for cached in (tmp_path / "cache" / "downloads").rglob("*model.pt"):
+            cached.unlink()
+        (served / key / "model.pt").write_bytes(b"altered")
+        altered = pytest.warns(model_cache.ModelCacheWarning, match="could not download")
+        with altered, pytest.raises(AssertionError):
+            trained_model(images, q, splits, config, "data-s", progress=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    # not a GitHub install (an index or editable install): nothing is fetched
+    monkeypatch.setattr(model_cache, "installed_source", lambda: ("file:///somewhere", commit))
+    assert model_cache._models_url() is None
