@@ -8,12 +8,13 @@ projections (Fourier-downsampled to 32 px); ASPIRE's class averages of the whole
 common lines on as many averages as the subset has images. Errors: ``E_OR`` (O(4), the paper's)
 and ``E_OR,reg`` (global rotation and mirror only), mean and median, radians. The estimators are
 the notebooks' (``models/``, trained once: their training time is listed apart). Results are
-cached in ``data/baselines`` (a rerun with the same arguments only reads them; ``--fresh`` times
-again) and written to ``benchmarks/results/common_lines.json``.
+cached in ``data/baselines``, where notebook 04 caches the same comparison (same subset at
+``--size 200``): without ``--fresh`` the script reads what the notebook measured, with it
+everything is timed again. Written to ``benchmarks/results/common_lines.json``.
 
 Usage::
 
-    CRYOORIENT_MAPS=../shared/data .venv/bin/python benchmarks/common_lines.py [--size 300] [--threads 1]
+    CRYOORIENT_MAPS=../shared/data .venv/bin/python benchmarks/common_lines.py [--size 200] [--fresh]
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ LEVELS = (0.0, 1.0, 4.0, 16.0)
 def main() -> None:
     """Run the comparison at each level and write ``results/common_lines.json``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=300, help="projections in the shared subset (300)")
+    parser.add_argument("--size", type=int, default=200, help="projections in the shared subset (200)")
     parser.add_argument("--levels", type=float, nargs="+", default=list(LEVELS), help="σ² (0 1 4 16)")
     parser.add_argument("--box", type=int, default=32, help="px common lines run at (32)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")

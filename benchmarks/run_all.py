@@ -13,9 +13,9 @@ chosen so that the whole run takes about 15 minutes on 2 CPU cores):
 ``training``
     distance-learning throughput, default and paper configurations;
 ``common_lines``
-    learned distances against ASPIRE's common lines (raw and on class averages) on the same 300
-    test projections at σ² = 0, 1, 4, 16: errors and times side by side (cached in
-    ``data/baselines``; a rerun reads them).
+    learned distances against ASPIRE's common lines (raw and on class averages) on the same 200
+    test projections as notebook 04, at σ² = 0, 1, 4, 16: errors and times side by side, timed
+    afresh (``--fresh``; without it the script reads notebook 04's cached comparison).
 
 Every benchmark runs with ``--threads`` CPU threads (default 1): recovery, reconstruction and
 training get ``--threads``, and every script, ASPIRE's interpreter included, gets
@@ -72,7 +72,7 @@ def commands(peer_python: str, threads: int) -> dict[str, list[str]]:
         "recovery": ["--repeats", "2", "--scale", "10000", "30000", "100000", "--epochs", "3", *t],
         "reconstruction": ["--repeats", "2", *t],
         "training": t,
-        "common_lines": ["--size", "300", *t],
+        "common_lines": ["--size", "200", "--fresh", *t],
     }
 
 
