@@ -156,12 +156,13 @@ def common_lines_orientations(
     check_positive_int("n_theta", n_theta)
     if n_theta % 2:
         raise ValueError(f"n_theta must be even (ASPIRE pairs each line with its opposite); got {n_theta}")
-    source = _source(images, pixel_size, box_size, "images")
+    _require_aspire()
     from aspire.abinitio import CLSyncVoting
     from aspire.utils.random import Random
 
     start = time.perf_counter()
     with _quiet_aspire(progress), Random(seed):
+        source = _source(images, pixel_size, box_size, "images")
         estimator = CLSyncVoting(source, n_theta=int(n_theta))
         estimator.estimate_rotations()
         rotations = np.asarray(estimator.rotations, dtype=np.float64)
@@ -224,7 +225,7 @@ def class_averages(
     n = len(images)
     if n_classes * 2 > n:
         raise ValueError(f"{n} images are too few for {n_classes} classes; give at least {2 * n_classes}")
-    source = _source(images, pixel_size, box_size, "images")
+    _require_aspire()
     from aspire.basis import FFBBasis2D
     from aspire.classification import (
         BFTAverager2D,
@@ -235,6 +236,7 @@ def class_averages(
 
     start = time.perf_counter()
     with _quiet_aspire(progress), Random(seed):
+        source = _source(images, pixel_size, box_size, "images")
         # ASPIRE's DefaultClassAvgSource settings (400 and 300 components), fewer for small stacks
         fspca = min(400, n)
         classifier = RIRClass2D(

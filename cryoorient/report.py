@@ -121,7 +121,12 @@ METHOD_NAMES = {
 
 def common_lines_section(comparison: dict, profile: str) -> list[str]:
     """``## Against common lines``: notebook 04's table and, in words, which method wins where."""
-    levels = comparison["levels"]
+    saved = comparison["levels"]  # results are saved with sorted keys: σ² in numeric order, methods ours
+    levels = {
+        level: {m: saved[level][m] for m in (*METHOD_NAMES, *sorted(set(saved[level]) - set(METHOD_NAMES)))
+                if m in saved[level]}
+        for level in sorted(saved, key=float)
+    }  # fmt: skip
     lines = [
         f"Notebook 04, section 5 ({profile} profile): the same {comparison['p']} test projections "
         f"(the same noise draw) for learned distances and for ASPIRE's common lines (`CLSyncVoting`, "

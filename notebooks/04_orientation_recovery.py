@@ -547,7 +547,11 @@ if aspire_version() is not None:
 else:
     try:
         committed = load_results("04_orientation_recovery", profile)
-        comparison = committed.values["common_lines"]["levels"]
+        saved_levels = committed.values["common_lines"]["levels"]  # saved with sorted keys: reorder
+        comparison = {
+            level: {m: saved_levels[level][m] for m in METHODS if m in saved_levels[level]}
+            for level in sorted(saved_levels, key=float)
+        }
     except (ResultsError, KeyError) as error:
         raise RuntimeError(
             f"ASPIRE is not installed (pip install aspire=={ASPIRE_PIN}) and no committed comparison "
