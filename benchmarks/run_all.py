@@ -430,11 +430,13 @@ def common_lines_section(r: dict) -> list[str]:
     lines += table(rows, "llrrrrr")
     training = sum(r["training_seconds_per_stage"].values())
     lines += [
-        "Times are wall times of this run, the three methods one after the other in one process; the "
+        "Times are wall times of the run that computed them, the three methods one after the other in one "
+        "process; the "
         "learned method's include the distances, the recovery and the gauge search, not the training of "
         f"the estimators (done once: {seconds_text(training)} for the whole noise curriculum on this "
         "machine, recorded when they were trained). Class averages: classification and averaging, then "
-        "common lines." + (" Read from the cache of an earlier identical run." if r.get("cached") else ""),
+        "common lines." + (" Read from the cache of notebook 04's identical run (`--fresh` times again)."
+                         if r.get("cached") else ""),
         "",
     ]
     return lines
