@@ -3,6 +3,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -299,31 +300,44 @@ def test_noise_curriculum_chains_warm_starts(data, tmp_path):
         model_cache.noise_curriculum(dataset, config, [1.0], epochs=0, cache_dir=tmp_path, progress=False)
 
 
-def test_shipped_models_are_used_when_their_hashes_match(data, tmp_path, monkeypatch):
+def _ship(data, tmp_path, models: Path, monkeypatch) -> tuple[TrainingConfig, object]:
+    """Train a tiny model, lay it out as the repository's ``models/`` (files + registry) in
+    ``models``, and make any further training an error: the shipped copy must be used."""
     from cryoorient.paths import sha256_file
 
     images, q, splits = data
     config = TrainingConfig(**TINY | {"epochs": 1})
     trained = trained_model(images, q, splits, config, "data-s", cache_dir=tmp_path / "other", progress=False)
-    shipped = tmp_path / "shipped"
     key = trained.folder.name
-    (shipped / key).mkdir(parents=True)
+    (models / key).mkdir(parents=True)
     for name in ("model.pt", "history.json"):
-        (shipped / key / name).write_bytes((trained.folder / name).read_bytes())
-    registry = {key: {n: sha256_file(shipped / key / n) for n in ("model.pt", "history.json")}}
-    (shipped / "registry.json").write_text(json.dumps(registry))
-    monkeypatch.setattr(model_cache, "shipped_models_dir", lambda: shipped)
+        (models / key / name).write_bytes((trained.folder / name).read_bytes())
+    registry = {key: {n: sha256_file(models / key / n) for n in ("model.pt", "history.json")}}
+    (models / "registry.json").write_text(json.dumps(registry))
     monkeypatch.setenv("CRYOORIENT_DATA", str(tmp_path / "cache"))
 
     def no_training(*args, **kwargs):
         raise AssertionError("the shipped model should have been used")
 
     monkeypatch.setattr(model_cache, "train_distance", no_training)
-    loaded = trained_model(images, q, splits, config, "data-s", progress=False)
-    assert loaded.folder.name == key and loaded.history == trained.history
-    assert (loaded.folder / "shipped.txt").is_file()
+    return config, trained
+
+
+def _check_shipped_copy(loaded, trained, note: str) -> None:
+    assert loaded.folder.name == trained.folder.name and loaded.history == trained.history
+    assert note in (loaded.folder / "shipped.txt").read_text()
     for a, b in zip(loaded.model.parameters(), trained.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_shipped_models_are_used_when_their_hashes_match(data, tmp_path, monkeypatch):
+    images, q, splits = data
+    shipped = tmp_path / "shipped"
+    config, trained = _ship(data, tmp_path, shipped, monkeypatch)
+    key = trained.folder.name
+    monkeypatch.setattr(model_cache, "shipped_models_dir", lambda: shipped)
+    loaded = trained_model(images, q, splits, config, "data-s", progress=False)
+    _check_shipped_copy(loaded, trained, "copied from the repository's models/")
     (shipped / key / "model.pt").write_bytes(b"altered")  # a hash that no longer matches: trained instead
     (loaded.folder / "model.pt").unlink()
     altered = pytest.warns(model_cache.ModelCacheWarning, match="missing or altered")
@@ -367,18 +381,11 @@ def test_shipped_models_are_downloaded_outside_a_checkout(data, tmp_path, monkey
     import http.server
     import threading
 
-    from cryoorient.paths import sha256_file
-
     images, q, splits = data
-    config = TrainingConfig(**TINY | {"epochs": 1})
-    trained = trained_model(images, q, splits, config, "data-s", cache_dir=tmp_path / "other", progress=False)
-    key, commit = trained.folder.name, "0123456789abcdef0123456789abcdef01234567"
+    commit = "0123456789abcdef0123456789abcdef01234567"
     served = tmp_path / "site" / "owner" / "repo" / commit / "models"
-    (served / key).mkdir(parents=True)
-    for name in ("model.pt", "history.json"):
-        (served / key / name).write_bytes((trained.folder / name).read_bytes())
-    registry = {key: {n: sha256_file(served / key / n) for n in ("model.pt", "history.json")}}
-    (served / "registry.json").write_text(json.dumps(registry))
+    config, trained = _ship(data, tmp_path, served, monkeypatch)
+    key = trained.folder.name
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "site"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -388,17 +395,8 @@ def test_shipped_models_are_downloaded_outside_a_checkout(data, tmp_path, monkey
         monkeypatch.setattr(model_cache, "shipped_models_dir", lambda: None)
         github = ("https://github.com/owner/repo.git", commit)
         monkeypatch.setattr(model_cache, "installed_source", lambda: github)
-        monkeypatch.setenv("CRYOORIENT_DATA", str(tmp_path / "cache"))
-
-        def no_training(*args, **kwargs):
-            raise AssertionError("the downloaded model should have been used")
-
-        monkeypatch.setattr(model_cache, "train_distance", no_training)
         loaded = trained_model(images, q, splits, config, "data-s", progress=False)
-        assert loaded.folder.name == key and loaded.history == trained.history
-        assert "downloaded from http://127.0.0.1" in (loaded.folder / "shipped.txt").read_text()
-        for a, b in zip(loaded.model.parameters(), trained.model.parameters(), strict=True):
-            assert torch.equal(a, b)
+        _check_shipped_copy(loaded, trained, "downloaded from http://127.0.0.1")
         # an altered file on the server fails pooch's hash check: a warning, then training
         (loaded.folder / "model.pt").unlink()
         for cached in (tmp_path / "cache" / "downloads").rglob("*model.pt"):
