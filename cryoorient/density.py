@@ -123,7 +123,9 @@ class DensityMap:
         (``"; 64 px at 4.297 Å, normalised"``); empty when unknown (e.g. a map built in memory).
         Caches key on it rather than on the voxels, whose last bits depend on the FFT library
         that resampled them (NumPy/SciPy versions differ), so the same map and parameters find
-        the same cached datasets and shipped models everywhere.
+        the same cached datasets and shipped models everywhere. A change to how maps are made
+        must therefore change the origin too (a recipe tag): ``tests/test_density.py`` pins
+        fingerprints of the maps and fails until then.
     """
 
     data: np.ndarray
