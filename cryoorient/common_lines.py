@@ -70,8 +70,10 @@ def _require_aspire() -> None:
 
 
 def _source(images: np.ndarray | torch.Tensor, pixel_size: float, box_size: int | None, name: str):
-    """An ASPIRE image source of a ``(N, D, D)`` stack, Fourier-downsampled to ``box_size``."""
-    _require_aspire()
+    """An ASPIRE image source of a ``(N, D, D)`` stack, Fourier-downsampled to ``box_size``.
+
+    Callers check :func:`_require_aspire` first (before their own ASPIRE imports).
+    """
     from aspire.image import Image
     from aspire.source import ArrayImageSource
 

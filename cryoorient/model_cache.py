@@ -124,8 +124,8 @@ def _install_shipped(folder: Path) -> bool:
     return True
 
 
-def _models_url() -> str | None:
-    """``models/`` of the GitHub repository and commit pip installed this package from, or ``None``."""
+def _models_url() -> tuple[str, str] | None:
+    """``(URL of models/, commit)`` of the GitHub repository pip installed this package from, or ``None``."""
     source = installed_source()
     if source is None:
         return None
@@ -133,7 +133,7 @@ def _models_url() -> str | None:
     match = re.fullmatch(r"(?:git\+)?https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", repository)
     if match is None:
         return None
-    return RAW_URL.format(owner=match[1], name=match[2], commit=commit) + "models/"
+    return RAW_URL.format(owner=match[1], name=match[2], commit=commit) + "models/", commit
 
 
 def _fetch_shipped(folder: Path) -> bool:
@@ -143,13 +143,13 @@ def _fetch_shipped(folder: Path) -> bool:
     at that commit, then the model's two files, each checked against the registry's SHA-256 by
     pooch. Unreachable or altered: a :class:`ModelCacheWarning`, and the caller trains instead.
     """
-    base = _models_url()
-    if base is None:
+    found = _models_url()
+    if found is None:
         return False
+    base, commit = found
     import pooch
 
     where = data_dir() / "downloads" / "models"
-    commit = installed_source()[1]
     try:
         registry = pooch.retrieve(base + "registry.json", known_hash=None, fname=f"registry-{commit}.json",
                                   path=where, progressbar=False)  # fmt: skip  (pinned by the commit)
