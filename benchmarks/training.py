@@ -61,8 +61,9 @@ from cryoorient.dataset import PAPER_SPLIT, split_indices
 from cryoorient.density import load_map
 from cryoorient.geometry import quaternion_to_matrix
 from cryoorient.projection import project
+from cryoorient.recipes import epoch_steps
 from cryoorient.sampling import sample_orientations
-from cryoorient.training import TrainingConfig, epoch_steps, evaluate_distances, split_pairs, train_distance
+from cryoorient.training import TrainingConfig, evaluate_distances, split_pairs, train_distance
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training.json"
 

@@ -135,8 +135,8 @@ def free_embedding(
     n_features : n_f.
     steps, learning_rate, seed : the optimisation (the start is seeded Gaussian).
     """
+    from cryoorient.recipes import distance_weights
     from cryoorient.siamese import distance_function
-    from cryoorient.training import distance_weights
 
     d_f = distance_function(distance)
     if int(n_features) != n_features or n_features < 1:

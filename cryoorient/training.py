@@ -1,17 +1,8 @@
 """Distance learning: train ``G_w`` so that ``d̂_p(p_i, p_j) ≈ d_q(q_i, q_j)``.
 
-The loss is the paper's ``L_DE = mean (d̂_p − d_q)²`` over pairs of training projections. Two
-recipes (:data:`RECIPES`):
-
-``"paper"``
-    the paper's: a fixed set of training pairs resampled so that their ``d_q`` are uniform on
-    ``[0, π]`` (a ``pairs_fraction`` of all pairs, 1 % in the paper), mini-batches of
-    ``batch_size`` pairs, RMSProp.
-``"inbatch"``
-    a batch of ``batch_size`` images gives all its ``B (B − 1) / 2`` pairs for ``B`` forward
-    passes; each pair is weighted by the inverse of the training pairs' distance density, so
-    the loss is again an average over uniformly distributed distances; AdamW with a cosine
-    learning-rate schedule.
+The loss is the paper's ``L_DE = mean (d̂_p − d_q)²`` over pairs of training projections, weighted
+as the recipe says. Two recipes, ``"paper"`` and ``"inbatch"`` (:mod:`cryoorient.recipes`), decide
+the optimiser, the batches, the pairs and their weights; this module holds the loop around them.
 
 Both can add noise and shifts on the fly (``noise_variance``, ``shift_limit``), so one clean
 dataset serves every noise level, and can downsample the images (``image_size``) for speed.
@@ -50,25 +41,20 @@ from cryoorient._version import __version__
 from cryoorient.geometry import quaternion_distance, rotate_in_plane
 from cryoorient.paths import atomic_write
 from cryoorient.projection import add_noise, rotate_images, sample_shifts, shift_images
+from cryoorient.recipes import RECIPES, Recipe, make_recipe
 from cryoorient.sampling import sample_uniform_distance_pairs
 from cryoorient.siamese import SiameseDistance
 
 __all__ = [
-    "RECIPES",
     "TrainingConfig",
     "TrainingResult",
-    "distance_weights",
-    "epoch_steps",
+    "embed",
     "evaluate_distances",
     "split_pairs",
     "load_model",
-    "paper_pair_count",
     "prepare_images",
     "train_distance",
 ]
-
-RECIPES = ("inbatch", "paper")
-
 
 @dataclass(frozen=True)
 class TrainingConfig:
@@ -76,7 +62,7 @@ class TrainingConfig:
 
     Attributes
     ----------
-    recipe : ``"inbatch"`` or ``"paper"`` (see the module docstring).
+    recipe : ``"inbatch"`` or ``"paper"`` (:mod:`cryoorient.recipes`).
     architecture, n_features, distance : the network (:class:`cryoorient.siamese.SiameseDistance`).
     image_size : images are downsampled (area averaging) to this size; ``None`` keeps them.
     epochs : passes over the training images (``inbatch``) or training pairs (``paper``).
@@ -201,26 +187,6 @@ def prepare_images(
     if image_size is not None and image_size != x.shape[-1]:
         x = F.interpolate(x, size=(image_size, image_size), mode="area")
     return x
-
-
-def distance_weights(distances: torch.Tensor, reference: torch.Tensor, n_bins: int = 32, cap: float = 20.0):
-    """Weights that make a set of pair distances count as if uniform on ``[0, π]``.
-
-    Parameters
-    ----------
-    distances : (M,) pair distances to weight, radians.
-    reference : (K,) distances whose histogram estimates the pair distance density.
-    n_bins : histogram bins on ``[0, π]``.
-    cap : largest weight (rare, very small distances would otherwise dominate).
-
-    Returns
-    -------
-    (M,) weights ``1 / (π density(d))``, capped, so that uniform distances get weight 1.
-    """
-    counts = torch.histc(reference.double(), bins=n_bins, min=0.0, max=math.pi)
-    density = counts / counts.sum() * n_bins / math.pi
-    index = (distances.double() / math.pi * n_bins).long().clamp(0, n_bins - 1)
-    return (1.0 / (math.pi * density[index]).clamp_min(1.0 / cap)).to(distances.dtype)
 
 
 def _pair_targets(quaternions: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -383,22 +349,6 @@ def _deterministic_on_cpu(train):
     return wrapper
 
 
-def paper_pair_count(config: TrainingConfig, n_train: int) -> int:
-    """Training pairs the paper's recipe keeps: ``pairs_fraction`` of the ``n_train (n_train - 1) / 2``."""
-    return max(1, int(config.pairs_fraction * n_train * (n_train - 1) / 2))
-
-
-def epoch_steps(config: TrainingConfig, n_train: int) -> int:
-    """Optimisation steps in one epoch of :func:`train_distance` over ``n_train`` training images.
-
-    The paper's recipe steps through its fixed pairs, ``batch_size`` pairs a step; the in-batch
-    recipe through the images, ``batch_size`` images a step (the last partial batch dropped).
-    """
-    if config.recipe == "paper":
-        return math.ceil(paper_pair_count(config, n_train) / config.batch_size)
-    return n_train // config.batch_size
-
-
 @_deterministic_on_cpu
 def train_distance(
     images: torch.Tensor,
@@ -432,75 +382,29 @@ def train_distance(
     initial : a ``state_dict`` to start from instead of the random initialisation (the weights
         of ``config.warm_start``; :func:`cryoorient.model_cache.trained_model` loads them).
     """
-    for name in ("train", "validation"):
-        if name not in splits or len(splits[name]) < 2:
-            raise ValueError(f"split {name!r} must hold at least 2 images; got {len(splits.get(name, []))}")
-    images = torch.as_tensor(images)
-    if images.ndim != 3 or images.shape[1] != images.shape[2]:
-        raise ValueError(f"images must be a stack of square images (N, D, D); got {tuple(images.shape)}")
-    if len(quaternions) != len(images):
-        raise ValueError(f"{len(images)} images but {len(quaternions)} orientations")
-    if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or infinite values")
+    images = _checked_images(images, quaternions, splits)
     rank, world = _distributed()
     device = resolve_device(device)
     quaternions = torch.as_tensor(quaternions, dtype=torch.float64)
     train_idx = torch.as_tensor(np.asarray(splits["train"]), dtype=torch.long)
     val_idx = torch.as_tensor(np.asarray(splits["validation"]), dtype=torch.long)
 
-    torch.manual_seed(config.seed)
-    model = SiameseDistance(config.architecture, config.n_features, config.distance).to(device)
-    if initial is not None:
-        model.load_state_dict(initial)
-    elif config.warm_start is not None:
-        raise ValueError(
-            f"config.warm_start={config.warm_start!r} needs its weights: pass initial=, or use "
-            "cryoorient.model_cache.trained_model"
-        )
+    model = _initial_model(config, initial, device)
     network = model.network
     if world > 1:
         network = DistributedDataParallel(network, device_ids=[device] if device.type == "cuda" else None)
-    if config.recipe == "paper":
-        optimizer = torch.optim.RMSprop(model.parameters(), lr=config.learning_rate)
-        n_pairs = paper_pair_count(config, len(train_idx))
-        train_pairs = train_idx[
-            sample_uniform_distance_pairs(quaternions[train_idx], n_pairs, seed=_seeded(config, 1))
-        ]
-    else:
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-        )
-        reference = quaternion_distance(
-            quaternions[train_idx][:, None], quaternions[train_idx][None]
-        ).flatten()
-    steps_per_epoch = epoch_steps(config, len(train_idx))
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
-        if config.recipe == "inbatch"
-        else None
-    )
+    recipe = make_recipe(config, quaternions, train_idx)
+    optimizer = recipe.optimizer(model.parameters())
+    scheduler = recipe.scheduler(optimizer)
     val_pairs = split_pairs(quaternions, val_idx, config.validation_pairs, seed=_seeded(config, 2))
 
     folder = Path(folder) if folder is not None else None
-    start, history = 0, []
     checkpoint = folder / "checkpoint.pt" if folder is not None else None
+    start, history = 0, []
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         if resume and checkpoint.exists():
-            try:
-                state = torch.load(checkpoint, map_location=device, weights_only=False)
-                stored = state["config"]
-            except (OSError, RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as error:
-                raise ValueError(
-                    f"{checkpoint}: unreadable checkpoint ({error}); delete it or pass resume=False"
-                ) from error
-            if stored != config.to_dict():
-                raise ValueError(f"{checkpoint} was written for another configuration; use a new folder")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            start, history = state["epoch"], state["history"]
+            start, history = _resume(checkpoint, config, model, optimizer, scheduler, device)
 
     steps = 0
     elapsed = history[-1]["seconds"] if history else 0.0
@@ -508,62 +412,21 @@ def train_distance(
                initial=start, total=config.epochs)  # fmt: skip
     for epoch in bar:
         tic = time.perf_counter()
-        rng = _seeded(config, 3, epoch)
         model.train()
-        losses = []
-        if config.recipe == "paper":
-            order = train_pairs[torch.from_numpy(rng.permutation(len(train_pairs)))]
-            batches = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
-        else:
-            order = train_idx[torch.from_numpy(rng.permutation(len(train_idx)))]
-            batches = [
-                order[s * config.batch_size : (s + 1) * config.batch_size] for s in range(steps_per_epoch)
-            ]
-        for batch in batches:
-            if config.recipe == "paper":
-                used, inverse = torch.unique(batch.flatten(), return_inverse=True)
-                i, j = inverse.reshape(-1, 2).unbind(-1)
-            else:
-                used = batch
-                i, j = torch.triu_indices(len(batch), len(batch), offset=1)
-            batch_images, batch_q = images[used], quaternions[used]
-            if config.rotations:
-                delta = torch.from_numpy(rng.uniform(0.0, 2 * math.pi, len(used)))
-                batch_images = rotate_images(batch_images, delta)
-                batch_q = rotate_in_plane(batch_q, delta)
-            target = _pair_targets(batch_q, i, j)
-            weight = (
-                torch.ones_like(target) if config.recipe == "paper" else distance_weights(target, reference)
-            )
-            x = prepare_images(
-                batch_images, config.image_size, noise_variance=config.noise_variance,
-                shift_limit=config.shift_limit, generator=rng,
-            ).to(device)  # fmt: skip
-            loss = _batch_loss(
-                model, network, x, i.to(device), j.to(device), target.to(device), weight.to(device)
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            losses.append(loss.item())
-            steps += 1
-            if max_steps is not None and steps >= max_steps:  # a partial epoch: no model.pt
-                history = history + [{"epoch": epoch + 1, "train_losses": losses}]
-                if folder is not None and rank == 0:
-                    (folder / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-                return TrainingResult(model, config, history, folder)
+        budget = None if max_steps is None else max_steps - steps
+        losses = _train_epoch(
+            model, network, recipe, optimizer, scheduler, images, quaternions, _seeded(config, 3, epoch),
+            device, budget,
+        )  # fmt: skip
+        steps += len(losses)
+        if max_steps is not None and steps >= max_steps:  # a partial epoch: no model.pt
+            history = history + [{"epoch": epoch + 1, "train_losses": losses}]
+            if folder is not None and rank == 0:
+                (folder / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+            return TrainingResult(model, config, history, folder)
         val = evaluate_distances(
-            model,
-            images,
-            quaternions,
-            val_pairs,
-            config.image_size,
-            device=device,
-            noise_variance=config.noise_variance,
-            shift_limit=config.shift_limit,
-            seed=_seeded(config, 4),
+            model, images, quaternions, val_pairs, config.image_size, device=device,
+            noise_variance=config.noise_variance, shift_limit=config.shift_limit, seed=_seeded(config, 4),
         )  # fmt: skip  (the same degraded validation images every epoch)
         elapsed += time.perf_counter() - tic
         history.append(
@@ -587,6 +450,105 @@ def train_distance(
                      folder / "model.pt")  # fmt: skip
         (folder / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     return TrainingResult(model, config, history, folder)
+
+
+def _checked_images(images, quaternions, splits: dict[str, np.ndarray]) -> torch.Tensor:
+    """``images`` as a tensor, after checking them, their orientations and the splits against each other."""
+    for name in ("train", "validation"):
+        if name not in splits or len(splits[name]) < 2:
+            raise ValueError(f"split {name!r} must hold at least 2 images; got {len(splits.get(name, []))}")
+    images = torch.as_tensor(images)
+    if images.ndim != 3 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"images must be a stack of square images (N, D, D); got {tuple(images.shape)}")
+    if len(quaternions) != len(images):
+        raise ValueError(f"{len(images)} images but {len(quaternions)} orientations")
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or infinite values")
+    return images
+
+
+def _initial_model(config: TrainingConfig, initial: dict | None, device: torch.device) -> SiameseDistance:
+    """The network before training: seeded random weights, or ``initial`` (a warm start)."""
+    torch.manual_seed(config.seed)
+    model = SiameseDistance(config.architecture, config.n_features, config.distance).to(device)
+    if initial is not None:
+        model.load_state_dict(initial)
+    elif config.warm_start is not None:
+        raise ValueError(
+            f"config.warm_start={config.warm_start!r} needs its weights: pass initial=, or use "
+            "cryoorient.model_cache.trained_model"
+        )
+    return model
+
+
+def _resume(
+    checkpoint: Path,
+    config: TrainingConfig,
+    model: SiameseDistance,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    device: torch.device,
+) -> tuple[int, list[dict]]:
+    """Load ``checkpoint`` into the model, optimiser and schedule; return (epochs done, history)."""
+    try:
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        stored = state["config"]
+    except (OSError, RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as error:
+        raise ValueError(
+            f"{checkpoint}: unreadable checkpoint ({error}); delete it or pass resume=False"
+        ) from error
+    if stored != config.to_dict():
+        raise ValueError(f"{checkpoint} was written for another configuration; use a new folder")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    return state["epoch"], state["history"]
+
+
+def _train_epoch(
+    model: SiameseDistance,
+    network: torch.nn.Module,
+    recipe: Recipe,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    images: torch.Tensor,
+    quaternions: torch.Tensor,
+    rng: np.random.Generator,
+    device: torch.device,
+    budget: int | None = None,
+) -> list[float]:
+    """One epoch of optimisation steps (at most ``budget``); returns each step's loss.
+
+    ``rng`` draws, in this order, the batch order, then per batch the in-plane rotations (when
+    the config asks for them) and the on-the-fly shifts and noise.
+    """
+    config = recipe.config
+    losses = []
+    for batch in recipe.batches(rng):
+        used, i, j = recipe.pairs(batch)
+        batch_images, batch_q = images[used], quaternions[used]
+        if config.rotations:
+            delta = torch.from_numpy(rng.uniform(0.0, 2 * math.pi, len(used)))
+            batch_images = rotate_images(batch_images, delta)
+            batch_q = rotate_in_plane(batch_q, delta)
+        target = _pair_targets(batch_q, i, j)
+        weight = recipe.weights(target)
+        x = prepare_images(
+            batch_images, config.image_size, noise_variance=config.noise_variance,
+            shift_limit=config.shift_limit, generator=rng,
+        ).to(device)  # fmt: skip
+        i, j, target, weight = (t.to(device) for t in (i, j, target, weight))
+        loss = _batch_loss(model, network, x, i, j, target, weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        losses.append(loss.item())
+        if budget is not None and len(losses) >= budget:
+            break
+    return losses
 
 
 def load_model(

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from cryoorient.training import TrainingConfig, epoch_steps, train_distance
+from cryoorient.recipes import epoch_steps
+from cryoorient.training import TrainingConfig, train_distance
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
