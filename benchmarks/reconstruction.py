@@ -42,9 +42,10 @@ from _common import machine_info, print_table
 
 from cryoorient._provenance import map_record
 from cryoorient.density import load_map
+from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.geometry import quaternion_to_matrix
 from cryoorient.projection import apply_ctf, ctf_2d, project, sample_defocus
-from cryoorient.reconstruction import fourier_shell_correlation, reconstruct, resolution
+from cryoorient.reconstruction import reconstruct
 from cryoorient.sampling import sample_orientations
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reconstruction.json"

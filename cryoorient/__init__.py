@@ -6,6 +6,7 @@ A rerunnable companion to Banjac, Donati & Defferrard (2021), arXiv:2104.06237.
 from cryoorient._version import __version__
 from cryoorient.alignment import AlignmentResult, align_orientations
 from cryoorient.density import DensityMap, MapError, MapFallbackWarning, load_map, read_map, write_map
+from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.geometry import (
     canonical_quaternion,
     euler_to_matrix,
@@ -29,7 +30,7 @@ from cryoorient.projection import (
     sample_shifts,
     shift_images,
 )
-from cryoorient.reconstruction import ReconstructionResult, fourier_shell_correlation, reconstruct, resolution
+from cryoorient.reconstruction import ReconstructionResult, reconstruct
 from cryoorient.recovery import RecoveryResult, recover_orientations, recover_orientations_sampled
 from cryoorient.sampling import SAMPLING_SCHEMES, haar_distance_cdf, haar_distance_pdf, sample_orientations
 from cryoorient.siamese import SiameseDistance

@@ -42,18 +42,14 @@ from cryoorient.dataset import (
     simulate_dataset,
 )
 from cryoorient.density import DensityMap, load_map, read_map, write_map
+from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.gauge import fix_gauge
 from cryoorient.geometry import euler_to_matrix, quaternion_distance_matrix, quaternion_to_euler
 from cryoorient.map_alignment import align_maps
 from cryoorient.paths import atomic_write
 from cryoorient.pipeline import estimated_distances
 from cryoorient.projection import apply_ctf, ctf_2d, noise_variance, project
-from cryoorient.reconstruction import (
-    RECONSTRUCTION_METHODS,
-    fourier_shell_correlation,
-    reconstruct_particles,
-    resolution,
-)
+from cryoorient.reconstruction import RECONSTRUCTION_METHODS, reconstruct_particles
 from cryoorient.recovery import perturb_distances, recover_orientations
 from cryoorient.relion import CTF_OPTICS, read_particles, read_star, write_stack, write_star
 from cryoorient.sampling import SAMPLING_SCHEMES

@@ -31,7 +31,11 @@ rows of ``Y Oᵀ``, then the orthogonal Procrustes ``O``) from many random start
 rows, keeping the start with the smallest residual. For exact distances this recovers the
 orientations to machine precision; with noisy ones it lands in the basin of the global minimum. The
 sampled path computes the embedding from distances to a few hundred landmarks (a Nyström extension),
-which keeps it linear in ``P``.
+which keeps it linear in ``P``. The linear algebra is :mod:`cryoorient.spectral`.
+
+At ~780 lines this module is over the package's ~600: the two paths share their input checks,
+starts, stopping rules and result type, which would otherwise cross module boundaries as private
+imports.
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ import numpy as np
 import torch
 
 from cryoorient._checks import Device, check_positive, check_positive_int, resolve_device
-from cryoorient._linalg import project_so3
-from cryoorient.geometry import canonical_quaternion, matrix_to_quaternion, quaternion_distance
+from cryoorient.geometry import canonical_quaternion, quaternion_distance
+from cryoorient.spectral import rotations_from_embedding, spectral_quaternions
 
 __all__ = [
     "INITIALISATIONS",
@@ -273,70 +277,6 @@ def _check_init(init, n: int, device: torch.device, dtype: torch.dtype):
 # --- spectral initialisation ---------------------------------------------------------------------
 
 
-def _top_eigenvectors(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, k: int, generator, like):
-    """Top-``k`` eigenpairs of a symmetric ``n × n`` operator by randomised subspace iteration."""
-    block = min(n, k + 8)
-    z = torch.randn(n, block, generator=generator, dtype=torch.float64).to(like)
-    z = torch.linalg.qr(z).Q
-    for _ in range(12):  # the rank-9 signal is well separated: a few iterations suffice
-        z = torch.linalg.qr(matvec(z)).Q
-    small = z.T @ matvec(z)  # Rayleigh-Ritz
-    values, vectors = torch.linalg.eigh((small + small.T) / 2)
-    order = values.argsort(descending=True)[:k]
-    return values[order], z @ vectors[:, order]
-
-
-def _search_o9(y: torch.Tensor, n_starts: int, generator, max_iter: int = 100) -> tuple[torch.Tensor, float]:
-    """``O ∈ O(9)`` making the rows of ``y Oᵀ`` (reshaped 3×3) closest to rotations; best of many starts.
-
-    Alternating projections from ``n_starts`` random orthogonal matrices, run together; after a
-    fifth of the iterations only the best quarter of the starts continues (successive halving).
-    """
-    o = torch.linalg.qr(torch.randn(n_starts, 9, 9, generator=generator, dtype=torch.float64).to(y)).Q
-    scale = float((y**2).sum())
-    previous = None
-    for iteration in range(max_iter):
-        a = torch.einsum("nk,sjk->snj", y, o).reshape(len(o), -1, 3, 3)  # (S, n, 3, 3)
-        flip = torch.where(torch.linalg.det(a).mean(1) < 0, -1.0, 1.0).to(y)  # vec R and -vec R
-        o, a = o * flip[:, None, None], a * flip[:, None, None, None]
-        r = project_so3(a)
-        residual = ((a - r) ** 2).sum((1, 2, 3)) / scale  # (S,)
-        if iteration == max_iter // 5 and len(o) > 4:
-            keep = residual.argsort()[: max(4, len(o) // 4)]
-            o, r, residual, previous = o[keep], r[keep], residual[keep], None
-        u, _, vh = torch.linalg.svd(torch.einsum("snk,nj->skj", r.reshape(len(o), -1, 9), y))
-        o = u @ vh
-        if previous is not None and float((previous - residual).abs().max()) < 1e-13:
-            break
-        previous = residual
-    best = int(residual.argmin())
-    return o[best], float(residual[best])
-
-
-def _rotations_from_embedding(y: torch.Tensor, n_starts: int, generator, subsample: int = 128):
-    """Unit quaternions from a 9-D embedding ``y ≈ [vec R] Oᵀ`` with unknown ``O``.
-
-    ``O`` is searched on ``subsample`` rows, polished on up to 4,096 rows (``O`` has 36 degrees of
-    freedom), then every row is projected once: the cost beyond the search is ``O(P)``.
-    """
-    n = y.shape[0]
-    order = torch.randperm(n, generator=generator).to(y.device)
-    o, _ = _search_o9(y[order[:subsample]], n_starts, generator)
-    rows = y[order[:4096]]
-    for _ in range(50):  # alternating projections from the best start: monotone
-        r = project_so3((rows @ o.T).reshape(-1, 3, 3))
-        u, _, vh = torch.linalg.svd(r.reshape(-1, 9).T @ rows)
-        new = u @ vh
-        change = float((new - o).abs().max())
-        o = new
-        if change < 1e-13:
-            break
-    a = (y @ o.T).reshape(n, 3, 3)
-    if float(torch.linalg.det(a).mean()) < 0:
-        a = -a
-    return matrix_to_quaternion(project_so3(a))
-
-
 def spectral_orientations(
     distances: torch.Tensor | np.ndarray,
     *,
@@ -366,14 +306,7 @@ def spectral_orientations(
     device = resolve_device(device)
     n_starts = check_positive_int("n_starts", n_starts)
     d = _check_distances(distances, device, torch.float64)
-    return _spectral(d, n_starts, _torch_generator(seed, device))
-
-
-def _spectral(d: torch.Tensor, n_starts: int, generator) -> torch.Tensor:
-    m = 1.0 + 2.0 * torch.cos(d)
-    values, vectors = _top_eigenvectors(lambda z: m @ z, m.shape[0], 9, generator, m)
-    y = vectors * values.clamp(min=0).sqrt()
-    return _rotations_from_embedding(y, n_starts, generator)
+    return spectral_quaternions(d, n_starts, _torch_generator(seed, device))
 
 
 # --- full-batch recovery -------------------------------------------------------------------------
@@ -579,7 +512,7 @@ def recover_orientations(
         if isinstance(init, torch.Tensor):
             x0 = init.clone()
         elif init == "spectral":
-            x0 = _spectral(d.to(torch.float64), n_starts, generator).to(dtype)
+            x0 = spectral_quaternions(d.to(torch.float64), n_starts, generator).to(dtype)
         else:
             x0 = _random_quaternions(n, generator, device, dtype)
         if optimizer == "lbfgs":
@@ -666,7 +599,7 @@ def _landmark_spectral(distance_fn, n, n_landmarks, n_starts, generator, device,
         j = landmarks.repeat(len(idx))
         m_il = 1.0 + 2.0 * torch.cos(_evaluate(distance_fn, i, j, torch.float64)).reshape(len(idx), k)
         y[start : start + len(idx)] = m_il @ extend
-    return _rotations_from_embedding(y, n_starts, generator)
+    return rotations_from_embedding(y, n_starts, generator)
 
 
 def _sample_pairs(n: int, count: int, generator, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -413,7 +413,7 @@ def write_reconstruction(
         relion_reconstruct --i NAME.star --o NAME_relion.mrc [--ctf]
 
     reconstructs the same particles at the same orientations (RELION normalises its map
-    differently; compare the two with :func:`fourier_shell_correlation`).
+    differently; compare the two with :func:`cryoorient.fsc.fourier_shell_correlation`).
 
     Parameters
     ----------

@@ -54,13 +54,14 @@ import torch
 from cryoorient._provenance import portable_path
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.density import load_map
+from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.geometry import quaternion_to_matrix
 from cryoorient.map_alignment import align_maps
 from cryoorient.model_cache import CURRICULUM_EPOCHS, model_config, noise_curriculum, noise_study_levels
 from cryoorient.paths import data_dir
 from cryoorient.pipeline import recovered_or_saved
 from cryoorient.plotting import save_figure, use_style
-from cryoorient.reconstruction import fourier_shell_correlation, reconstruct, resolution
+from cryoorient.reconstruction import reconstruct
 from cryoorient.relion import write_reconstruction
 from cryoorient.results import save_results
 from cryoorient.sampling import sample_orientations

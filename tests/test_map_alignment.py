@@ -6,9 +6,9 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from cryoorient.density import load_map
+from cryoorient.fsc import fourier_shell_correlation
 from cryoorient.map_alignment import align_maps, map_correlation, transform_map
 from cryoorient.projection import project
-from cryoorient.reconstruction import fourier_shell_correlation
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 J = np.diag([1.0, 1.0, -1.0])

@@ -6,15 +6,10 @@ import torch
 
 from cryoorient.dataset import simulate_particles
 from cryoorient.density import DensityMap, load_map, read_map
+from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.geometry import euler_to_matrix, quaternion_to_matrix
 from cryoorient.projection import apply_ctf, ctf_2d, project
-from cryoorient.reconstruction import (
-    ReconstructionResult,
-    fourier_shell_correlation,
-    reconstruct,
-    reconstruct_particles,
-    resolution,
-)
+from cryoorient.reconstruction import ReconstructionResult, reconstruct, reconstruct_particles
 from cryoorient.relion import read_particles, read_star, write_reconstruction
 from cryoorient.sampling import sample_orientations
 
