@@ -20,12 +20,12 @@ from cryoorient.density import (
     load_map,
     normalize_map,
     pad_to_cube,
-    pseudo_protein,
     read_map,
     read_model,
     resample_map,
     write_map,
 )
+from cryoorient.pseudo_protein import pseudo_protein
 
 SHARED_5J0N = Path(__file__).resolve().parents[2] / "shared" / "data" / "5j0n.mrc"
 
