@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryoorient import __version__
+from cryoorient._version import __version__
 from cryoorient.alignment import align_orientations, register_orientations
 from cryoorient.common_lines import aspire_version, class_averages, common_lines_orientations
 from cryoorient.dataset import Dataset
@@ -47,7 +47,8 @@ METHODS = {
     "common_lines": "common lines (ASPIRE) on the projections",
     "class_averages": "common lines on class averages (ASPIRE)",
 }
-"""The compared methods, by the keys of :func:`compare_with_common_lines`' rows."""
+"""The compared methods, by the keys of :func:`compare_with_common_lines`' rows, and their names
+in notebook 04, its figure and the report."""
 
 
 def comparison_subset(indices: np.ndarray, size: int, seed: int = 0) -> np.ndarray:

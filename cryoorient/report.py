@@ -28,6 +28,7 @@ from datetime import date
 from pathlib import Path
 
 from cryoorient._provenance import portable
+from cryoorient.baseline_comparison import METHODS
 from cryoorient.claims import Claim, Claims, ClaimsError, Number, claims_path, load_claims
 from cryoorient.paths import atomic_write, paper_dir, repo_root
 from cryoorient.results import Results, ResultsError, available_profiles, load_results
@@ -111,19 +112,11 @@ def collect(profile: str, claims: Claims | None = None) -> dict:
     return collected
 
 
-METHOD_NAMES = {
-    "learned": "learned distances → recovery → gauge from the images",
-    "common_lines": "common lines on the projections",
-    "class_averages": "common lines on class averages",
-}
-"""The methods of notebook 04's comparison with common lines, as the report names them."""
-
-
 def common_lines_section(comparison: dict, profile: str) -> list[str]:
     """``## Against common lines``: notebook 04's table and, in words, which method wins where."""
     saved = comparison["levels"]  # results are saved with sorted keys: σ² in numeric order, methods ours
     levels = {
-        level: {m: saved[level][m] for m in (*METHOD_NAMES, *sorted(set(saved[level]) - set(METHOD_NAMES)))
+        level: {m: saved[level][m] for m in (*METHODS, *sorted(set(saved[level]) - set(METHODS)))
                 if m in saved[level]}
         for level in sorted(saved, key=float)
     }  # fmt: skip
@@ -141,7 +134,7 @@ def common_lines_section(comparison: dict, profile: str) -> list[str]:
     for level, methods in levels.items():
         for method, row in methods.items():
             o4, reg = (f"{row[k]:.3f} ({row[k + '_median']:.3f})" for k in ("e_or", "e_reg"))
-            rows.append([level, METHOD_NAMES.get(method, method), o4, reg, _duration(row["seconds"])])
+            rows.append([level, METHODS.get(method, method), o4, reg, _duration(row["seconds"])])
     header = ["σ²", "method", "E_OR (O(4), the paper's)", "E_OR,reg (rotation + mirror)", "time"]
     lines += [_markdown_table(header, rows), ""]
     wins: dict[str, list[str]] = {}
@@ -150,7 +143,7 @@ def common_lines_section(comparison: dict, profile: str) -> list[str]:
         best, runner = ranked[0], ranked[1] if len(ranked) > 1 else None
         gap = f" ({methods[best]['e_reg']:.3f} rad against {methods[runner]['e_reg']:.3f})" if runner else ""
         wins.setdefault(best, []).append(f"σ² = {level}{gap}")
-    verdict_text = "; ".join(f"{METHOD_NAMES.get(m, m)} is best at {', '.join(w)}" for m, w in wins.items())
+    verdict_text = "; ".join(f"{METHODS.get(m, m)} is best at {', '.join(w)}" for m, w in wins.items())
     failed = [lv for lv, m in levels.items() if m["common_lines"]["e_reg"] > 1.0 > m["learned"]["e_reg"]]
     if failed:
         top = max(levels, key=float)

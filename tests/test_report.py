@@ -252,10 +252,10 @@ def test_common_lines_section_says_who_wins_where_from_the_numbers():
         },
     }  # fmt: skip
     text = "\n".join(common_lines_section(comparison, "default"))
-    assert "| 16 | common lines on class averages | 1.490 (0.750) | 1.500 (0.750) |" in text
+    assert "| 16 | common lines on class averages (ASPIRE) | 1.490 (0.750) | 1.500 (0.750) |" in text
     verdict = text[text.index("**Verdict"):]
-    assert "common lines on the projections is best at σ² = 0 (0.006 rad against 0.080)" in verdict
-    assert "recovery → gauge from the images is best at σ² = 16 (0.450 rad against 1.500)" in verdict
+    assert "common lines (ASPIRE) on the projections is best at σ² = 0 (0.006 rad against 0.080)" in verdict
+    assert "learned distances, recovery, gauge is best at σ² = 16 (0.450 rad against 1.500)" in verdict
     assert "At σ² = 16 common lines on the projections fail" in verdict and "55 min" in verdict
     # no failure claimed where common lines did not fail
     comparison["levels"]["16"]["common_lines"] = row(0.5)
