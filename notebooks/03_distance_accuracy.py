@@ -53,6 +53,7 @@ device = None  # torch device; None picks CUDA when available
 
 # %%
 import time
+from itertools import pairwise
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -118,7 +119,8 @@ print(f"Euclidean |p_i - p_j| (affine fit): RMSE {euclid_rmse:.3f} rad, r {eucli
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"the learned distance beats the Euclidean baseline: {learned['rmse'] < euclid_rmse}")
+assert learned["rmse"] < euclid_rmse, f"RMSE learned {learned['rmse']:.3f}, Euclidean {euclid_rmse:.3f} rad"
+print("the learned distance beats the Euclidean baseline")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
@@ -204,10 +206,8 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(
-    "quarter coverage has fewer look-alike pairs than full coverage:",
-    lookalikes["quarter"] < lookalikes["uniform"],
-)
+assert lookalikes["quarter"] < lookalikes["uniform"], f"look-alike pairs by coverage: {lookalikes}"
+print("quarter coverage has fewer look-alike pairs than full coverage")
 
 # %% [markdown]
 # ## 3 · The bound before any training: free embeddings
@@ -245,10 +245,9 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(
-    f"cosine floor above 0.4 rad: {bounds['cosine'] > 0.4}; "
-    f"orientation floor below 0.05 rad: {bounds['orientation'] < 0.05}"
-)
+assert bounds["cosine"] > 0.4, f"cosine d_f floor {bounds['cosine']:.3f} rad, expected above 0.4"
+assert bounds["orientation"] < 0.05, f"orientation d_f floor {bounds['orientation']:.3f} rad, expected < 0.05"
+print("cosine floor above 0.4 rad; orientation floor below 0.05 rad")
 
 # %% [markdown]
 # ## 4 · Sensitivity to shifts and noise
@@ -340,7 +339,10 @@ boxes(["recipe = inbatch", "recipe = paper"], f"recipe, same images through the 
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"grid models trained: {len({k for k in results})} settings")
+for labels, what in ((shift_labels, "shifts"), (noise_labels, "noise")):
+    rmse = [results[k]["rmse"] for k in labels]
+    assert all(a < b for a, b in pairwise(rmse)), f"test RMSE does not grow with the {what}: {rmse}"
+print(f"{len(results)} grid settings; test RMSE grows with the shifts and with the noise, as in the paper's")
 
 # %% [markdown]
 # ## 6 · Results for the figures notebook and the report

@@ -60,7 +60,7 @@ from cryoorient.map_alignment import align_maps
 from cryoorient.model_cache import CURRICULUM_EPOCHS, model_config, noise_curriculum, noise_study_levels
 from cryoorient.paths import data_dir
 from cryoorient.pipeline import recovered_or_saved
-from cryoorient.plotting import save_figure, use_style
+from cryoorient.plotting import plot_fsc, save_figure, use_style
 from cryoorient.reconstruction import reconstruct
 from cryoorient.relion import write_reconstruction
 from cryoorient.results import save_results
@@ -179,13 +179,8 @@ plt.show()
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 4))
-for name, (freq, fsc, r5, _) in curves.items():
-    ax.plot(freq.numpy(), fsc.numpy(), label=f"{name}: {r5:.1f} Å")
-ax.axhline(0.5, color="k", lw=0.6, ls=":")
-ax.set_xlabel("spatial frequency (1/Å)")
-ax.set_ylabel("FSC with the ground truth")
-ax.set_ylim(-0.1, 1.02)
-ax.legend(fontsize=6, loc="lower left")
+plot_fsc(ax, {name: c[:2] for name, c in curves.items()}, {name: c[2] for name, c in curves.items()},
+         ylabel="FSC with the ground truth", fontsize=6, loc="lower left")  # fmt: skip
 ax.set_title(f"{truth.name}, {box_size} px at {pixel:.2f} Å; resolutions at FSC 0.5")
 fig.tight_layout()
 save_figure(fig, f"fsc_{tag}", profile=profile, map=truth.name, resolution_05=at_half,

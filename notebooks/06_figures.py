@@ -37,7 +37,7 @@ from IPython.display import Markdown, display
 from cryoorient.claims import load_claims
 from cryoorient.geometry import viewing_direction
 from cryoorient.paths import paper_dir
-from cryoorient.plotting import plot_directions, save_figure, use_style
+from cryoorient.plotting import plot_directions, plot_fsc, save_figure, use_style
 from cryoorient.report import numbers_document, readme_table, write_report
 from cryoorient.results import load_results
 
@@ -280,14 +280,9 @@ for i, name in enumerate(labels):
     res = "" if name == "ground truth" else f"\n{c['resolution_05'][name]:.1f} Å"
     ax.set_title(name.replace(", σ²", ",\nσ²") + res, fontsize=7)
 ax = fig.add_subplot(2, 1, 2)
-for name in c["labels"]:
-    ax.plot(reconstruction.arrays["frequency"], reconstruction.arrays[f"fsc/{name}"],
-            label=f"{name}: {c['resolution_05'][name]:.1f} Å")  # fmt: skip
-ax.axhline(0.5, color="k", lw=0.6, ls=":")
-ax.set_xlabel("spatial frequency (1/Å)")
-ax.set_ylabel("FSC")
-ax.set_ylim(-0.1, 1.02)
-ax.legend(fontsize=7, ncol=2)
+frequency = reconstruction.arrays["frequency"]
+fsc_curves = {name: (frequency, reconstruction.arrays[f"fsc/{name}"]) for name in c["labels"]}
+plot_fsc(ax, fsc_curves, c["resolution_05"], fontsize=7, ncol=2)
 fig.suptitle(f"{c['map']}: {c['p']} projections, {c['method']}; Nyquist {c['nyquist']:.2f} Å", fontsize=9)
 fig.tight_layout()
 stamp(f"fig_reconstruction_{tag}", reconstruction)
