@@ -49,13 +49,13 @@ from cryoorient.map_alignment import align_maps
 from cryoorient.paths import atomic_write
 from cryoorient.pipeline import estimated_distances
 from cryoorient.projection import apply_ctf, ctf_2d, noise_variance, project
+from cryoorient.recipes import RECIPES
 from cryoorient.reconstruction import RECONSTRUCTION_METHODS, reconstruct_particles
 from cryoorient.recovery import perturb_distances, recover_orientations
 from cryoorient.relion import CTF_OPTICS, read_particles, read_star, write_stack, write_star
 from cryoorient.sampling import SAMPLING_SCHEMES
 from cryoorient.siamese import ARCHITECTURES, DISTANCES
 from cryoorient.training import (
-    RECIPES,
     TrainingConfig,
     evaluate_distances,
     load_model,
