@@ -76,26 +76,26 @@ def main() -> None:
         levels[f"{noise:g}"] = compare_with_common_lines(
             chain[noise].model, chain[noise].folder.name, dataset(noise), subset, test, config.image_size,
             class_averaging=noise > 0, box_size=args.box, cache_dir=cache,
-        )  # fmt: skip
+        )
     rows = [("σ²", "method", "E_OR mean", "median", "E_OR,reg mean", "median", "seconds")]
     for level, methods in levels.items():
         for method, r in methods.items():
             rows.append((level, METHODS[method], f"{r['e_or']:.3f}", f"{r['e_or_median']:.3f}",
-                         f"{r['e_reg']:.3f}", f"{r['e_reg_median']:.3f}", f"{r['seconds']:.0f}"))  # fmt: skip
+                         f"{r['e_reg']:.3f}", f"{r['e_reg_median']:.3f}", f"{r['seconds']:.0f}"))
     print_table(rows)
     training = {f"{v:g}": chain[v].history[-1]["seconds"] for v in chain}
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(),
         "machine": machine_info(load_average_1_5_15_min_before=load_before,
-                                load_average_1_5_15_min_after=os.getloadavg()),  # fmt: skip
+                                load_average_1_5_15_min_after=os.getloadavg()),
         "aspire": aspire_version(),
         "dataset": "5j0n, 5,000 projections of 64 px (default profile), test split",
         "subset_size": args.size, "pool_size": len(test), "box_size": args.box, "cached": not args.fresh,
         "seconds": time.perf_counter() - start,
         "levels": levels,
         "training_seconds_per_stage": training,
-    }  # fmt: skip
+    }
     atomic_write(RESULT, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()))
     print(f"wrote {RESULT.relative_to(RESULT.parents[2])}")
 

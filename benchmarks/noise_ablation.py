@@ -74,9 +74,9 @@ def contenders(clean) -> dict[str, object]:
     return {
         "cold": model_config(noise_variance=NOISE, epochs=CURRICULUM_EPOCHS, seed=0),
         "warm": warm_started(noiseless, key, noise_variance=NOISE, epochs=CURRICULUM_EPOCHS,
-                             learning_rate=CURRICULUM_LEARNING_RATE),  # fmt: skip
+                             learning_rate=CURRICULUM_LEARNING_RATE),
         "warm, 40 epochs": warm_started(noiseless, key, noise_variance=NOISE, epochs=2 * CURRICULUM_EPOCHS,
-                                        learning_rate=CURRICULUM_LEARNING_RATE),  # fmt: skip
+                                        learning_rate=CURRICULUM_LEARNING_RATE),
     }
 
 
@@ -91,7 +91,7 @@ def evaluate(model, config, noisy, *, seed: int = 0) -> dict:
         "rmse": distances["rmse"], "mae": distances["mae"],
         "e_or": run.alignment.error, "e_or_median": float(run.alignment.errors.median()),
         "l_or": run.recovery.loss,
-    }  # fmt: skip
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -125,10 +125,10 @@ def main(argv: list[str] | None = None) -> dict:
             "loaded_from_cache": seconds < 5,
             "validation_loss_last": trained.history[-1]["validation_loss"],
             "train_loss_last": trained.history[-1]["train_loss"],
-        } | evaluate(trained.model, config, noisy)  # fmt: skip
+        } | evaluate(trained.model, config, noisy)
         row = rows[name]
         print(f"{name:>16}: E_OR {row['e_or']:.3f} rad (median {row['e_or_median']:.3f}), RMSE "
-              f"{row['rmse']:.3f}, MAE {row['mae']:.3f} rad", flush=True)  # fmt: skip
+              f"{row['rmse']:.3f}, MAE {row['mae']:.3f} rad", flush=True)
     print()
     header = ["contender", "epochs at σ²=16", "E_OR (rad)", "median", "RMSE", "MAE"]
     numbers = ("e_or", "e_or_median", "rmse", "mae")

@@ -93,7 +93,7 @@ def profiles(paper_size: int) -> dict[str, Profile]:
                 epochs=40,
                 batch_size=64,
                 learning_rate=1e-3,
-            ),  # fmt: skip
+            ),
             source="notebooks/02_distance_learning.py parameters (default profile)",
         ),
         "paper": Profile(
@@ -108,7 +108,7 @@ def profiles(paper_size: int) -> dict[str, Profile]:
                 epochs=150,
                 batch_size=256,
                 learning_rate=1e-3,
-            ),  # fmt: skip
+            ),
             source="notebooks/profiles/paper.yml (paper, Table 1)",
         ),
     }

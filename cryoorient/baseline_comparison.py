@@ -65,7 +65,7 @@ def _errors(true: torch.Tensor, found: torch.Tensor, seed: int) -> dict:
     return {
         "e_or": float(o4.error), "e_or_median": float(o4.errors.median()),
         "e_reg": float(reg.error), "e_reg_median": float(reg.errors.median()),
-    }  # fmt: skip
+    }
 
 
 def _cache_key(parts: dict) -> str:
@@ -122,7 +122,7 @@ def compare_with_common_lines(
         "image_size": image_size, "class_averaging": class_averaging, "box_size": box_size,
         "n_theta": n_theta, "n_neighbours": n_neighbours, "seed": seed, "aspire": version,
         "cryoorient": __version__,
-    })  # fmt: skip
+    })
     path = Path(cache_dir) if cache_dir is not None else data_dir() / "baselines"
     path = path / f"{key}.json"
     if path.is_file():
@@ -146,23 +146,23 @@ def compare_with_common_lines(
     fixed = _errors(true[subset], gauge.quaternions.cpu().double(), seed)
     rows["learned"] = o4 | {k: fixed[k] for k in ("e_reg", "e_reg_median")} | {
         "seconds": seconds, "n": len(subset),
-    }  # fmt: skip
+    }
 
     raw = common_lines_orientations(images[subset], pixel_size, box_size=box_size, n_theta=n_theta, seed=seed)
     rows["common_lines"] = _errors(true[subset], raw.quaternions, seed) | {
         "seconds": raw.seconds, "n": len(subset),
-    }  # fmt: skip
+    }
 
     if class_averaging:
         averages = class_averages(
             images[pool], pixel_size, len(subset), n_neighbours=n_neighbours, box_size=box_size, seed=seed
         )
         found = common_lines_orientations(averages.images, averages.pixel_size, box_size=None,
-                                          n_theta=n_theta, seed=seed)  # fmt: skip
+                                          n_theta=n_theta, seed=seed)
         rows["class_averages"] = _errors(true[pool[averages.references]], found.quaternions, seed) | {
             "seconds": averages.seconds + found.seconds, "seconds_averaging": averages.seconds,
             "seconds_common_lines": found.seconds, "n": len(averages.references),
-        }  # fmt: skip
+        }
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: f.write(json.dumps(rows, indent=1).encode()))
     return rows

@@ -174,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
         help="passes over the training split (default: %(default)s)",
     )
     t.add_argument("--batch-size", type=int, default=defaults.batch_size, metavar="B",
-                   help="images (inbatch) or pairs (paper) per step (default: %(default)s)")  # fmt: skip
+                   help="images (inbatch) or pairs (paper) per step (default: %(default)s)")
     t.add_argument(
         "--lr",
         type=float,
@@ -305,7 +305,7 @@ def _train(args: argparse.Namespace) -> None:
         result = train_distance(
             images, data.quaternions, data.splits, config, folder=args.output, resume=not args.restart,
             device=device, progress=not args.quiet, max_steps=args.max_steps,
-        )  # fmt: skip
+        )
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -393,7 +393,7 @@ def _add_recovery_commands(sub: argparse._SubParsersAction) -> None:
         "--distances-from-angles", action="store_true", help="exact distances from the STAR's angles"
     )
     r.add_argument("--perturb", type=float, default=0.0, metavar="VARIANCE",
-                   help="with --distances-from-angles: Gaussian errors of this variance, rad²")  # fmt: skip
+                   help="with --distances-from-angles: Gaussian errors of this variance, rad²")
     r.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.star", help="output STAR file")
     r.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     r.add_argument("--device", default=None, help="torch device (default: CUDA when available, else CPU)")
@@ -420,7 +420,7 @@ def _add_recovery_commands(sub: argparse._SubParsersAction) -> None:
     f.add_argument("map2", type=Path, metavar="MAP2.mrc")
     f.add_argument("--align", action="store_true", help="first align MAP1 onto MAP2 (rotation + mirror)")
     f.add_argument("-o", "--output", type=Path, default=Path("fsc.csv"), metavar="CURVE.csv",
-                   help="where to write the curve (default fsc.csv)")  # fmt: skip
+                   help="where to write the curve (default fsc.csv)")
     f.add_argument("--seed", type=int, default=0, help="seed of the alignment's search")
 
 
@@ -479,13 +479,13 @@ def _recover(args: argparse.Namespace) -> None:
     gauge = fix_gauge(
         images, recovery.quaternions.cpu(), shifts=torch.from_numpy(particles.shifts),
         seed=args.seed, device=args.device, progress=progress,
-    )  # fmt: skip
+    )
     angles = quaternion_to_euler(gauge.quaternions.cpu()).numpy()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     write_star(
         args.output, angles, particles.shifts, particles.pixel_size, images.shape[-1],
         _relocated_names(names, args.star, args.output), particles.ctf,
-    )  # fmt: skip
+    )
     print(
         f"recovered {len(particles)} orientations ({what}): L_OR {recovery.loss:.3g} rad², gauge "
         f"{gauge.gauge_class}, common-line score {gauge.score:.3f} (other class {gauge.other_score:.3f}); "

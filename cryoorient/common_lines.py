@@ -245,7 +245,7 @@ def class_averages(
             source, fspca_components=fspca, bispectrum_components=min(300, int(0.75 * fspca)),
             n_nbor=n_neighbours, large_pca_implementation="legacy", nn_implementation="sklearn",
             bispectrum_implementation="legacy", seed=seed,
-        )  # fmt: skip
+        )
         classes, reflections, distances = classifier.classify()
         # ASPIRE's ClassAvgSource cannot index the averages after a selector that drops classes
         # (0.14.3: IndexError), so the selection and the averaging are called directly.

@@ -704,7 +704,7 @@ def load_map(
         density = DensityMap(
             pad_to_cube(density.data, "geometric"), density.voxel_size, density.name, density.source,
             density.origin + "; cubed",
-        )  # fmt: skip
+        )
     if box_size is not None and voxel_size is None:
         # box alone: keep the field of view, so the whole map spans box_size voxels
         voxel_size = density.voxel_size * density.box_size / int(box_size)
@@ -735,4 +735,4 @@ def _fall_back(key: str, reason: str, voxel_size: float, fallback: bool) -> Dens
     return DensityMap(
         density.data, density.voxel_size, stand_in, f"fallback for {key}: {reason}; {density.source}",
         density.origin,
-    )  # fmt: skip
+    )

@@ -117,7 +117,7 @@ def _install_shipped(folder: Path) -> bool:
     for name in ("model.pt", "history.json"):
         if not (source / name).is_file() or sha256_file(source / name) != entry[name]:
             warnings.warn(f"shipped model {source / name} is missing or altered; training instead",
-                          ModelCacheWarning, stacklevel=3)  # fmt: skip
+                          ModelCacheWarning, stacklevel=3)
             return False
     files = {name: source / name for name in ("model.pt", "history.json")}
     _copy_model(folder, files, f"copied from the repository's models/{folder.name}")
@@ -152,7 +152,7 @@ def _fetch_shipped(folder: Path) -> bool:
     where = data_dir() / "downloads" / "models"
     try:
         registry = pooch.retrieve(base + "registry.json", known_hash=None, fname=f"registry-{commit}.json",
-                                  path=where, progressbar=False)  # fmt: skip  (pinned by the commit)
+                                  path=where, progressbar=False)  # pinned by the commit
         entry = json.loads(Path(registry).read_text()).get(folder.name)
         if entry is None:
             return False
@@ -160,11 +160,11 @@ def _fetch_shipped(folder: Path) -> bool:
             name: Path(pooch.retrieve(f"{base}{folder.name}/{name}", known_hash=f"sha256:{entry[name]}",
                                       fname=f"{folder.name}-{name}", path=where, progressbar=False))
             for name in ("model.pt", "history.json")
-        }  # fmt: skip
+        }
     except (OSError, ValueError) as error:  # unreachable (requests' errors are OSErrors), hash mismatch
         text = str(error) if len(str(error)) <= 200 else str(error)[:200] + "..."
         warnings.warn(f"could not download the shipped model {folder.name} from {base} ({text}); "
-                      "training instead", ModelCacheWarning, stacklevel=3)  # fmt: skip
+                      "training instead", ModelCacheWarning, stacklevel=3)
         return False
     _copy_model(folder, files, f"downloaded from {base}{folder.name}/")
     return True
@@ -222,7 +222,7 @@ def trained_model(
         result = train_distance(
             images, quaternions, splits, config, folder=folder, resume=True, device=device,
             progress=progress, initial=initial,
-        )  # fmt: skip
+        )
     except ValueError as error:
         if "checkpoint" not in str(error):
             raise
@@ -231,7 +231,7 @@ def trained_model(
         result = train_distance(
             images, quaternions, splits, config, folder=folder, resume=False, device=device,
             progress=progress, initial=initial,
-        )  # fmt: skip
+        )
     result.model.eval()
     return result
 
@@ -252,7 +252,7 @@ def dataset_model(
     return trained_model(
         images, dataset.quaternions, dataset.splits, config, dataset.path.name,
         cache_dir=cache_dir, device=device, progress=progress,
-    )  # fmt: skip
+    )
 
 
 def model_config(changes: dict | None = None, **fixed) -> TrainingConfig:
@@ -343,7 +343,7 @@ def noise_curriculum(
                 current.config, noise_variance=level, epochs=int(epochs),
                 learning_rate=current.config.learning_rate if learning_rate is None else learning_rate,
                 warm_start=config_key(current.config, key),
-            )  # fmt: skip
+            )
             current = dataset_model(dataset, stage, cache_dir=cache_dir, device=device, progress=progress)
         results[level] = current
     return results

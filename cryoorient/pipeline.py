@@ -192,7 +192,7 @@ def recovered_or_saved(
         gauge = None
         if key in wanted:
             fixed = fix_gauge(images[np.asarray(indices)], run.recovery.quaternions.cpu(), seed=seed,
-                              device=device, progress=False)  # fmt: skip
+                              device=device, progress=False)
             gauge = fixed.quaternions.cpu()
         raw = run.recovery.quaternions.cpu().to(torch.float64)
         out[level] = SavedRecovery(raw, run.alignment.aligned, gauge, run.alignment.error, "computed")

@@ -119,7 +119,7 @@ def common_lines_section(comparison: dict, profile: str) -> list[str]:
         level: {m: saved[level][m] for m in (*METHODS, *sorted(set(saved[level]) - set(METHODS)))
                 if m in saved[level]}
         for level in sorted(saved, key=float)
-    }  # fmt: skip
+    }
     lines = [
         f"Notebook 04, section 5 ({profile} profile): the same {comparison['p']} test projections "
         f"(the same noise draw) for learned distances and for ASPIRE's common lines (`CLSyncVoting`, "

@@ -222,7 +222,7 @@ def embed(
                            shift_limit=shift_limit, generator=generator).to(device)
         ).cpu()
         for s in range(0, len(images), batch_size)
-    ]  # fmt: skip
+    ]
     return torch.cat(out) if out else torch.empty(0, model.config["n_features"])
 
 
@@ -260,7 +260,7 @@ def evaluate_distances(
         raise ValueError(f"pairs reference images outside 0..{len(images) - 1}")
     used, inverse = torch.unique(pairs.flatten(), return_inverse=True)
     features = embed(model, images[used], image_size, device=device, noise_variance=noise_variance,
-                     shift_limit=shift_limit, seed=seed)  # fmt: skip
+                     shift_limit=shift_limit, seed=seed)
     inverse = inverse.reshape(-1, 2)
     d_p = model.feature_distance(features[inverse[:, 0]], features[inverse[:, 1]]).numpy()
     d_q = _pair_targets(quaternions, pairs[:, 0], pairs[:, 1]).numpy()
@@ -409,7 +409,7 @@ def train_distance(
     steps = 0
     elapsed = history[-1]["seconds"] if history else 0.0
     bar = tqdm(range(start, config.epochs), desc="training", unit="epoch", disable=not progress or rank != 0,
-               initial=start, total=config.epochs)  # fmt: skip
+               initial=start, total=config.epochs)
     for epoch in bar:
         tic = time.perf_counter()
         model.train()
@@ -417,7 +417,7 @@ def train_distance(
         losses = _train_epoch(
             model, network, recipe, optimizer, scheduler, images, quaternions, _seeded(config, 3, epoch),
             device, budget,
-        )  # fmt: skip
+        )
         steps += len(losses)
         if max_steps is not None and steps >= max_steps:  # a partial epoch: no model.pt
             history = history + [{"epoch": epoch + 1, "train_losses": losses}]
@@ -427,7 +427,7 @@ def train_distance(
         val = evaluate_distances(
             model, images, quaternions, val_pairs, config.image_size, device=device,
             noise_variance=config.noise_variance, shift_limit=config.shift_limit, seed=_seeded(config, 4),
-        )  # fmt: skip  (the same degraded validation images every epoch)
+        )  # the same degraded validation images every epoch
         elapsed += time.perf_counter() - tic
         history.append(
             {
@@ -447,7 +447,7 @@ def train_distance(
             _save_atomic(state, checkpoint)
     if folder is not None and rank == 0:
         _save_atomic({"model": model.state_dict(), "config": config.to_dict(), "version": __version__},
-                     folder / "model.pt")  # fmt: skip
+                     folder / "model.pt")
         (folder / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     return TrainingResult(model, config, history, folder)
 
@@ -537,7 +537,7 @@ def _train_epoch(
         x = prepare_images(
             batch_images, config.image_size, noise_variance=config.noise_variance,
             shift_limit=config.shift_limit, generator=rng,
-        ).to(device)  # fmt: skip
+        ).to(device)
         i, j, target, weight = (t.to(device) for t in (i, j, target, weight))
         loss = _batch_loss(model, network, x, i, j, target, weight)
         optimizer.zero_grad(set_to_none=True)

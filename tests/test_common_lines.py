@@ -36,7 +36,7 @@ def test_common_lines_recover_clean_projections_in_our_convention(clean):
     # ASPIRE's own measure (degrees, on its rotations R_i = A_iᵀ) agrees with ours
     ours = quaternion_to_matrix(result.quaternions).numpy()
     aspire_deg = mean_aligned_angular_distance(ours.transpose(0, 2, 1), quaternion_to_matrix(true).numpy()
-                                               .transpose(0, 2, 1))  # fmt: skip
+                                               .transpose(0, 2, 1))
     assert np.radians(aspire_deg) == pytest.approx(error, abs=2e-3)
     # the other convention (A_i = R_i) is not a registration away from the truth
     transposed = torch.from_numpy(ours.transpose(0, 2, 1).copy())

@@ -155,7 +155,7 @@ def test_dataset_key_follows_the_maps_origin_not_its_last_bits(tmp_path):
     assert density.origin.startswith("generated:pseudo:2;") and "16 px" in density.origin
     # another FFT library rounds the resampled voxels differently: the same key
     nudged = DensityMap(np.nextafter(density.data, np.float32(2)), density.voxel_size, density.name,
-                        density.source, density.origin)  # fmt: skip
+                        density.source, density.origin)
     assert ds._dataset_key(params, nudged) == ds._dataset_key(params, density)
     # a map without a known origin falls back to its voxels, so changed voxels change the key
     bare = DensityMap(density.data, density.voxel_size, density.name, density.source)

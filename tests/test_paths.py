@@ -43,7 +43,7 @@ def test_map_dirs_lists_existing_folders_then_data(tmp_path, monkeypatch):
 def test_git_commit_ignores_generated_outputs(tmp_path, monkeypatch):
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)  # fmt: skip
+                       capture_output=True)
 
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "a.json").write_text("1")

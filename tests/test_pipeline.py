@@ -61,7 +61,7 @@ def test_recovered_or_saved_reads_notebook_04_only_for_the_same_models(
     assert computed.recovered.dtype == torch.float64 and computed.aligned.shape == (40, 4)
     stamp = {"learned": {"0": {"model": "key-a", "e_or": 0.5}}}
     arrays = {"noise0/recovered": computed.recovered + 0, "noise0/aligned": q[test],
-              "noise0/gauge_fixed": q[test]}  # fmt: skip
+              "noise0/gauge_fixed": q[test]}
     save_results("04_orientation_recovery", stamp, profile="unit", arrays=arrays)
     saved = recovered_or_saved(*args, profile="unit", gauge_levels=[0.0])[0.0]
     assert saved.origin == "saved" and saved.e_or == 0.5

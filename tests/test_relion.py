@@ -150,9 +150,9 @@ def test_particle_stack_validates():
 # relion_reconstruct needs in the particles table. Written out here, not taken from relion.py, so
 # the test fails if a column is dropped there.
 RELION31_OPTICS = {"rlnOpticsGroup", "rlnImagePixelSize", "rlnImageSize", "rlnImageDimensionality",
-                   "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast"}  # fmt: skip
+                   "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast"}
 RELION31_PARTICLES = {"rlnImageName", "rlnOpticsGroup", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi",
-                      "rlnOriginXAngst", "rlnOriginYAngst"}  # fmt: skip
+                      "rlnOriginXAngst", "rlnOriginYAngst"}
 RELION31_CTF = {"rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"}
 
 

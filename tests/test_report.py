@@ -207,7 +207,7 @@ def test_a_claim_row_is_one_entry_in_the_file(raw_claims, tmp_path, monkeypatch)
     content["claims"].append(
         {"key": "eor_exact", "claim": "exact distances recover exactly", "paper": 1e-6, "source": "Fig. 4",
          "better": "lower", "caveat": "a test row"}
-    )  # fmt: skip
+    )
     claims = load_claims(write_claims(tmp_path, content))
     document = report.numbers_document(claims=claims)
     rows = report.claims_rows(document, claims)
@@ -242,7 +242,7 @@ def test_common_lines_section_says_who_wins_where_from_the_numbers():
 
     def row(e_reg, seconds=10.0):
         return {"e_or": e_reg - 0.01, "e_or_median": e_reg / 2, "e_reg": e_reg, "e_reg_median": e_reg / 2,
-                "seconds": seconds, "n": 200}  # fmt: skip
+                "seconds": seconds, "n": 200}
 
     comparison = {
         "p": 200, "box_size": 32, "aspire": "0.14.3", "training_minutes": {"0": 20.0, "16": 55.0},
@@ -250,7 +250,7 @@ def test_common_lines_section_says_who_wins_where_from_the_numbers():
             "0": {"learned": row(0.08), "common_lines": row(0.006)},
             "16": {"learned": row(0.45), "common_lines": row(1.8), "class_averages": row(1.5)},
         },
-    }  # fmt: skip
+    }
     text = "\n".join(common_lines_section(comparison, "default"))
     assert "| 16 | common lines on class averages (ASPIRE) | 1.490 (0.750) | 1.500 (0.750) |" in text
     verdict = text[text.index("**Verdict"):]

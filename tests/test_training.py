@@ -141,7 +141,7 @@ def test_bad_inputs(data, tmp_path):
 
 def _train_args(dataset, output):
     return ["train", str(dataset), "-o", str(output), "--image-size", "16", "--n-features", "16",
-            "--batch-size", "8", "--max-steps", "2", "--quiet"]  # fmt: skip
+            "--batch-size", "8", "--max-steps", "2", "--quiet"]
 
 
 @pytest.mark.slow
@@ -152,7 +152,7 @@ def test_torchrun_with_gloo_matches_one_process(tmp_path):
     assert main(_train_args(dataset, tmp_path / "single")) == 0
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "cryoorient.cli", *_train_args(dataset, tmp_path / "ddp")]  # fmt: skip
+               "-m", "cryoorient.cli", *_train_args(dataset, tmp_path / "ddp")]
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     single = json.loads((tmp_path / "single" / "history.json").read_text())[-1]["train_losses"]
@@ -283,14 +283,14 @@ def test_noise_curriculum_chains_warm_starts(data, tmp_path):
     dataset = Dataset(Path("toy-dataset"), stack, q, splits, {"map": {"name": "toy"}})
     config = TrainingConfig(**TINY | {"epochs": 1})
     chain = model_cache.noise_curriculum(dataset, config, [0.0, 1.0, 4.0], epochs=1, cache_dir=tmp_path,
-                                      progress=False)  # fmt: skip
+                                      progress=False)
     assert list(chain) == [0.0, 1.0, 4.0]
     assert chain[0.0].config == config
     for low, high in ((0.0, 1.0), (1.0, 4.0)):  # each level starts from the model of the level below
         assert chain[high].config.warm_start == chain[low].folder.name
         assert chain[high].config.noise_variance == high and len(chain[high].history) == 1
     again = model_cache.noise_curriculum(dataset, config, [0.0, 1.0, 4.0], epochs=1, cache_dir=tmp_path,
-                                      progress=False)  # fmt: skip
+                                      progress=False)
     assert [r.folder for r in again.values()] == [r.folder for r in chain.values()]  # all cached
     with pytest.raises(ValueError, match="increase strictly"):
         model_cache.noise_curriculum(
@@ -366,7 +366,7 @@ def test_shipped_models_are_the_default_profiles():
         config = replace(
             config, noise_variance=level, epochs=model_cache.CURRICULUM_EPOCHS,
             learning_rate=model_cache.CURRICULUM_LEARNING_RATE, warm_start=found[-1],
-        )  # fmt: skip
+        )
         found.append(model_cache.config_key(config, key))
     assert found == list(registry), "models/registry.json no longer matches the default profile's keys"
     for previous, name in zip([None, *found], found, strict=False):
