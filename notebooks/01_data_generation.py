@@ -231,7 +231,7 @@ fig.tight_layout()
 save_figure(
     fig, "projection_examples", profile=profile, map=density.name, box_size=box_size,
     noise_variance=noise_variance, shift_limit=shift_limit, defocus=defocus, seed=seed,
-)  # fmt: skip
+)
 plt.show()
 
 # %% [markdown]
@@ -246,14 +246,14 @@ frequencies = np.fft.fftfreq(box_size, d=density.voxel_size)  # 1/Å
 fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [1, 2]})
 nyquist = 1 / (2 * density.voxel_size)
 left.imshow(np.fft.fftshift(transfer.numpy()), cmap="RdBu_r", vmin=-1, vmax=1, origin="lower",
-            extent=(-nyquist, nyquist, -nyquist, nyquist))  # fmt: skip
+            extent=(-nyquist, nyquist, -nyquist, nyquist))
 left.set_xlabel("$u_x$ (1/Å)")
 left.set_ylabel("$u_y$ (1/Å)")
 left.set_title(f"CTF, defocus {defocus / 1e4:g} µm")
 right.plot(frequencies[: box_size // 2], transfer[0, : box_size // 2].numpy(), label=f"{box_size} px grid")
 fine = ctf_2d(8 * box_size, density.voxel_size, defocus_u=defocus)[0, : 4 * box_size]
 right.plot(np.fft.fftfreq(8 * box_size, d=density.voxel_size)[: 4 * box_size], fine.numpy(), "k", lw=0.6,
-           label="finely sampled")  # fmt: skip
+           label="finely sampled")
 right.axhline(0, color="grey", lw=0.5)
 right.set_xlabel("spatial frequency (1/Å)")
 right.set_ylabel("CTF")

@@ -132,12 +132,12 @@ ax.set_yscale("log")
 ax.legend()
 noise_tag = f"noise{config.noise_variance:g}"
 ax.set_title(f"{dataset.map_name}, σ² = {config.noise_variance:g}, {image_size or box_size} px, "
-             f"{config.distance} $d_f$")  # fmt: skip
+             f"{config.distance} $d_f$")
 fig.tight_layout()
 save_figure(
     fig, f"distance_learning_loss_{dataset.map_name.replace(':', '-')}_{noise_tag}", profile=profile,
     map=dataset.map_name, config=config.to_dict(), n_projections=n_projections, box_size=box_size,
-)  # fmt: skip
+)
 plt.show()
 
 # %% [markdown]
@@ -207,16 +207,16 @@ matched = matched_noise_variance(paper_noise_variance, box_size)
 levels = noise_study_levels(noise_levels, box_size, paper_noise_variance)
 stage_epochs = CURRICULUM_EPOCHS if curriculum_epochs is None else curriculum_epochs
 print(f"paper: σ² = {paper_noise_variance:g} at {PAPER_BOX_SIZE} px, integrated SNR "
-      f"{integrated_snr(paper_noise_variance, PAPER_BOX_SIZE):.0f}")  # fmt: skip
+      f"{integrated_snr(paper_noise_variance, PAPER_BOX_SIZE):.0f}")
 for level in levels:
     print(f"  σ² = {level:5.2f} at {box_size} px: integrated SNR {integrated_snr(level, box_size):7.0f}, "
-          f"the paper's σ² ≈ {level * (PAPER_BOX_SIZE / box_size) ** 2:5.1f}")  # fmt: skip
+          f"the paper's σ² ≈ {level * (PAPER_BOX_SIZE / box_size) ** 2:5.1f}")
 
 # %%
 tic = time.perf_counter()
 chain = noise_curriculum(dataset, config, [0.0, *levels], epochs=stage_epochs, device=device)
 print(f"{len(levels)} noisy estimators, {stage_epochs} epochs each "
-      f"(this session: {time.perf_counter() - tic:.0f} s)")  # fmt: skip
+      f"(this session: {time.perf_counter() - tic:.0f} s)")
 
 # %% [markdown]
 # Every estimator's learning curve: the validation loss of each stage on validation images with
@@ -238,7 +238,7 @@ ax.set_title(f"{dataset.map_name}: the noise curriculum, {image_size or box_size
 fig.tight_layout()
 save_figure(fig, f"distance_learning_curriculum_{dataset.map_name.replace(':', '-')}", profile=profile,
             map=dataset.map_name, levels=levels, epochs=stage_epochs,
-            models=[r.folder.name for r in chain.values()])  # fmt: skip
+            models=[r.folder.name for r in chain.values()])
 plt.show()
 
 # %% [markdown]
@@ -249,12 +249,12 @@ plt.show()
 study = {}
 for level, trained in chain.items():
     e = evaluate_distances(trained.model, images, dataset.quaternions, pairs, image_size,
-                           noise_variance=level, seed=seed + 1)  # fmt: skip
+                           noise_variance=level, seed=seed + 1)
     minutes_level = trained.history[-1]["seconds"] / 60
     study[level] = {k: e[k] for k in ("rmse", "mae", "pearson", "loss")} | {
         "minutes": minutes_level, "epochs": len(trained.history), "model": trained.folder.name}
     print(f"σ² = {level:5.2f}: RMSE {e['rmse']:.3f} rad, MAE {e['mae']:.3f} rad, r {e['pearson']:.3f} "
-          f"({len(trained.history)} epochs, {minutes_level:.1f} min)")  # fmt: skip
+          f"({len(trained.history)} epochs, {minutes_level:.1f} min)")
 
 # %%
 # NBVAL_CHECK_OUTPUT

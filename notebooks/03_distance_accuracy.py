@@ -77,7 +77,7 @@ def dataset_at(n: int, map_name: str = map_name, orientations: str = "uniform"):
     params = SimulationParameters(
         map=map_name, n_projections=n, box_size=box_size, voxel_size=voxel_size,
         orientations=orientations, seed=seed,
-    )  # fmt: skip
+    )
     return load_dataset(params, progress=False)
 
 
@@ -96,7 +96,7 @@ def tag(name: str) -> str:
 data = dataset_at(n_projections)
 main_config = model_config(model, seed=seed)
 image_size, distance, n_features, recipe = (main_config.image_size, main_config.distance,
-                                            main_config.n_features, main_config.recipe)  # fmt: skip
+                                            main_config.n_features, main_config.recipe)
 model = dataset_model(data, main_config, device=device).model
 images = torch.from_numpy(data.particles.images)
 q = data.quaternions
@@ -137,7 +137,7 @@ axes[0].set_ylabel("estimated distance (rad)")
 fig.suptitle(f"{data.map_name}, noiseless, {len(test_pairs)} test pairs")
 fig.tight_layout()
 save_figure(fig, f"dpdq_{tag(data.map_name)}_noise0", profile=profile, map=data.map_name,
-            config=main_config.to_dict(), n_projections=n_projections, n_pairs=len(test_pairs))  # fmt: skip
+            config=main_config.to_dict(), n_projections=n_projections, n_pairs=len(test_pairs))
 plt.show()
 
 # %% [markdown]
@@ -201,7 +201,7 @@ axes[0].set_ylabel(r"$|p_i - p_j|$")
 axes[0].legend(markerscale=3)
 fig.tight_layout()
 save_figure(fig, f"symmetry_{tag(d2.map_name)}_coverage", profile=profile, map=d2.map_name,
-            n_projections=d2_projections, lookalikes=lookalikes)  # fmt: skip
+            n_projections=d2_projections, lookalikes=lookalikes)
 plt.show()
 
 # %%
@@ -240,7 +240,7 @@ ax.set_title(f"free embeddings of {embedding_orientations} orientations, $n_f$ =
 ax.legend()
 fig.tight_layout()
 save_figure(fig, "embedding_bound", profile=profile, n_orientations=embedding_orientations,
-            n_features=embedding_features, bounds=bounds)  # fmt: skip
+            n_features=embedding_features, bounds=bounds)
 plt.show()
 
 # %%
@@ -273,7 +273,7 @@ def grid_run(label: str, **change) -> dict:
     out = evaluate_distances(trained.model, grid_images, grid.quaternions, grid_pairs, image_size, **degrade)
     results[label] = out
     print(f"{label:>28}: L_DE {out['loss']:.3f} rad², RMSE {out['rmse']:.3f} rad, r {out['pearson']:.3f}"
-          f"  ({time.perf_counter() - tic:.0f} s)")  # fmt: skip
+          f"  ({time.perf_counter() - tic:.0f} s)")
     return out
 
 
@@ -335,7 +335,7 @@ results[f"d_f = {distance}"] = results[f"n_f = {n_features}"] = results[f"recipe
 boxes([f"d_f = {d}" for d in DISTANCES], "feature distance", "ablation_distance")
 boxes([f"n_f = {n}" for n in feature_dims], f"feature dimension ({distance} $d_f$)", "ablation_features")
 boxes(["recipe = inbatch", "recipe = paper"], f"recipe, same images through the network ({distance} $d_f$)",
-      "ablation_recipe")  # fmt: skip
+      "ablation_recipe")
 
 # %%
 # NBVAL_CHECK_OUTPUT

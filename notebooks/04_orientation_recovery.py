@@ -85,7 +85,7 @@ def dataset_at(noise: float):
     params = SimulationParameters(
         map=map_name, n_projections=n_projections, box_size=box_size, voxel_size=voxel_size,
         noise_variance=noise, seed=seed,
-    )  # fmt: skip
+    )
     return load_dataset(params)
 
 
@@ -103,7 +103,7 @@ print(f"map {clean.map_name}: recovering the {len(test)} orientations of the tes
 # %%
 chance = align_orientations(q_test, sample_orientations(len(test), seed=seed + 7), seed=seed)
 print(f"E_OR of random orientations after the O(4) alignment: {chance.error:.3f} rad "
-      f"(median {chance.errors.median():.3f})")  # fmt: skip
+      f"(median {chance.errors.median():.3f})")
 
 # %% [markdown]
 # ## 1 · Exact distances
@@ -136,7 +136,7 @@ ax = fig.add_subplot(2, 3, 1)
 ax.semilogy(exact.loss_history)
 if exact.steps == 0:
     ax.text(0.5, 0.5, "0 steps: the spectral start\nis already exact", ha="center", va="center",
-            transform=ax.transAxes, fontsize=9)  # fmt: skip
+            transform=ax.transAxes, fontsize=9)
 ax.set_xlabel("L-BFGS step")
 ax.set_ylabel(r"$L_{OR}$ (rad$^2$)")
 ax.set_title("loss from exact distances")
@@ -248,12 +248,12 @@ for noise, trained in chain.items():
                                   split_pairs(data.quaternions, data.splits[split], n_boxes, seed=seed),
                                   image_size)
         for split in ("train", "validation")
-    }  # fmt: skip
+    }
     learned[noise] = {"run": run, "boxes": boxes, "model": trained.folder.name, "data": data}
     errors = run.alignment.errors
     print(f"σ² = {noise:5.2f}: E_OR {run.alignment.error:.3f} rad (median {errors.median():.3f}), "
           f"L_OR {run.recovery.loss:.4f} rad², L_DE train {boxes['train']['loss']:.4f} / validation "
-          f"{boxes['validation']['loss']:.4f} rad²")  # fmt: skip
+          f"{boxes['validation']['loss']:.4f} rad²")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -263,7 +263,7 @@ assert e_or[matched] < 0.3, f"SNR-matched σ² = {matched:.2f}: E_OR {e_or[match
 assert all(e < chance.error / 2 for e in e_or.values()), f"some level is near chance: {e_or}"
 assert e_or[max(e_or)] >= e_or[0.0], "the noisiest level should not beat the noiseless one"
 print(f"E_OR below 0.15 rad noiseless and 0.3 rad at the SNR-matched σ²; every level under half "
-      f"the chance level ({chance.error:.1f} rad)")  # fmt: skip
+      f"the chance level ({chance.error:.1f} rad)")
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -273,7 +273,7 @@ ax.plot(x, [float(learned[v]["run"].alignment.errors.median()) for v in x], "s--
 ax.axhline(chance.error, color="0.5", lw=0.8, ls=":", label=f"random orientations, {chance.error:.2f}")
 ax.axvline(matched, color="C3", lw=0.8, ls=":")
 ax.text(matched, 0.02, " the paper's σ² = 16,\n matched in SNR", color="C3", fontsize=7, va="bottom",
-        transform=ax.get_xaxis_transform())  # fmt: skip
+        transform=ax.get_xaxis_transform())
 ax.set_xlabel(f"noise variance σ² (per pixel, {box_size} px images)")
 ax.set_ylabel("orientation error (rad)")
 ax.set_xscale("symlog", linthresh=1)
@@ -281,7 +281,7 @@ ax.legend(fontsize=8)
 ax.set_title(f"{clean.map_name}, P = {len(test)}: recovery from learned distances")
 fig.tight_layout()
 save_figure(fig, f"recovery_noise_{tag}", profile=profile, map=clean.map_name, levels=x,
-            e_or=[learned[v]["run"].alignment.error for v in x], chance=chance.error)  # fmt: skip
+            e_or=[learned[v]["run"].alignment.error for v in x], chance=chance.error)
 plt.show()
 
 # %% [markdown]
@@ -298,7 +298,7 @@ for noise in (matched, noisy_variance):
     row = {"unweighted": run.alignment.error}
     for name, option in variants.items():
         weighted = recover_orientations(run.distances, weights=reliability_weights(run.distances, **option),
-                                        seed=seed)  # fmt: skip
+                                        seed=seed)
         row[name] = align_orientations(q_test, weighted.quaternions.cpu(), seed=seed).error
     robust[f"{noise:g}"] = row
     print(f"σ² = {noise:5.2f}: " + ", ".join(f"{k} E_OR {v:.3f}" for k, v in row.items()))
@@ -352,11 +352,11 @@ ablation_file = repo_root() / "benchmarks" / "results" / "noise_ablation.json" i
 if ablation_file is not None and ablation_file.is_file():
     ablation = json.loads(ablation_file.read_text())
     print(f"benchmark run of {ablation['date']} at commit {ablation['commit']}, {ablation['map']}, "
-          f"σ² = {ablation['noise_variance']:g}, {ablation['p_test']} test projections:")  # fmt: skip
+          f"σ² = {ablation['noise_variance']:g}, {ablation['p_test']} test projections:")
     print(f"{'contender':>16}  {'epochs':>6}  {'E_OR':>6}  {'median':>6}  {'RMSE':>6}  {'MAE':>6}  training")
     for name, r in ablation["rows"].items():
         print(f"{name:>16}  {r['epochs']:>6}  {r['e_or']:6.3f}  {r['e_or_median']:6.3f}  {r['rmse']:6.3f}  "
-              f"{r['mae']:6.3f}  {r['training_seconds'] / 60:.0f} min")  # fmt: skip
+              f"{r['mae']:6.3f}  {r['training_seconds'] / 60:.0f} min")
 else:
     print("benchmarks/results/noise_ablation.json is not here (a checkout of the repository has it)")
 
@@ -397,7 +397,7 @@ for noise in (0.0, noisy_variance):
     ax[2].hist(run.alignment.errors.numpy(), bins=40)
     ax[2].axvline(run.alignment.error, color="C3", label=f"$E_{{OR}}$ = {run.alignment.error:.3f} rad")
     ax[2].axvline(float(run.alignment.errors.median()), color="C2", ls="--",
-                  label=f"median {run.alignment.errors.median():.3f} rad")  # fmt: skip
+                  label=f"median {run.alignment.errors.median():.3f} rad")
     ax[2].set_xlabel(r"$d_q(q_i, T\hat q_i)$ (rad)")
     ax[2].legend(fontsize=8)
     fig.suptitle(
@@ -406,7 +406,7 @@ for noise in (0.0, noisy_variance):
     fig.tight_layout()
     save_figure(fig, f"recovery_learned_{tag}_noise{noise:g}", profile=profile, map=clean.map_name,
                 model=entry["model"], e_or=run.alignment.error,
-                transform_class=run.alignment.transform_class)  # fmt: skip
+                transform_class=run.alignment.transform_class)
     plt.show()
 
 # %% [markdown]
@@ -469,14 +469,14 @@ for key, (name, image_level, raw, o4_error, level) in zip(keys, experiments, str
         "e_or_reg": registration_error(q_test, fixed.quaternions.cpu()),
         "gauge_class": fixed.gauge_class, "score": fixed.score, "other_score": fixed.other_score,
         "seconds": fixed.seconds,
-    }  # fmt: skip
+    }
     gauge_rows.append(row)
     if level is not None:
         gauge_fixed[level] = fixed.quaternions.cpu()
     print(f"{name:>30}, gauge from σ² = {image_level:<4.3g} images: E_OR {o4_error:.3f} | E_OR,reg "
           f"{row['e_or_reg_raw']:.3f} → {row['e_or_reg']:.4f} rad ({fixed.gauge_class}, common-line "
           f"score {fixed.score:.3f}, other class {fixed.other_score:.3f}, "
-          f"{fixed.seconds:.0f} s)")  # fmt: skip
+          f"{fixed.seconds:.0f} s)")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -488,7 +488,7 @@ assert abs(noiseless["e_or_reg"] - noiseless["e_or"]) < 0.05, f"learned noiseles
 assert all(r["e_or_reg"] <= r["e_or_reg_raw"] for r in gauge_rows), "gauge fixing made something worse"
 assert all(r["e_or_reg"] - r["e_or"] < 0.01 for r in gauge_rows), "E_OR,reg > E_OR + 0.01 rad somewhere"
 print("without the truth, E_OR,reg after gauge fixing: < 0.01 rad (exact distances, clean images), "
-      "< 0.03 rad (noisy images), and within 0.01 rad of the O(4) E_OR in every experiment")  # fmt: skip
+      "< 0.03 rad (noisy images), and within 0.01 rad of the O(4) E_OR in every experiment")
 
 # %%
 fig, ax = plt.subplots(figsize=(10, 3.8))
@@ -497,7 +497,7 @@ grouped_bars(ax, labels, {
     r"$E_{OR}$ (O(4), the paper's)": [r["e_or"] for r in gauge_rows],
     r"$E_{OR,reg}$ as recovered": [r["e_or_reg_raw"] for r in gauge_rows],
     r"$E_{OR,reg}$ after gauge fixing": [r["e_or_reg"] for r in gauge_rows],
-}, log=True)  # fmt: skip
+}, log=True)
 ax.set_ylim(1e-4, 5)  # exact distances: E_OR ~1e-15 rad, below the axis
 ax.axhline(chance.error, color="0.5", lw=0.8, ls=":", label=f"random orientations, O(4): {chance.error:.2f}")
 ax.set_ylabel("mean orientation error (rad)")
@@ -541,7 +541,7 @@ if aspire_version() is not None:
             class_averaging=noise > 0, box_size=common_lines_box, seed=seed, device=device,
         )
         for noise in common_lines_levels
-    }  # fmt: skip
+    }
     comparison_origin = f"computed here with ASPIRE {aspire_version()}"
 else:
     try:
@@ -565,7 +565,7 @@ print(f"{'σ²':>5}  {'method':<41} {'E_OR mean / median':>19}  {'E_OR,reg mean 
 for level, rows in comparison.items():
     for method, row in rows.items():
         print(f"{level:>5}  {METHODS[method]:<41} {row['e_or']:8.3f} / {row['e_or_median']:.3f}  "
-              f"{row['e_reg']:12.3f} / {row['e_reg_median']:.3f}  {row['seconds']:6.0f} s")  # fmt: skip
+              f"{row['e_reg']:12.3f} / {row['e_reg_median']:.3f}  {row['seconds']:6.0f} s")
     print(f"{'':>5}  (training the estimators up to σ² = {level}: {training_minutes[level]:.0f} min, once)")
 
 # %%
@@ -593,7 +593,7 @@ axes[0].legend(fontsize=7)
 fig.suptitle(f"{clean.map_name}, the same P = {len(subset)} test projections: learned vs common lines")
 fig.tight_layout()
 save_figure(fig, f"common_lines_{tag}", profile=profile, map=clean.map_name, p=len(subset),
-            comparison=comparison, origin=comparison_origin)  # fmt: skip
+            comparison=comparison, origin=comparison_origin)
 plt.show()
 
 # %%
@@ -653,7 +653,7 @@ values = {
         }
         for noise, e in learned.items()
     },
-}  # fmt: skip
+}
 arrays = {"true": q_test, "exact_loss_history": exact.loss_history}
 for noise, e in learned.items():
     key = f"noise{noise:g}"
@@ -661,7 +661,7 @@ for noise, e in learned.items():
         f"{key}/errors": e["run"].alignment.errors, f"{key}/aligned": e["run"].alignment.aligned,
         f"{key}/recovered": e["run"].recovery.quaternions.cpu(),
         f"{key}/loss_history": e["run"].recovery.loss_history,
-    } | {f"{key}/sq_error_{s}": (b["d_p"] - b["d_q"]) ** 2 for s, b in e["boxes"].items()}  # fmt: skip
+    } | {f"{key}/sq_error_{s}": (b["d_p"] - b["d_q"]) ** 2 for s, b in e["boxes"].items()}
 arrays |= {f"noise{noise:g}/gauge_fixed": q for noise, q in gauge_fixed.items()}
 saved = save_results("04_orientation_recovery", values, profile=profile, arrays=arrays, map=clean.map_name)
 print(f"saved {portable_path(saved)} and its .npz")

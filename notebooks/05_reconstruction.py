@@ -18,7 +18,8 @@
 # The reconstruction is least squares solved by conjugate gradients (the paper used ASTRA's CGLS),
 # with our projector and its adjoint, started from a direct Fourier-space reconstruction. The
 # Fourier shell correlation (FSC) against the ground-truth map gives the resolution at the 0.5
-# threshold (the paper's) and 0.143.
+# threshold, the paper's and the criterion against a noise-free reference (0.143 is for two
+# half-maps, each from half of the particles; it does not apply here).
 
 # %%
 # Colab only: install the package from the repository (does nothing elsewhere).
@@ -75,7 +76,7 @@ def dataset_at(noise: float):
     params = SimulationParameters(
         map=map_name, n_projections=n_projections, box_size=box_size, voxel_size=voxel_size,
         noise_variance=noise, seed=seed,
-    )  # fmt: skip
+    )
     return load_dataset(params)
 
 
@@ -105,7 +106,7 @@ gauge_levels = {0.0: "clean", matched: "matched"}  # section 3: levels and their
 recovered = recovered_or_saved(
     {v: r.model for v, r in chain.items()}, {v: r.folder.name for v, r in chain.items()}, dataset_at, test,
     config.image_size, profile=profile, gauge_levels=gauge_levels, seed=seed, device=device,
-)  # fmt: skip
+)
 orientations, notes = {"true": clean.quaternions[test]}, {}
 orientations["random"] = sample_orientations(len(test), seed=seed + 7)
 for level, saved_run in recovered.items():
@@ -135,17 +136,17 @@ runs += [(f"recovered, σ² = {v:.3g}", images_at(v), orientations[f"recovered, 
 # the paper's protocol (§ 3.5): the noiseless projections with the orientations recovered from noisy ones
 paper_protocol = {v: f"recovered, σ² = {v:.3g}, noiseless images" for v in (matched, noisy_variance)}
 runs += [(name, images_at(0.0), orientations[name.removesuffix(", noiseless images")])
-         for name in paper_protocol.values()]  # fmt: skip
+         for name in paper_protocol.values()]
 maps, curves, seconds = {}, {}, {}
 for name, images, q in runs:
     result = reconstruct(images, quaternion_to_matrix(q).float(), method=method, n_iterations=n_iterations,
-                         device=device, progress=False)  # fmt: skip
+                         device=device, progress=False)
     maps[name] = result.volume.cpu()
     seconds[name] = result.seconds
     freq, fsc = fourier_shell_correlation(maps[name], truth.data, pixel)
-    curves[name] = (freq, fsc, resolution(freq, fsc, 0.5), resolution(freq, fsc, 0.143))
+    curves[name] = (freq, fsc, resolution(freq, fsc, 0.5))
     print(f"{name:>42}: FSC 0.5 at {curves[name][2]:6.1f} Å ({result.seconds:.1f} s, "
-          f"{result.iterations} iterations)")  # fmt: skip
+          f"{result.iterations} iterations)")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -156,7 +157,7 @@ print(f"recovered orientations beat random ones: {at_half[noiseless] < at_half['
 
 # %%
 shown = ["true", "random", f"recovered, σ² = {0.0:.3g}", f"recovered, σ² = {matched:.3g}",
-         f"recovered, σ² = {noisy_variance:.3g}"]  # fmt: skip
+         f"recovered, σ² = {noisy_variance:.3g}"]
 volumes = {"ground truth": torch.as_tensor(truth.data)} | {name: maps[name] for name in shown}
 fig, axes = plt.subplots(3, len(volumes), figsize=(2.3 * len(volumes), 7.2))
 c = box_size // 2
@@ -174,17 +175,16 @@ for col, (name, vol) in enumerate(volumes.items()):
 fig.suptitle(f"{truth.name}: reconstructions from {len(test)} projections ({method})")
 fig.tight_layout()
 save_figure(fig, f"reconstructions_{tag}", profile=profile, map=truth.name, p=len(test), method=method,
-            resolution_05=at_half, notes=notes)  # fmt: skip
+            resolution_05=at_half, notes=notes)
 plt.show()
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 4))
 plot_fsc(ax, {name: c[:2] for name, c in curves.items()}, {name: c[2] for name, c in curves.items()},
-         ylabel="FSC with the ground truth", fontsize=6, loc="lower left")  # fmt: skip
+         ylabel="FSC with the ground truth", fontsize=6, loc="lower left")
 ax.set_title(f"{truth.name}, {box_size} px at {pixel:.2f} Å; resolutions at FSC 0.5")
 fig.tight_layout()
-save_figure(fig, f"fsc_{tag}", profile=profile, map=truth.name, resolution_05=at_half,
-            resolution_0143={name: c[3] for name, c in curves.items()})  # fmt: skip
+save_figure(fig, f"fsc_{tag}", profile=profile, map=truth.name, resolution_05=at_half)
 plt.show()
 
 # %% [markdown]
@@ -206,17 +206,16 @@ for level in gauge_levels:
     run = recovered[level]
     for kind, q in (("as recovered", run.recovered), ("gauge-fixed", run.gauge_fixed)):
         result = reconstruct(images, quaternion_to_matrix(q).float(), method=method,
-                             n_iterations=n_iterations, device=device, progress=False)  # fmt: skip
+                             n_iterations=n_iterations, device=device, progress=False)
         fit = align_maps(result.volume.cpu(), truth.data, seed=seed, device=device)
         freq, fsc = fourier_shell_correlation(fit.aligned.cpu(), truth.data, pixel)
         name = f"{kind}, σ² = {level:.3g}"
-        alone_maps[name], curves[name] = fit.aligned.cpu(), (freq, fsc, resolution(freq, fsc, 0.5),
-                                                               resolution(freq, fsc, 0.143))  # fmt: skip
+        alone_maps[name], curves[name] = fit.aligned.cpu(), (freq, fsc, resolution(freq, fsc, 0.5))
         key = kind.replace(" ", "_").replace("-", "_")
         row |= {key: curves[name][2], f"{key}_correlation": fit.correlation, f"{key}_mirrored": fit.mirrored}
         print(f"{name:>26}: map-to-map correlation {fit.correlation:.3f} "
               f"({'mirror' if fit.mirrored else 'rotation'}, {fit.seconds:.0f} s), FSC 0.5 at "
-              f"{curves[name][2]:.1f} Å; truth-aligned {row['truth_aligned']:.1f} Å")  # fmt: skip
+              f"{curves[name][2]:.1f} Å; truth-aligned {row['truth_aligned']:.1f} Å")
     alone[gauge_levels[level]] = row
 
 # %%
@@ -227,7 +226,7 @@ gap = abs(1 / row["gauge_fixed"] - 1 / row["truth_aligned"])
 assert gap <= shell + 1e-9, f"gauge-fixed vs truth-aligned map: {row}"
 assert row["as_recovered"] > row["gauge_fixed"], f"the map as recovered is not worse: {row}"
 print("noiseless: the gauge-fixed map is within one Fourier shell of the truth-aligned one at FSC 0.5, "
-      "and the map as recovered is worse")  # fmt: skip
+      "and the map as recovered is worse")
 
 # %%
 fig, axes = plt.subplots(len(gauge_levels), 5, figsize=(11.5, 2.5 * len(gauge_levels)))
@@ -235,9 +234,9 @@ for r, level in enumerate(gauge_levels):
     panels = {"ground truth": torch.as_tensor(truth.data), "true orientations": maps["true"],
               "truth-aligned (paper)": maps[f"recovered, σ² = {level:.3g}"],
               "as recovered": alone_maps[f"as recovered, σ² = {level:.3g}"],
-              "gauge-fixed": alone_maps[f"gauge-fixed, σ² = {level:.3g}"]}  # fmt: skip
+              "gauge-fixed": alone_maps[f"gauge-fixed, σ² = {level:.3g}"]}
     keys = [None, "true", f"recovered, σ² = {level:.3g}", f"as recovered, σ² = {level:.3g}",
-            f"gauge-fixed, σ² = {level:.3g}"]  # fmt: skip
+            f"gauge-fixed, σ² = {level:.3g}"]
     for col, ((title, vol), key) in enumerate(zip(panels.items(), keys, strict=True)):
         ax = axes[r, col]
         ax.imshow(vol.numpy()[c], cmap="gray", origin="lower")
@@ -248,7 +247,7 @@ for r, level in enumerate(gauge_levels):
 fig.suptitle(f"{truth.name}: maps from {len(test)} projections, with and without the true orientations")
 fig.tight_layout()
 save_figure(fig, f"reconstructions_without_truth_{tag}", profile=profile, map=truth.name, p=len(test),
-            method=method, rows=alone)  # fmt: skip
+            method=method, rows=alone)
 plt.show()
 
 # %% [markdown]
@@ -280,7 +279,6 @@ saved = save_results(
         "pixel_size": pixel, "nyquist": 2 * pixel, "shown": shown,
         "labels": [name for name in curves if name not in alone_maps],
         "resolution_05": {name: c[2] for name, c in curves.items()},
-        "resolution_0143": {name: c[3] for name, c in curves.items()},
         "matched_noise_variance": matched,
         "noise_study": {f"{v:g}": at_half[f"recovered, σ² = {v:.3g}"] for v in levels},
         "resolution_matched": at_half[f"recovered, σ² = {matched:.3g}"],
@@ -293,5 +291,5 @@ saved = save_results(
     | {f"fsc/{name}": curve[1] for name, curve in curves.items()}
     | {f"slice/{name}": volume[c] for name, volume in (maps | alone_maps).items()},
     map=truth.name,
-)  # fmt: skip
+)
 print(f"saved {portable_path(saved)} and its .npz")

@@ -181,7 +181,7 @@ for k, colour in zip(keys, ("C0", "C3"), strict=True):
     axes[2].semilogy(recovery.arrays[f"noise{k}/loss_history"], color=colour, label=f"σ² = {k}")
     errors = recovery.arrays[f"noise{k}/errors"]
     axes[3].hist(errors, bins=40, range=(0, np.pi), alpha=0.6, color=colour,
-                 label=f"σ² = {k}: $E_{{OR}}$ {r['learned'][k]['e_or']:.3f} rad")  # fmt: skip
+                 label=f"σ² = {k}: $E_{{OR}}$ {r['learned'][k]['e_or']:.3f} rad")
 axes[2].set_xlabel("L-BFGS step")
 axes[2].set_ylabel(r"$L_{OR}$ (rad$^2$)")
 axes[2].legend(fontsize=7)
@@ -233,7 +233,7 @@ for ax in axes:
     ax.set_xlabel("noise variance σ² (per pixel)")
     ax.legend(fontsize=7)
 fig.suptitle(f"{r['map']}: the noise study; σ² = {matched:.2f} (red) is the paper's σ² = 16 in "
-             "integrated SNR", fontsize=9)  # fmt: skip
+             "integrated SNR", fontsize=9)
 fig.tight_layout()
 stamp(f"fig_noise_{tag}", learning, recovery, reconstruction)
 plt.show()
@@ -249,7 +249,7 @@ panels = [("(a) true", recovery.arrays["true"], None)] + [
     (f"({'bc'[i]}) recovered, σ² = {k}, aligned", recovery.arrays[f"noise{k}/aligned"],
      recovery.arrays[f"noise{k}/errors"])
     for i, k in enumerate(keys)
-]  # fmt: skip
+]
 for i, (title, q, errors) in enumerate(panels):
     ax = fig.add_subplot(1, 3, i + 1, projection="mollweide")
     style = {"color": "k"} if errors is None else {"c": errors[:600], "cmap": "viridis", "vmin": 0,
@@ -259,7 +259,7 @@ for i, (title, q, errors) in enumerate(panels):
     if i:
         ax.set_ylabel("")
 fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, np.pi), cmap="viridis"), ax=fig.axes, shrink=0.6,
-             label="error (rad)")  # fmt: skip
+             label="error (rad)")
 stamp(f"fig_alignment_{tag}", recovery)
 plt.show()
 
