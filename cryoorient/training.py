@@ -56,6 +56,7 @@ __all__ = [
     "train_distance",
 ]
 
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """Everything that determines a trained distance estimator (with the data it is trained on).
