@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,7 +96,10 @@ def _quiet_aspire(progress: bool) -> Iterator[None]:
     """Errors only from ASPIRE's logger, and its progress bars only when ``progress``.
 
     ASPIRE logs every step at INFO (and harmless covariance warnings); both settings are
-    restored afterwards.
+    restored afterwards. One NumPy warning is silenced while ASPIRE runs: its covariance shrinkage
+    (``aspire.covariance.covar2d.shrink_covar``) writes the eigenvalues of a symmetric matrix,
+    complex-typed by ``scipy.linalg.eig`` but real up to rounding, into a real array, which NumPy 2.5 reports
+    as a ``ComplexWarning`` (NumPy 2.4 cast them silently).
     """
     import aspire
 
@@ -104,7 +108,10 @@ def _quiet_aspire(progress: bool) -> Iterator[None]:
     logger.setLevel(logging.ERROR)
     aspire.config["logging"]["tqdm_disable"] = not progress
     try:
-        yield
+        with warnings.catch_warnings():
+            message = "Casting complex values to real discards the imaginary part"
+            warnings.filterwarnings("ignore", message, np.exceptions.ComplexWarning)
+            yield
     finally:
         logger.setLevel(level)
         aspire.config["logging"]["tqdm_disable"] = disabled
