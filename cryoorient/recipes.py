@@ -85,9 +85,12 @@ class Recipe:
     config : the training configuration (its ``recipe`` names the subclass).
     quaternions : (N, 4) float64 orientations of the whole dataset.
     train : (n,) long indices of the training images.
+    rng : draws what the recipe fixes once for the whole training (the paper's pairs).
     """
 
-    def __init__(self, config: TrainingConfig, quaternions: torch.Tensor, train: torch.Tensor) -> None:
+    def __init__(
+        self, config: TrainingConfig, quaternions: torch.Tensor, train: torch.Tensor, rng: np.random.Generator
+    ) -> None:
         self.config = config
         self.train = train
         self.steps_per_epoch = epoch_steps(config, len(train))
@@ -120,9 +123,10 @@ class Recipe:
 class PaperRecipe(Recipe):
     """The paper's: fixed pairs uniform in ``d_q``, batches of pairs, RMSProp (module docstring)."""
 
-    def __init__(self, config: TrainingConfig, quaternions: torch.Tensor, train: torch.Tensor) -> None:
-        super().__init__(config, quaternions, train)
-        rng = np.random.default_rng([config.seed, 1])
+    def __init__(
+        self, config: TrainingConfig, quaternions: torch.Tensor, train: torch.Tensor, rng: np.random.Generator
+    ) -> None:
+        super().__init__(config, quaternions, train, rng)
         n_pairs = paper_pair_count(config, len(train))
         self.train_pairs = train[sample_uniform_distance_pairs(quaternions[train], n_pairs, seed=rng)]
 
@@ -146,8 +150,10 @@ class PaperRecipe(Recipe):
 class InBatchRecipe(Recipe):
     """Every pair of a batch of images, density-weighted, AdamW and a cosine schedule (module docstring)."""
 
-    def __init__(self, config: TrainingConfig, quaternions: torch.Tensor, train: torch.Tensor) -> None:
-        super().__init__(config, quaternions, train)
+    def __init__(
+        self, config: TrainingConfig, quaternions: torch.Tensor, train: torch.Tensor, rng: np.random.Generator
+    ) -> None:
+        super().__init__(config, quaternions, train, rng)
         q = quaternions[train]
         self.reference = quaternion_distance(q[:, None], q[None]).flatten()
 
@@ -181,6 +187,8 @@ _RECIPES: dict[str, type[Recipe]] = {"inbatch": InBatchRecipe, "paper": PaperRec
 RECIPES = tuple(_RECIPES)
 
 
-def make_recipe(config: TrainingConfig, quaternions: torch.Tensor, train: torch.Tensor) -> Recipe:
+def make_recipe(
+    config: TrainingConfig, quaternions: torch.Tensor, train: torch.Tensor, rng: np.random.Generator
+) -> Recipe:
     """The recipe ``config.recipe`` over the training images ``train`` (see :class:`Recipe`)."""
-    return _RECIPES[config.recipe](config, quaternions, train)
+    return _RECIPES[config.recipe](config, quaternions, train, rng)

@@ -394,7 +394,7 @@ def train_distance(
     network = model.network
     if world > 1:
         network = DistributedDataParallel(network, device_ids=[device] if device.type == "cuda" else None)
-    recipe = make_recipe(config, quaternions, train_idx)
+    recipe = make_recipe(config, quaternions, train_idx, _seeded(config, 1))
     optimizer = recipe.optimizer(model.parameters())
     scheduler = recipe.scheduler(optimizer)
     val_pairs = split_pairs(quaternions, val_idx, config.validation_pairs, seed=_seeded(config, 2))

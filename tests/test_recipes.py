@@ -24,7 +24,7 @@ def train():
 
 def test_inbatch_batches_are_disjoint_training_images_and_give_every_pair(quaternions, train):
     config = TrainingConfig(recipe="inbatch", batch_size=8)
-    recipe = make_recipe(config, quaternions, train)
+    recipe = make_recipe(config, quaternions, train, np.random.default_rng(0))
     assert isinstance(recipe, InBatchRecipe)
     batches = recipe.batches(np.random.default_rng(0))
     assert len(batches) == recipe.steps_per_epoch == epoch_steps(config, N_TRAIN) == N_TRAIN // 8
@@ -38,7 +38,7 @@ def test_inbatch_batches_are_disjoint_training_images_and_give_every_pair(quater
 
 def test_paper_batches_step_through_every_fixed_pair_once(quaternions, train):
     config = TrainingConfig(recipe="paper", batch_size=16, pairs_fraction=0.1)
-    recipe = make_recipe(config, quaternions, train)
+    recipe = make_recipe(config, quaternions, train, np.random.default_rng(0))
     assert isinstance(recipe, PaperRecipe)
     n_pairs = int(0.1 * N_TRAIN * (N_TRAIN - 1) / 2)
     assert recipe.train_pairs.shape == (n_pairs, 2)
@@ -53,7 +53,8 @@ def test_paper_batches_step_through_every_fixed_pair_once(quaternions, train):
 
 def test_recipes_shuffle_from_the_generator_they_are_given(quaternions, train):
     for name in ("inbatch", "paper"):
-        recipe = make_recipe(TrainingConfig(recipe=name, batch_size=8), quaternions, train)
+        config = TrainingConfig(recipe=name, batch_size=8)
+        recipe = make_recipe(config, quaternions, train, np.random.default_rng(0))
         first = recipe.batches(np.random.default_rng(1))
         again = recipe.batches(np.random.default_rng(1))
         assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
@@ -64,11 +65,12 @@ def test_recipes_shuffle_from_the_generator_they_are_given(quaternions, train):
 
 def test_optimisers_and_schedules(quaternions, train):
     parameters = [torch.nn.Parameter(torch.zeros(3))]
-    paper = make_recipe(TrainingConfig(recipe="paper", learning_rate=0.01), quaternions, train)
+    config = TrainingConfig(recipe="paper", learning_rate=0.01)
+    paper = make_recipe(config, quaternions, train, np.random.default_rng(0))
     assert isinstance(paper.optimizer(parameters), torch.optim.RMSprop)
     assert paper.scheduler(paper.optimizer(parameters)) is None
     config = TrainingConfig(recipe="inbatch", epochs=3, batch_size=10)
-    inbatch = make_recipe(config, quaternions, train)
+    inbatch = make_recipe(config, quaternions, train, np.random.default_rng(0))
     optimizer = inbatch.optimizer(parameters)
     assert isinstance(optimizer, torch.optim.AdamW)
     schedule = inbatch.scheduler(optimizer)
