@@ -24,9 +24,16 @@ from cryoorient.sampling import haar_distance_pdf
 __all__ = [
     "grouped_bars",
     "plot_directions",
+    "plot_distance_agreement",
     "plot_distance_histogram",
+    "plot_error_histogram",
+    "plot_error_vs_noise",
     "plot_fsc",
+    "plot_learning_curves",
+    "plot_loss_history",
     "plot_map_slices",
+    "plot_perturbation_sweep",
+    "plot_squared_errors",
     "save_figure",
     "show_images",
     "use_style",
@@ -247,3 +254,167 @@ def plot_fsc(
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.1, 1.02)
     ax.legend(**legend)
+
+
+_Array = torch.Tensor | np.ndarray | Sequence[float]
+
+
+def plot_learning_curves(
+    ax: Axes, epochs: _Array, train: _Array, validation: _Array, *, ylabel: str = r"$L_{DE}$ (MSE, rad$^2$)"
+) -> None:
+    """The distance estimator's loss per epoch on training batches and on validation pairs.
+
+    Parameters
+    ----------
+    ax : cartesian axes.
+    epochs : (E,) epoch numbers.
+    train, validation : (E,) losses per epoch, in the unit ``ylabel`` names (log scale).
+    ylabel : the y-axis label.
+    """
+    ax.plot(np.asarray(epochs), np.asarray(train, dtype=float), label="training")
+    ax.plot(np.asarray(epochs), np.asarray(validation, dtype=float), label="validation")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+
+
+def plot_distance_agreement(
+    ax: Axes, d_q: _Array, estimate: _Array, *, hexbin: bool = False, **scatter: object
+) -> None:
+    """Estimated distances against the true ones, with the diagonal of a perfect estimate.
+
+    Parameters
+    ----------
+    ax : cartesian axes.
+    d_q : (M,) true distances ``d_q`` of the pairs, radians.
+    estimate : (M,) estimated distances of the same pairs, radians.
+    hexbin : draw counts in hexagonal bins over ``[0, π]²`` (for many pairs) instead of points.
+    **scatter : passed to :meth:`matplotlib.axes.Axes.scatter` (points only).
+    """
+    x, y = np.asarray(d_q, dtype=float), np.asarray(estimate, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"d_q and estimate differ in shape: {x.shape} and {y.shape}")
+    if hexbin:
+        ax.hexbin(x, y, gridsize=40, extent=(0, np.pi, 0, np.pi), cmap="Blues", mincnt=1)
+        ax.set_ylim(0, np.pi)
+    else:  # fitted baselines may leave [0, π]: the y range follows the points
+        ax.scatter(x, y, **({"s": 3, "alpha": 0.4} | scatter))
+    ax.plot([0, np.pi], [0, np.pi], color="k", lw=0.8, ls="--")
+    ax.set_xlim(0, np.pi)
+    ax.set_aspect("equal")
+    ax.set_xlabel(r"$d_q$ (rad)")
+
+
+def plot_squared_errors(ax: Axes, groups: Mapping[str, _Array]) -> None:
+    """Box plots (no outliers) of per-pair squared distance errors ``(d̂_p - d_q)²``, one per group.
+
+    Parameters
+    ----------
+    ax : cartesian axes.
+    groups : ``{tick label: (M,) squared errors in rad²}``, in the order drawn.
+    """
+    if not groups:
+        raise ValueError("groups is empty: give at least one {label: squared errors}")
+    ax.boxplot([np.asarray(v, dtype=float) for v in groups.values()], showfliers=False)
+    ax.set_xticks(range(1, len(groups) + 1), list(groups))
+    ax.set_ylabel(r"$(\hat d_p - d_q)^2$ (rad$^2$)")
+
+
+def plot_loss_history(ax: Axes, history: _Array, **line: object) -> None:
+    """The recovery loss ``L_OR`` per L-BFGS step, on a log scale.
+
+    Parameters
+    ----------
+    ax : cartesian axes.
+    history : (S,) ``L_OR`` in rad² after each step.
+    **line : passed to :meth:`matplotlib.axes.Axes.plot` (``label``, ``color``).
+    """
+    ax.plot(np.asarray(history, dtype=float), **line)
+    ax.set_yscale("log")
+    ax.set_xlabel("L-BFGS step")
+    ax.set_ylabel(r"$L_{OR}$ (rad$^2$)")
+
+
+def plot_error_histogram(
+    ax: Axes, errors: _Array, *, label: str | None = None, color: str = "C0", summary: bool = True
+) -> None:
+    """Histogram of per-projection orientation errors over ``[0, π]``, with their mean and median.
+
+    Parameters
+    ----------
+    ax : cartesian axes.
+    errors : (P,) errors ``d_q(q_i, T q̂_i)`` after alignment, radians.
+    label : legend label; the mean (``E_OR``) and the median are appended to it.
+    color : colour of the bars and of the two summary lines.
+    summary : draw the mean (solid) and the median (dashed) as vertical lines.
+    """
+    e = np.asarray(errors, dtype=float).ravel()
+    stats = f"$E_{{OR}}$ {e.mean():.3f} rad, median {np.median(e):.3f} rad"
+    ax.hist(e, bins=40, range=(0, np.pi), alpha=0.6, color=color,
+            label=stats if label is None else f"{label}: {stats}")
+    if summary:
+        ax.axvline(e.mean(), color=color, lw=1)
+        ax.axvline(float(np.median(e)), color=color, lw=1, ls="--")
+    ax.set_xlim(0, np.pi)
+    ax.set_xlabel(r"$d_q(q_i, T\hat q_i)$ (rad)")
+    ax.set_ylabel("projections")
+    ax.legend(fontsize=7)
+
+
+def plot_perturbation_sweep(ax: Axes, variances: _Array, means: _Array, medians: _Array) -> None:
+    """Orientation error against the variance of errors added to exact distances.
+
+    Parameters
+    ----------
+    ax : cartesian axes.
+    variances : (K,) variances of the distance errors, rad².
+    means : (K,) ``E_OR`` (mean error after alignment), radians.
+    medians : (K,) median errors (the statistic of the paper's curve), radians.
+    """
+    v = np.asarray(variances, dtype=float)
+    ax.plot(v, np.asarray(means, dtype=float), "o-", label="mean ($E_{OR}$)")
+    ax.plot(v, np.asarray(medians, dtype=float), "s--", label="median (the paper's curve)")
+    ax.set_xlabel("variance of the distance errors (rad²)")
+    ax.set_ylabel("orientation error (rad)")
+    ax.legend(fontsize=7)
+
+
+def plot_error_vs_noise(
+    ax: Axes,
+    noise_variances: _Array,
+    means: _Array,
+    medians: _Array,
+    *,
+    chance: float,
+    matched: float,
+    paper: float | None = None,
+    box_size: int | None = None,
+) -> None:
+    """Orientation error from learned distances against the image noise, with the chance level.
+
+    Parameters
+    ----------
+    ax : cartesian axes (the x axis becomes symmetric-log, linear below σ² = 1).
+    noise_variances : (K,) per-pixel noise variances σ² of the images.
+    means : (K,) ``E_OR`` at each σ², radians.
+    medians : (K,) median errors at each σ², radians.
+    chance : ``E_OR`` of random orientations after the same alignment, radians (dotted line).
+    matched : the σ² that matches the paper's σ² = 16 in integrated SNR (red dotted line).
+    paper : the paper's value at its σ² = 16, drawn as a star at ``matched``; none if ``None``.
+    box_size : image size in pixels, for the axis label.
+    """
+    x = np.asarray(noise_variances, dtype=float)
+    ax.plot(x, np.asarray(means, dtype=float), "o-", label="mean ($E_{OR}$)")
+    ax.plot(x, np.asarray(medians, dtype=float), "s--", label="median")
+    ax.axhline(chance, color="0.5", lw=0.8, ls=":", label=f"random orientations, {chance:.2f}")
+    ax.axvline(matched, color="C3", lw=0.8, ls=":")
+    ax.text(matched, 0.02, " the paper's σ² = 16,\n matched in SNR", color="C3", fontsize=7, va="bottom",
+            transform=ax.get_xaxis_transform())
+    if paper is not None:
+        ax.plot([matched], [paper], "k*", ms=9, label="paper, σ² = 16")
+    ax.set_xscale("symlog", linthresh=1)
+    pixels = "" if box_size is None else f", {box_size} px images"
+    ax.set_xlabel(f"noise variance σ² (per pixel{pixels})")
+    ax.set_ylabel("orientation error (rad)")
+    ax.legend(fontsize=7)

@@ -72,7 +72,7 @@ from cryoorient.model_cache import (
     noise_curriculum,
     noise_study_levels,
 )
-from cryoorient.plotting import save_figure, use_style
+from cryoorient.plotting import plot_distance_agreement, plot_learning_curves, save_figure, use_style
 from cryoorient.results import save_results
 from cryoorient.snr import PAPER_BOX_SIZE, integrated_snr, matched_noise_variance
 from cryoorient.training import evaluate_distances, split_pairs
@@ -124,12 +124,7 @@ print(f"(this session: {time.perf_counter() - tic:.0f} s)")
 # %%
 epoch = [h["epoch"] for h in history]
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
-ax.plot(epoch, [h["train_loss"] for h in history], label="training")
-ax.plot(epoch, [h["validation_loss"] for h in history], label="validation")
-ax.set_xlabel("epoch")
-ax.set_ylabel(r"$L_{DE}$ (rad$^2$)")
-ax.set_yscale("log")
-ax.legend()
+plot_learning_curves(ax, epoch, [h["train_loss"] for h in history], [h["validation_loss"] for h in history])
 noise_tag = f"noise{config.noise_variance:g}"
 ax.set_title(f"{dataset.map_name}, σ² = {config.noise_variance:g}, {image_size or box_size} px, "
              f"{config.distance} $d_f$")
@@ -177,11 +172,8 @@ print(f"estimates within [0, π]; RMSE below half that of always answering the m
 
 # %%
 fig, ax = plt.subplots(figsize=(4.5, 4.2))
-ax.hexbin(uniform["d_q"], uniform["d_p"], gridsize=40, extent=(0, np.pi, 0, np.pi), cmap="Blues", mincnt=1)
-ax.plot([0, np.pi], [0, np.pi], color="k", lw=0.8, ls="--")
-ax.set_xlabel(r"$d_q$ (rad)")
+plot_distance_agreement(ax, uniform["d_q"], uniform["d_p"], hexbin=True)
 ax.set_ylabel(r"$\hat d_p$ (rad)")
-ax.set_aspect("equal")
 ax.set_title(f"test pairs: RMSE {uniform['rmse']:.2f} rad, r = {uniform['pearson']:.2f}")
 fig.tight_layout()
 plt.show()

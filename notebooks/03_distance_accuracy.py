@@ -63,7 +63,7 @@ from cryoorient.baselines import calibrate, free_embedding, image_distance_matri
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.geometry import quaternion_distance
 from cryoorient.model_cache import dataset_model, model_config
-from cryoorient.plotting import save_figure, use_style
+from cryoorient.plotting import plot_distance_agreement, plot_squared_errors, save_figure, use_style
 from cryoorient.results import save_results
 from cryoorient.siamese import DISTANCES
 from cryoorient.training import TrainingConfig, embed, evaluate_distances, split_pairs
@@ -127,10 +127,7 @@ for ax, values, title in (
     (axes[0], learned["d_p"], f"learned $\\hat d_p$ ({distance} $d_f$): RMSE {learned['rmse']:.2f} rad"),
     (axes[1], euclid, f"Euclidean, affinely fitted: RMSE {euclid_rmse:.2f} rad"),
 ):
-    ax.scatter(learned["d_q"], values, s=4, alpha=0.5)
-    ax.plot([0, np.pi], [0, np.pi], color="k", lw=0.8, ls="--")
-    ax.set_xlim(0, np.pi)
-    ax.set_xlabel(r"$d_q$ (rad)")
+    plot_distance_agreement(ax, learned["d_q"], values, s=4, alpha=0.5)
     ax.set_title(title, fontsize=9)
 axes[0].set_ylabel("estimated distance (rad)")
 fig.suptitle(f"{data.map_name}, noiseless, {len(test_pairs)} test pairs")
@@ -289,9 +286,7 @@ for v in noise_variances:
 
 def boxes(labels: list[str], title: str, name: str, **provenance) -> None:
     fig, ax = plt.subplots(figsize=(1.4 * len(labels) + 2, 3.6))
-    ax.boxplot([(results[k]["d_p"] - results[k]["d_q"]) ** 2 for k in labels], showfliers=False)
-    ax.set_xticks(range(1, len(labels) + 1), labels)
-    ax.set_ylabel(r"$(\hat d_p - d_q)^2$ on test pairs (rad$^2$)")
+    plot_squared_errors(ax, {k: (results[k]["d_p"] - results[k]["d_q"]) ** 2 for k in labels})
     ax.set_title(f"{grid.map_name}: {title}", fontsize=10)
     fig.tight_layout()
     sizes = {"n_projections": grid_projections, "epochs": grid_epochs, "image_size": image_size}

@@ -69,7 +69,17 @@ from cryoorient.geometry import quaternion_distance, quaternion_distance_matrix,
 from cryoorient.model_cache import CURRICULUM_EPOCHS, model_config, noise_curriculum, noise_study_levels
 from cryoorient.paths import data_dir, repo_root
 from cryoorient.pipeline import learned_recovery
-from cryoorient.plotting import grouped_bars, plot_directions, save_figure, use_style
+from cryoorient.plotting import (
+    grouped_bars,
+    plot_directions,
+    plot_error_histogram,
+    plot_error_vs_noise,
+    plot_loss_history,
+    plot_perturbation_sweep,
+    plot_squared_errors,
+    save_figure,
+    use_style,
+)
 from cryoorient.recovery import orientation_loss, perturb_distances, recover_orientations, reliability_weights
 from cryoorient.relion import write_orientations
 from cryoorient.results import ResultsError, load_results, save_results
@@ -133,12 +143,10 @@ print("exact distances: E_OR < 1e-3 rad")
 # %%
 fig = plt.figure(figsize=(12, 6.4))
 ax = fig.add_subplot(2, 3, 1)
-ax.semilogy(exact.loss_history)
+plot_loss_history(ax, exact.loss_history)
 if exact.steps == 0:
     ax.text(0.5, 0.5, "0 steps: the spectral start\nis already exact", ha="center", va="center",
             transform=ax.transAxes, fontsize=9)
-ax.set_xlabel("L-BFGS step")
-ax.set_ylabel(r"$L_{OR}$ (rad$^2$)")
 ax.set_title("loss from exact distances")
 ax = fig.add_subplot(2, 3, 2)
 ax.hist(raw_errors.numpy(), bins=40, color="C1")
@@ -204,11 +212,7 @@ print("E_OR grows with the error variance; recovered L_OR never above L_OR at th
 # %%
 v = [s["variance"] for s in sweep]
 fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
-ax[0].plot(v, [s["e_or"] for s in sweep], "o-", label="mean ($E_{OR}$)")
-ax[0].plot(v, [s["median"] for s in sweep], "s--", label="median (the paper's curve)")
-ax[0].set_xlabel("variance of the distance errors (rad²)")
-ax[0].set_ylabel("orientation error (rad)")
-ax[0].legend(fontsize=8)
+plot_perturbation_sweep(ax[0], v, [s["e_or"] for s in sweep], [s["median"] for s in sweep])
 ax[1].plot(v, [s["l_or"] for s in sweep], "o-", label="at the recovered orientations")
 ax[1].plot(v, [s["l_or_true"] for s in sweep], "s--", label="at the true orientations")
 ax[1].set_xlabel("variance of the distance errors (rad²)")
@@ -268,16 +272,11 @@ print(f"E_OR below 0.15 rad noiseless and 0.3 rad at the SNR-matched σ²; every
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.8))
 x = list(learned)
-ax.plot(x, [learned[v]["run"].alignment.error for v in x], "o-", label="mean ($E_{OR}$)")
-ax.plot(x, [float(learned[v]["run"].alignment.errors.median()) for v in x], "s--", label="median")
-ax.axhline(chance.error, color="0.5", lw=0.8, ls=":", label=f"random orientations, {chance.error:.2f}")
-ax.axvline(matched, color="C3", lw=0.8, ls=":")
-ax.text(matched, 0.02, " the paper's σ² = 16,\n matched in SNR", color="C3", fontsize=7, va="bottom",
-        transform=ax.get_xaxis_transform())
-ax.set_xlabel(f"noise variance σ² (per pixel, {box_size} px images)")
-ax.set_ylabel("orientation error (rad)")
-ax.set_xscale("symlog", linthresh=1)
-ax.legend(fontsize=8)
+plot_error_vs_noise(
+    ax, x, [learned[v]["run"].alignment.error for v in x],
+    [float(learned[v]["run"].alignment.errors.median()) for v in x],
+    chance=chance.error, matched=matched, box_size=box_size,
+)
 ax.set_title(f"{clean.map_name}, P = {len(test)}: recovery from learned distances")
 fig.tight_layout()
 save_figure(fig, f"recovery_noise_{tag}", profile=profile, map=clean.map_name, levels=x,
@@ -384,22 +383,14 @@ for noise in (0.0, noisy_variance):
     entry = learned[noise]
     run, boxes = entry["run"], entry["boxes"]
     fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
-    ax[0].boxplot([(b["d_p"] - b["d_q"]) ** 2 for b in boxes.values()], showfliers=False)
-    ax[0].set_xticks([1, 2], ["training", "validation"])
-    ax[0].set_ylabel(r"$(\hat d_p - d_q)^2$ (rad$^2$)")
+    plot_squared_errors(ax[0], {split: (b["d_p"] - b["d_q"]) ** 2 for split, b in boxes.items()})
     ax[0].set_title(r"$L_{DE}$ per pair")
     history = run.recovery.loss_history
-    ax[1].semilogy(history)
+    plot_loss_history(ax[1], history)
     ax[1].axhline(history.min(), color="k", lw=0.7, ls=":")
-    ax[1].set_xlabel("L-BFGS step")
-    ax[1].set_ylabel(r"$L_{OR}$ (rad$^2$)")
     ax[1].set_title(f"$L_{{OR}}$, minimum {history.min():.4f} rad²")
-    ax[2].hist(run.alignment.errors.numpy(), bins=40)
-    ax[2].axvline(run.alignment.error, color="C3", label=f"$E_{{OR}}$ = {run.alignment.error:.3f} rad")
-    ax[2].axvline(float(run.alignment.errors.median()), color="C2", ls="--",
-                  label=f"median {run.alignment.errors.median():.3f} rad")
-    ax[2].set_xlabel(r"$d_q(q_i, T\hat q_i)$ (rad)")
-    ax[2].legend(fontsize=8)
+    plot_error_histogram(ax[2], run.alignment.errors)
+    ax[2].set_title("errors after alignment: mean (solid), median (dashed)")
     fig.suptitle(
         f"{clean.map_name}, σ² = {noise:g}: recovery of {len(test)} orientations from learned distances"
     )

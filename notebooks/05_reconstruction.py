@@ -50,6 +50,7 @@ device = None  # torch device; None picks CUDA when available
 
 # %%
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from cryoorient._provenance import portable_path
@@ -61,7 +62,7 @@ from cryoorient.map_alignment import align_maps
 from cryoorient.model_cache import CURRICULUM_EPOCHS, model_config, noise_curriculum, noise_study_levels
 from cryoorient.paths import data_dir
 from cryoorient.pipeline import recovered_or_saved
-from cryoorient.plotting import plot_fsc, save_figure, use_style
+from cryoorient.plotting import plot_fsc, save_figure, show_images, use_style
 from cryoorient.reconstruction import reconstruct
 from cryoorient.relion import write_reconstruction
 from cryoorient.results import save_results
@@ -163,15 +164,11 @@ fig, axes = plt.subplots(3, len(volumes), figsize=(2.3 * len(volumes), 7.2))
 c = box_size // 2
 for col, (name, vol) in enumerate(volumes.items()):
     v = vol.numpy()
-    for row, (section, label) in enumerate(((v[c], "z"), (v[:, c], "y"), (v[:, :, c], "x"))):
-        ax = axes[row, col]
-        ax.imshow(section, cmap="gray", origin="lower")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if col == 0:
-            ax.set_ylabel(f"central {label} slice")
+    show_images(axes[:, col], np.stack([v[c], v[:, c], v[:, :, c]]))
     resolution_note = "" if name == "ground truth" else f"\n0.5: {curves[name][2]:.1f} Å"
     axes[0, col].set_title(name.replace(", σ²", ",\nσ²") + resolution_note, fontsize=8)
+for ax, label in zip(axes[:, 0], "zyx", strict=True):
+    ax.set_ylabel(f"central {label} slice")
 fig.suptitle(f"{truth.name}: reconstructions from {len(test)} projections ({method})")
 fig.tight_layout()
 save_figure(fig, f"reconstructions_{tag}", profile=profile, map=truth.name, p=len(test), method=method,
@@ -237,12 +234,11 @@ for r, level in enumerate(gauge_levels):
               "gauge-fixed": alone_maps[f"gauge-fixed, σ² = {level:.3g}"]}
     keys = [None, "true", f"recovered, σ² = {level:.3g}", f"as recovered, σ² = {level:.3g}",
             f"gauge-fixed, σ² = {level:.3g}"]
-    for col, ((title, vol), key) in enumerate(zip(panels.items(), keys, strict=True)):
-        ax = axes[r, col]
-        ax.imshow(vol.numpy()[c], cmap="gray", origin="lower")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(title + ("" if key is None else f"\nFSC 0.5: {curves[key][2]:.1f} Å"), fontsize=8)
+    titles = [title + ("" if key is None else f"\nFSC 0.5: {curves[key][2]:.1f} Å")
+              for title, key in zip(panels, keys, strict=True)]
+    show_images(axes[r], np.stack([vol.numpy()[c] for vol in panels.values()]), titles)
+    for ax in axes[r]:
+        ax.title.set_fontsize(8)
     axes[r, 0].set_ylabel(f"σ² = {level:.3g}\ncentral z slice")
 fig.suptitle(f"{truth.name}: maps from {len(test)} projections, with and without the true orientations")
 fig.tight_layout()

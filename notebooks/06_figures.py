@@ -37,7 +37,20 @@ from IPython.display import Markdown, display
 from cryoorient.claims import load_claims
 from cryoorient.geometry import viewing_direction
 from cryoorient.paths import paper_dir
-from cryoorient.plotting import plot_directions, plot_fsc, save_figure, use_style
+from cryoorient.plotting import (
+    plot_directions,
+    plot_distance_agreement,
+    plot_error_histogram,
+    plot_error_vs_noise,
+    plot_fsc,
+    plot_learning_curves,
+    plot_loss_history,
+    plot_perturbation_sweep,
+    plot_squared_errors,
+    save_figure,
+    show_images,
+    use_style,
+)
 from cryoorient.report import numbers_document, readme_table, write_report
 from cryoorient.results import load_results
 
@@ -101,26 +114,16 @@ plt.show()
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
 a = learning.arrays
-axes[0].plot(a["epoch"], a["train_loss"], label="training")
-axes[0].plot(a["epoch"], a["validation_loss"], label="validation")
-axes[0].set_yscale("log")
-axes[0].set_xlabel("epoch")
-axes[0].set_ylabel(r"$L_{DE}$ (rad$^2$)")
-axes[0].legend()
+plot_learning_curves(axes[0], a["epoch"], a["train_loss"], a["validation_loss"])
 axes[0].set_title(f"(a) learning curves, {learning.values['training_minutes']:.1f} min", fontsize=9)
 t = learning.values["test_uniform"]
-axes[1].hexbin(a["test_d_q"], a["test_d_p"], gridsize=40, extent=(0, np.pi, 0, np.pi), cmap="Blues", mincnt=1)
+plot_distance_agreement(axes[1], a["test_d_q"], a["test_d_p"], hexbin=True)
 axes[1].set_title(f"(b) learned: RMSE {t['rmse']:.3f} rad, r = {t['pearson']:.3f}", fontsize=9)
 axes[1].set_ylabel(r"$\hat d_p$ (rad)")
 e = accuracy.values["euclidean"]
-axes[2].scatter(accuracy.arrays["d_q"], accuracy.arrays["euclidean"], s=3, alpha=0.4, color="C1")
+plot_distance_agreement(axes[2], accuracy.arrays["d_q"], accuracy.arrays["euclidean"], color="C1")
 axes[2].set_title(f"(c) Euclidean: RMSE {e['rmse']:.3f} rad, r = {e['pearson']:.3f}", fontsize=9)
-for ax in axes[1:]:
-    ax.plot([0, np.pi], [0, np.pi], "k--", lw=0.8)
-    ax.set_xlim(0, np.pi)
-    ax.set_ylim(0, np.pi)
-    ax.set_xlabel(r"$d_q$ (rad)")
-    ax.set_aspect("equal")
+axes[2].set_ylabel("affinely fitted Euclidean distance (rad)")
 fig.tight_layout()
 stamp(f"fig_distance_learning_{tag}", learning, accuracy)
 plt.show()
@@ -141,11 +144,13 @@ panels = [
 ]
 fig, axes = plt.subplots(1, 4, figsize=(14, 3.6), sharey=True)
 for ax, (title, labels) in zip(axes, panels, strict=True):
-    ax.boxplot([accuracy.arrays[f"grid_sq_error/{k}"] for k in labels], showfliers=False)
-    ticks = [k.replace("shift ±0 px", "σ² = 0") if "noise" in title else k for k in labels]
-    ax.set_xticks(range(1, len(labels) + 1), [k.split("= ")[-1].replace("shift ", "") for k in ticks])
+    named = [k.replace("shift ±0 px", "σ² = 0") if "noise" in title else k for k in labels]
+    ticks = [k.split("= ")[-1].replace("shift ", "") for k in named]
+    errors = {t: accuracy.arrays[f"grid_sq_error/{k}"] for t, k in zip(ticks, labels, strict=True)}
+    plot_squared_errors(ax, errors)
     ax.set_title(title, fontsize=9)
-axes[0].set_ylabel(r"$(\hat d_p - d_q)^2$ (rad$^2$)")
+    if ax is not axes[0]:
+        ax.set_ylabel("")
 s = v["grid_sizes"]
 fig.suptitle(f"{v['map']}: {s['n_projections']} projections, {s['epochs']} epochs per model", fontsize=9)
 fig.tight_layout()
@@ -154,8 +159,8 @@ plt.show()
 
 # %% [markdown]
 # ## Orientation recovery (paper: perturbed distances; $L_{DE}$, $L_{OR}$, $E_{OR}$ panels)
-# (a) $E_{OR}$ from exact distances plus errors of growing variance, with $L_{OR}$ at the
-# recovered and at the true orientations; (b) per-pair $L_{DE}$ of the distance estimators on
+# (a) $E_{OR}$ (mean) and the median error (the statistic of the paper's curve) from exact distances
+# plus errors of growing variance; (b) per-pair $L_{DE}$ of the distance estimators on
 # training and validation pairs; (c) $L_{OR}$ during recovery from learned distances;
 # (d) the per-projection errors after alignment, with $E_{OR}$.
 
@@ -165,29 +170,21 @@ noisy = "16" if "16" in r["learned"] else max(r["learned"], key=float)  # the pa
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
 sweep = r["perturbed"]
 variances = [x["variance"] for x in sweep]
-axes[0].plot(variances, [x["e_or"] for x in sweep], "o-", label=r"$E_{OR}$ (rad)")
-axes[0].plot(variances, [x["l_or"] for x in sweep], "s--", label=r"$L_{OR}$ recovered (rad$^2$)")
-axes[0].plot(variances, [x["l_or_true"] for x in sweep], "^:", label=r"$L_{OR}$ at the truth (rad$^2$)")
-axes[0].set_xlabel("variance of the distance errors (rad²)")
-axes[0].legend(fontsize=7)
+plot_perturbation_sweep(axes[0], variances, [x["e_or"] for x in sweep], [x["median"] for x in sweep])
 axes[0].set_title("(a) perturbed distances", fontsize=9)
 keys = ["0", noisy]
-boxes = [recovery.arrays[f"noise{k}/sq_error_{s}"] for k in keys for s in ("train", "validation")]
-axes[1].boxplot(boxes, showfliers=False)
-axes[1].set_xticks([1, 2, 3, 4], [f"σ²={k}\n{s}" for k in keys for s in ("train", "val.")])
-axes[1].set_ylabel(r"$(\hat d_p - d_q)^2$ (rad$^2$)")
+boxes = {
+    f"σ²={k}\n{split[:5]}": recovery.arrays[f"noise{k}/sq_error_{split}"]
+    for k in keys
+    for split in ("train", "validation")
+}
+plot_squared_errors(axes[1], boxes)
 axes[1].set_title(r"(b) $L_{DE}$ per pair", fontsize=9)
 for k, colour in zip(keys, ("C0", "C3"), strict=True):
-    axes[2].semilogy(recovery.arrays[f"noise{k}/loss_history"], color=colour, label=f"σ² = {k}")
-    errors = recovery.arrays[f"noise{k}/errors"]
-    axes[3].hist(errors, bins=40, range=(0, np.pi), alpha=0.6, color=colour,
-                 label=f"σ² = {k}: $E_{{OR}}$ {r['learned'][k]['e_or']:.3f} rad")
-axes[2].set_xlabel("L-BFGS step")
-axes[2].set_ylabel(r"$L_{OR}$ (rad$^2$)")
+    plot_loss_history(axes[2], recovery.arrays[f"noise{k}/loss_history"], color=colour, label=f"σ² = {k}")
+    plot_error_histogram(axes[3], recovery.arrays[f"noise{k}/errors"], label=f"σ² = {k}", color=colour)
 axes[2].legend(fontsize=7)
 axes[2].set_title(r"(c) $L_{OR}$ from learned distances", fontsize=9)
-axes[3].set_xlabel(r"$d_q(q_i, T\hat q_i)$ (rad)")
-axes[3].legend(fontsize=7)
 axes[3].set_title(f"(d) errors of the {r['p']} test orientations", fontsize=9)
 fig.tight_layout()
 stamp(f"fig_recovery_{tag}", recovery)
@@ -215,11 +212,10 @@ axes[0].plot(x, [study[k]["mae"] for k in levels], "s--", label="MAE")
 axes[0].set_ylabel(r"$|\hat d_p - d_q|$ on test pairs (rad)")
 axes[0].set_title("(a) distance estimation", fontsize=9)
 rec = {k: r["learned"][k] for k in levels}
-axes[1].plot(x, [rec[k]["e_or"] for k in levels], "o-", label="$E_{OR}$ (mean)")
-axes[1].plot(x, [rec[k]["median"] for k in levels], "s--", label="median")
-axes[1].axhline(r["chance"]["e_or"], color="0.5", lw=0.8, ls=":", label="random orientations")
-axes[1].plot([matched], [paper_value["eor_learned_matched"]], "k*", ms=9, label="paper, σ² = 16")
-axes[1].set_ylabel("orientation error (rad)")
+plot_error_vs_noise(
+    axes[1], x, [rec[k]["e_or"] for k in levels], [rec[k]["median"] for k in levels],
+    chance=r["chance"]["e_or"], matched=matched, paper=paper_value["eor_learned_matched"],
+)
 axes[1].set_title("(b) orientation recovery", fontsize=9)
 fsc = reconstruction.values["noise_study"]
 axes[2].plot(x, [fsc[k] for k in levels], "o-", label="FSC 0.5 vs the true map")
@@ -227,7 +223,7 @@ axes[2].axhline(reconstruction.values["nyquist"], color="0.5", lw=0.8, ls=":", l
 axes[2].plot([matched], [paper_value["res_matched"]], "k*", ms=9, label="paper, σ² = 16 (noiseless images)")
 axes[2].set_ylabel("resolution (Å)")
 axes[2].set_title("(c) reconstruction from the noisy projections", fontsize=9)
-for ax in axes:
+for ax in axes[::2]:  # panel (b) draws its own
     ax.axvline(matched, color="C3", lw=0.8, ls=":")
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlabel("noise variance σ² (per pixel)")
@@ -272,13 +268,14 @@ plt.show()
 c = reconstruction.values
 labels = ["ground truth"] + c["shown"]
 fig = plt.figure(figsize=(2.2 * len(labels), 5.6))
-for i, name in enumerate(labels):
-    ax = fig.add_subplot(2, len(labels), i + 1)
-    ax.imshow(reconstruction.arrays[f"slice/{name}"], cmap="gray", origin="lower")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    res = "" if name == "ground truth" else f"\n{c['resolution_05'][name]:.1f} Å"
-    ax.set_title(name.replace(", σ²", ",\nσ²") + res, fontsize=7)
+titles = [
+    name.replace(", σ²", ",\nσ²") + ("" if name == "ground truth" else f"\n{c['resolution_05'][name]:.1f} Å")
+    for name in labels
+]
+slices = np.stack([reconstruction.arrays[f"slice/{name}"] for name in labels])
+show_images([fig.add_subplot(2, len(labels), i + 1) for i in range(len(labels))], slices, titles)
+for ax in fig.axes:
+    ax.title.set_fontsize(7)
 ax = fig.add_subplot(2, 1, 2)
 frequency = reconstruction.arrays["frequency"]
 fsc_curves = {name: (frequency, reconstruction.arrays[f"fsc/{name}"]) for name in c["labels"]}

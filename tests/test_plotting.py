@@ -8,7 +8,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from cryoorient.plotting import grouped_bars, plot_directions, plot_distance_histogram, save_figure  # noqa: E402
+from cryoorient.plotting import (  # noqa: E402
+    grouped_bars,
+    plot_directions,
+    plot_distance_agreement,
+    plot_distance_histogram,
+    plot_error_histogram,
+    plot_error_vs_noise,
+    plot_learning_curves,
+    plot_loss_history,
+    plot_perturbation_sweep,
+    plot_squared_errors,
+    save_figure,
+)
 
 
 @pytest.fixture
@@ -68,4 +80,67 @@ def test_grouped_bars_places_one_bar_per_series_and_group():
         grouped_bars(ax, ["a", "b", "c"], {"x": [1, 2]})
     with pytest.raises(ValueError, match="empty"):
         grouped_bars(ax, ["a"], {})
+    plt.close(fig)
+
+
+def _lines(ax):
+    return [np.asarray(line.get_ydata(), dtype=float).tolist() for line in ax.get_lines()]
+
+
+def test_learning_curves_and_loss_history_draw_their_data_on_a_log_axis():
+    fig, (left, right) = plt.subplots(1, 2)
+    plot_learning_curves(left, [1, 2, 3], [0.3, 0.2, 0.1], [0.4, 0.3, 0.25])
+    assert _lines(left) == [[0.3, 0.2, 0.1], [0.4, 0.3, 0.25]] and left.get_yscale() == "log"
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["training", "validation"]
+    plot_loss_history(right, np.array([1.0, 0.5, 0.4]), label="σ² = 0")
+    assert _lines(right) == [[1.0, 0.5, 0.4]] and right.get_yscale() == "log"
+    assert right.get_xlabel() == "L-BFGS step"
+    plt.close(fig)
+
+
+def test_distance_agreement_draws_the_diagonal_and_checks_shapes():
+    fig, (points, bins) = plt.subplots(1, 2)
+    d_q = np.linspace(0, np.pi, 50)
+    plot_distance_agreement(points, d_q, d_q + 0.1, color="C1")
+    assert np.allclose(points.collections[0].get_offsets()[:, 1], d_q + 0.1)
+    assert _lines(points) == [[0, np.pi]]  # the diagonal of a perfect estimate
+    plot_distance_agreement(bins, d_q, d_q, hexbin=True)
+    assert bins.get_ylim() == (0, np.pi) and bins.collections[0].get_array().sum() == len(d_q)
+    with pytest.raises(ValueError, match="differ in shape"):
+        plot_distance_agreement(points, d_q, d_q[:-1])
+    plt.close(fig)
+
+
+def test_squared_errors_one_box_per_group_in_order():
+    fig, ax = plt.subplots()
+    plot_squared_errors(ax, {"training": [0.0, 0.1, 0.2], "validation": [0.0, 0.3, 0.6]})
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["training", "validation"]
+    medians = [line.get_ydata()[0] for line in ax.get_lines() if line.get_color() not in ("black", "k")]
+    assert np.allclose(sorted(set(medians)), [0.1, 0.3])
+    with pytest.raises(ValueError, match="empty"):
+        plot_squared_errors(ax, {})
+    plt.close(fig)
+
+
+def test_error_histogram_marks_mean_and_median():
+    fig, ax = plt.subplots()
+    errors = np.array([0.1, 0.2, 0.3, 2.0])
+    plot_error_histogram(ax, errors, label="σ² = 0", color="C2")
+    assert sum(p.get_height() for p in ax.patches) == len(errors)
+    assert [line.get_xdata()[0] for line in ax.get_lines()] == pytest.approx([0.65, 0.25])
+    (text,) = ax.get_legend().get_texts()
+    assert text.get_text() == "σ² = 0: $E_{OR}$ 0.650 rad, median 0.250 rad"
+    plt.close(fig)
+
+
+def test_perturbation_sweep_and_noise_curve_draw_mean_median_and_references():
+    fig, (sweep, noise) = plt.subplots(1, 2)
+    plot_perturbation_sweep(sweep, [0.0, 0.1], [0.01, 0.2], [0.005, 0.15])
+    assert _lines(sweep) == [[0.01, 0.2], [0.005, 0.15]]
+    plot_error_vs_noise(noise, [0, 1, 16], [0.07, 0.1, 0.3], [0.06, 0.08, 0.2], chance=2.14, matched=4.9,
+                        paper=0.25, box_size=64)
+    ys = _lines(noise)
+    assert ys[:2] == [[0.07, 0.1, 0.3], [0.06, 0.08, 0.2]] and ys[2] == [2.14, 2.14] and ys[4] == [0.25]
+    assert noise.get_lines()[3].get_xdata()[0] == 4.9 and noise.get_xscale() == "symlog"
+    assert "64 px" in noise.get_xlabel()
     plt.close(fig)
