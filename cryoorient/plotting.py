@@ -362,7 +362,15 @@ def plot_error_histogram(
     ax.legend(fontsize=7)
 
 
-def plot_perturbation_sweep(ax: Axes, variances: _Array, means: _Array, medians: _Array) -> None:
+def plot_perturbation_sweep(
+    ax: Axes,
+    variances: _Array,
+    means: _Array,
+    medians: _Array,
+    *,
+    label: str | None = None,
+    color: str | None = None,
+) -> None:
     """Orientation error against the variance of errors added to exact distances.
 
     Parameters
@@ -371,10 +379,15 @@ def plot_perturbation_sweep(ax: Axes, variances: _Array, means: _Array, medians:
     variances : (K,) variances of the distance errors, rad².
     means : (K,) ``E_OR`` (mean error after alignment), radians.
     medians : (K,) median errors (the statistic of the paper's curve), radians.
+    label : what the orientations were (e.g. their coverage), appended to both legend entries;
+        call once per set of orientations, with one ``color`` each, to compare them on one axes.
+    color : colour of both curves (mean solid, median dashed); the next colour of the cycle if None.
     """
     v = np.asarray(variances, dtype=float)
-    ax.plot(v, np.asarray(means, dtype=float), "o-", label="mean ($E_{OR}$)")
-    ax.plot(v, np.asarray(medians, dtype=float), "s--", label="median (the paper's curve)")
+    suffix = "" if label is None else f", {label}"
+    mean = np.asarray(means, dtype=float)
+    (mean_line,) = ax.plot(v, mean, "o-", color=color, label=f"mean ($E_{{OR}}$){suffix}")
+    ax.plot(v, np.asarray(medians, dtype=float), "s--", color=mean_line.get_color(), label=f"median{suffix}")
     ax.set_xlabel("variance of the distance errors (rad²)")
     ax.set_ylabel("orientation error (rad)")
     ax.legend(fontsize=7)

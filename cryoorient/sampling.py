@@ -17,6 +17,11 @@ The restricted schemes draw ``rot``, ``cos(tilt)`` and ``psi`` uniformly in thei
 the Haar measure (``sin(tilt) d rot d tilt d psi`` in ZYZ angles) conditioned on the range; this is
 what the authors obtained by rejecting uniform quaternions outside the Euler-angle box.
 
+The paper's perturbation and noise studies used neither: the authors' ``uniform_angles`` draws the
+three Euler angles uniformly in a box, ``rot ∈ [0, 2π)``, ``tilt ∈ [0, π/2]``, ``psi ∈ [0, 2π)`` for
+half coverage (:func:`sample_euler_box` with :data:`PAPER_HALF_COVERAGE`), which crowds the
+directions at the pole as ``"euler"`` does.
+
 Distances between independent Haar orientations, or from a fixed orientation to a Haar one,
 have the density ``(1 - cos θ) / π`` on ``[0, π]`` (:func:`haar_distance_pdf`).
 """
@@ -31,14 +36,19 @@ import torch
 from cryoorient.geometry import canonical_quaternion, euler_to_quaternion, quaternion_distance_matrix
 
 __all__ = [
+    "PAPER_HALF_COVERAGE",
     "SAMPLING_SCHEMES",
     "haar_distance_cdf",
     "haar_distance_pdf",
+    "sample_euler_box",
     "sample_orientations",
     "sample_uniform_distance_pairs",
 ]
 
 SAMPLING_SCHEMES = ("uniform", "euler", "half", "quarter")
+
+# the authors' AngCoverage of their half-coverage studies: rot, tilt, psi up to these multiples of π
+PAPER_HALF_COVERAGE = (2.0, 0.5, 2.0)
 
 # (rot range, cos(tilt) range or None for uniform tilt, psi range), radians
 _EULER_BOXES = {
@@ -81,6 +91,47 @@ def sample_orientations(
     rot = rng.uniform(rot_lo, rot_hi, n)
     tilt = rng.uniform(0.0, math.pi, n) if cos_tilt is None else np.arccos(rng.uniform(*cos_tilt, n))
     psi = rng.uniform(psi_lo, psi_hi, n)
+    angles = torch.from_numpy(np.stack((rot, tilt, psi), axis=-1))  # (n, 3)
+    return euler_to_quaternion(angles).to(dtype)
+
+
+def sample_euler_box(
+    n: int,
+    coverage: tuple[float, float, float] = PAPER_HALF_COVERAGE,
+    seed: int | np.random.Generator = 0,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """Draw ``n`` orientations with Euler angles uniform in ``[0, c π]`` each (the authors' sampling).
+
+    Uniform in the angles, not on SO(3): ``rot ∈ [0, c₀π)``, ``tilt ∈ [0, c₁π]``, ``psi ∈ [0, c₂π)``,
+    RELION ZYZ, as the authors' ``uniform_angles`` with ``AngCoverage = coverage``. With
+    ``(2, 1, 2)`` this is the ``"euler"`` scheme; :data:`PAPER_HALF_COVERAGE` is their half coverage.
+
+    Parameters
+    ----------
+    n : number of orientations (``>= 0``).
+    coverage : ``(c₀, c₁, c₂)``, the upper end of each angle's range in multiples of π, with
+        ``0 < c₀, c₂ <= 2`` and ``0 < c₁ <= 1``.
+    seed : an integer seed or a :class:`numpy.random.Generator` (consumed in place).
+    dtype : floating dtype of the result.
+
+    Returns
+    -------
+    (n, 4) unit quaternions, scalar first, ``w >= 0``.
+    """
+    if int(n) != n or n < 0:
+        raise ValueError(f"n must be a non-negative integer; got {n!r}")
+    c_rot, c_tilt, c_psi = (float(c) for c in coverage)
+    if not (0 < c_rot <= 2 and 0 < c_tilt <= 1 and 0 < c_psi <= 2):
+        raise ValueError(
+            "coverage must be (rot, tilt, psi) multiples of π in (0, 2], (0, 1], (0, 2]; "
+            f"got {tuple(coverage)}"
+        )
+    rng = np.random.default_rng(seed)
+    n = int(n)
+    rot = rng.uniform(0.0, c_rot * math.pi, n)
+    tilt = rng.uniform(0.0, c_tilt * math.pi, n)
+    psi = rng.uniform(0.0, c_psi * math.pi, n)
     angles = torch.from_numpy(np.stack((rot, tilt, psi), axis=-1))  # (n, 3)
     return euler_to_quaternion(angles).to(dtype)
 

@@ -160,9 +160,10 @@ plt.show()
 # %% [markdown]
 # ## Orientation recovery (paper: perturbed distances; $L_{DE}$, $L_{OR}$, $E_{OR}$ panels)
 # (a) $E_{OR}$ (mean) and the median error (the statistic of the paper's curve) from exact distances
-# plus errors of growing variance; (b) per-pair $L_{DE}$ of the distance estimators on
-# training and validation pairs; (c) $L_{OR}$ during recovery from learned distances;
-# (d) the per-projection errors after alignment, with $E_{OR}$.
+# plus errors of growing variance, for Haar-uniform orientations over all of SO(3) (ours) and for
+# Euler angles drawn uniformly over half coverage (the paper's protocol); (b) per-pair $L_{DE}$ of
+# the distance estimators on training and validation pairs; (c) $L_{OR}$ during recovery from
+# learned distances; (d) the per-projection errors after alignment, with $E_{OR}$.
 
 # %%
 r = recovery.values
@@ -170,7 +171,11 @@ noisy = "16" if "16" in r["learned"] else max(r["learned"], key=float)  # the pa
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
 sweep = r["perturbed"]
 variances = [x["variance"] for x in sweep]
-plot_perturbation_sweep(axes[0], variances, [x["e_or"] for x in sweep], [x["median"] for x in sweep])
+plot_perturbation_sweep(axes[0], variances, [x["e_or"] for x in sweep], [x["median"] for x in sweep],
+                        label="full", color="C0")
+half = r["perturbed_half"]  # the paper's protocol: uniform Euler angles over half coverage
+plot_perturbation_sweep(axes[0], variances, [x["e_or"] for x in half], [x["median"] for x in half],
+                        label="half (paper)", color="C1")
 axes[0].set_title("(a) perturbed distances", fontsize=9)
 keys = ["0", noisy]
 boxes = {

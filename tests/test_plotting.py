@@ -136,7 +136,11 @@ def test_error_histogram_marks_mean_and_median():
 def test_perturbation_sweep_and_noise_curve_draw_mean_median_and_references():
     fig, (sweep, noise) = plt.subplots(1, 2)
     plot_perturbation_sweep(sweep, [0.0, 0.1], [0.01, 0.2], [0.005, 0.15])
-    assert _lines(sweep) == [[0.01, 0.2], [0.005, 0.15]]
+    plot_perturbation_sweep(sweep, [0.0, 0.1], [0.02, 0.3], [0.01, 0.25], label="half", color="C1")
+    assert _lines(sweep) == [[0.01, 0.2], [0.005, 0.15], [0.02, 0.3], [0.01, 0.25]]
+    lines = sweep.get_lines()
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color() == lines[3].get_color()
+    assert [line.get_label() for line in lines[2:]] == ["mean ($E_{OR}$), half", "median, half"]
     plot_error_vs_noise(noise, [0, 1, 16], [0.07, 0.1, 0.3], [0.06, 0.08, 0.2], chance=2.14, matched=4.9,
                         paper=0.25, box_size=64)
     ys = _lines(noise)

@@ -7,9 +7,11 @@ from scipy import integrate, stats
 
 from cryoorient.geometry import quaternion_distance, quaternion_to_euler
 from cryoorient.sampling import (
+    PAPER_HALF_COVERAGE,
     SAMPLING_SCHEMES,
     haar_distance_cdf,
     haar_distance_pdf,
+    sample_euler_box,
     sample_orientations,
 )
 
@@ -84,3 +86,26 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="non-negative integer"):
         sample_orientations(2.5)
     assert sample_orientations(0).shape == (0, 4)
+
+
+def test_euler_box_is_the_euler_scheme_at_full_range():
+    box = sample_euler_box(200, (2.0, 1.0, 2.0), seed=5)
+    assert torch.equal(box, sample_orientations(200, "euler", seed=5))
+
+
+def test_paper_half_coverage_is_uniform_in_the_angles():
+    q = sample_euler_box(5000, PAPER_HALF_COVERAGE, seed=19)
+    assert (q.norm(dim=-1) - 1).abs().max() < 1e-12 and (q[:, 0] >= 0).all()
+    rot, tilt, psi = quaternion_to_euler(q).unbind(-1)
+    assert tilt.max() <= math.pi / 2 + 1e-9
+    # uniform in tilt itself (the authors' uniform_angles), so not in cos(tilt) as Haar would be
+    assert stats.kstest(tilt.numpy(), stats.uniform(0, math.pi / 2).cdf).pvalue > ALPHA
+    assert stats.kstest(tilt.cos().numpy(), stats.uniform(0, 1).cdf).pvalue < 1e-3
+    assert stats.kstest((rot % (2 * math.pi)).numpy(), stats.uniform(0, 2 * math.pi).cdf).pvalue > ALPHA
+    assert torch.equal(q, sample_euler_box(5000, PAPER_HALF_COVERAGE, seed=19))
+
+
+@pytest.mark.parametrize("coverage", [(0.0, 0.5, 2.0), (2.0, 1.5, 2.0), (2.5, 0.5, 2.0)])
+def test_euler_box_rejects_bad_coverage(coverage):
+    with pytest.raises(ValueError, match="coverage must be"):
+        sample_euler_box(5, coverage)
