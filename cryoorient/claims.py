@@ -48,6 +48,8 @@ class Number:
     fmt : format specification of the value.
     description : what it is, in a few words.
     scale : factor applied to the saved value (``None``: the value as saved, ints stay ints).
+    seeds : ``(level, measure)`` into the seed-spread benchmark's ``spread`` (:attr:`Claims.seed_spread`),
+        for a number measured again with other training seeds; empty when it was not.
     """
 
     key: str
@@ -58,6 +60,7 @@ class Number:
     fmt: str
     description: str
     scale: float | None = None
+    seeds: tuple[str, ...] = ()
 
     def read(self, values: Mapping) -> float | int | None:
         """Read the number from a notebook's saved ``values`` (``KeyError`` when it is not there)."""
@@ -131,6 +134,8 @@ class Claims:
     numbers : every reported number, in the report's order.
     claims : the claims table's rows, in order.
     setup : ``(number key, the paper's value)`` pairs of the Setup table.
+    seed_spread : ``(results file relative to the repository, profile it measured)`` of the
+        benchmark that retrains the estimators with other seeds; ``None`` when there is none.
     """
 
     paper: str
@@ -141,6 +146,7 @@ class Claims:
     numbers: tuple[Number, ...]
     claims: tuple[Claim, ...]
     setup: tuple[tuple[str, float | int | str], ...]
+    seed_spread: tuple[str, str] | None = None
 
     def number(self, key: str) -> Number:
         """The number named ``key`` (``KeyError`` when there is none)."""
@@ -239,7 +245,10 @@ def _parse_number(entry: object, where: str, notebooks: tuple[str, ...]) -> Numb
     except ValueError as error:
         raise ClaimsError(f"{where}: format {fmt!r} is not a format specification ({error})") from error
     description = _field(entry, "description", str, where)
-    return Number(key, macro, notebook, tuple(path or ()), unit, fmt, description, scale)
+    seeds = _field(entry, "seeds", list, where, [])
+    if seeds and (len(seeds) != 2 or not all(isinstance(v, str) and v for v in seeds)):
+        raise ClaimsError(f"{where}: seeds must be [level, measure] of the seed-spread results; got {seeds}")
+    return Number(key, macro, notebook, tuple(path or ()), unit, fmt, description, scale, tuple(seeds))
 
 
 def _paper_value(value: object, where: str) -> float | tuple[float, float]:
@@ -311,6 +320,14 @@ def _parse_claims(content: object, name: str) -> Claims:
         if key not in keys:
             raise ClaimsError(f"{where}: no number {key!r} under `numbers`")
         setup_pairs.append((key, _field(entry, "paper", (int, float, str), where)))
+    spread = content.get("seed_spread")
+    if spread is not None:
+        where = f"{name}: seed_spread"
+        if not isinstance(spread, Mapping):
+            raise ClaimsError(f"{where}: expected {{file, profile}}; got {spread!r}")
+        spread = (_field(spread, "file", str, where), _field(spread, "profile", str, where))
+    elif any(n.seeds for n in parsed):
+        raise ClaimsError(f"{name}: numbers name seeds but there is no `seed_spread` {{file, profile}}")
     return Claims(
         paper=_field(content, "paper", str, name),
         paper_source=_field(content, "paper_source", str, name),
@@ -320,4 +337,5 @@ def _parse_claims(content: object, name: str) -> Claims:
         numbers=parsed,
         claims=tuple(_parse_claim(e, f"{name}: claims[{i}]", keys) for i, e in enumerate(claims)),
         setup=tuple(setup_pairs),
+        seed_spread=spread,
     )

@@ -16,7 +16,10 @@ README between its ``<!-- results:begin -->`` and ``<!-- results:end -->`` marke
 ``--check`` only reports (exit 1) whether README and ``paper/`` are out of date.
 
 Verdicts compare numbers and say nothing the numbers do not: "reproduced" (within the paper's
-range, or within 10 % of its single value), "better", "worse", or "not run".
+range, or within 10 % of its single value), "better", "worse", or "not run". Where the estimators
+were trained again with other seeds (``benchmarks/seed_spread.py``, named by ``seed_spread`` in
+``claims.yml``), a number is shown with the range over the seeds, and the verdict is given to the
+whole range: "better" or "worse" only when every seed is.
 """
 
 from __future__ import annotations
@@ -55,22 +58,59 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
 def verdict(
-    paper: float | tuple[float, float], ours: float | None, better: str, tolerance: float = 0.1
+    paper: float | tuple[float, float],
+    ours: float | None,
+    better: str,
+    tolerance: float = 0.1,
+    spread: tuple[float, float] | None = None,
 ) -> str:
     """``"reproduced"``, ``"better"``, ``"worse"`` or ``"not run"`` (``ours`` is ``None``).
 
     Within a range (inclusive), or within ``tolerance`` (relative) of a single value, is
     "reproduced"; otherwise the side that ``better`` (``"lower"``/``"higher"``) names decides.
+    ``spread``, the ``(min, max)`` of the same number over training seeds, widens ours to a range:
+    "reproduced" when it meets the paper's, "better" or "worse" only when all of it is on one side.
     """
     if better not in ("lower", "higher"):
         raise ValueError(f"better must be 'lower' or 'higher'; got {better!r}")
     if ours is None:
         return "not run"
     low, high = paper if isinstance(paper, tuple) else (paper * (1 - tolerance), paper * (1 + tolerance))
-    if low <= ours <= high:
+    ours_low, ours_high = (ours, ours) if spread is None else (min(ours, spread[0]), max(ours, spread[1]))
+    if ours_low <= high and low <= ours_high:
         return "reproduced"
-    below = ours < low
+    below = ours_high < low
     return "better" if below == (better == "lower") else "worse"
+
+
+def seed_spreads(profile: str, claims: Claims | None = None) -> dict[str, dict]:
+    """``{number key: {"n", "mean", "min", "max"}}`` over training seeds, for ``profile``.
+
+    Read from the seed-spread benchmark's results (:attr:`Claims.seed_spread`) when they are in the
+    checkout and measured ``profile``; numbers measured with fewer than two seeds are left out.
+    """
+    claims = claims or load_claims()
+    root = repo_root()
+    if claims.seed_spread is None or root is None or profile != claims.seed_spread[1]:
+        return {}
+    path = root / claims.seed_spread[0]
+    if not path.is_file():
+        return {}
+    try:
+        spread = json.loads(path.read_text())["spread"]
+    except (OSError, ValueError, KeyError) as error:
+        raise ClaimsError(
+            f"{claims.seed_spread[0]}: unreadable seed-spread results ({error}); "
+            "rerun benchmarks/seed_spread.py"
+        ) from error
+    out = {}
+    for number in claims.numbers:
+        if number.seeds:
+            level, measure = number.seeds
+            entry = (spread.get(level) or {}).get(measure)
+            if entry is not None and entry["n"] >= 2:
+                out[number.key] = {k: entry[k] for k in ("n", "mean", "min", "max")}
+    return out
 
 
 def collect(profile: str, claims: Claims | None = None) -> dict:
@@ -106,6 +146,9 @@ def collect(profile: str, claims: Claims | None = None) -> dict:
         if "map_source" in r.provenance:  # results saved before paths were made portable may hold one
             runs[name]["map_source"] = portable(r.provenance["map_source"])
     collected = {"numbers": numbers, "runs": runs, "missing": missing}
+    spreads = seed_spreads(profile, claims)
+    if spreads:
+        collected["spreads"] = spreads
     recovery = loaded.get("04_orientation_recovery")
     if recovery is not None and "common_lines" in recovery.values:
         collected["common_lines"] = portable(recovery.values["common_lines"])
@@ -170,6 +213,7 @@ def numbers_document(profiles: list[str] | None = None, claims: Claims | None = 
     rows = []
     for c in claims.claims:
         ours = {p: by_profile[p]["numbers"].get(c.key) if p in by_profile else None for p in shown}
+        spread = {p: by_profile.get(p, {}).get("spreads", {}).get(c.key) for p in shown}
         rows.append(
             {
                 "key": c.key,
@@ -179,8 +223,11 @@ def numbers_document(profiles: list[str] | None = None, claims: Claims | None = 
                 "better": c.better,
                 "caveat": c.caveat,
                 "ours": ours,
+                "seeds": {p: s for p, s in spread.items() if s is not None},
                 "verdict": {
-                    p: verdict(c.paper, v, c.better) if c.comparable or v is None else "not comparable"
+                    p: verdict(c.paper, v, c.better, spread=_range(spread[p]))
+                    if c.comparable or v is None
+                    else "not comparable"
                     for p, v in ours.items()
                 },
             }
@@ -193,6 +240,10 @@ def numbers_document(profiles: list[str] | None = None, claims: Claims | None = 
         "profiles": by_profile,
         "claims": rows,
     }
+
+
+def _range(spread: dict | None) -> tuple[float, float] | None:
+    return None if spread is None else (spread["min"], spread["max"])
 
 
 def _duration(seconds: float) -> str:
@@ -229,7 +280,12 @@ def claims_rows(document: dict, claims: Claims | None = None) -> list[list[str]]
         paper = tuple(entry["paper"]) if isinstance(entry["paper"], list) else entry["paper"]
         row = [entry["claim"], _show(number, paper, quoted=True)]
         for profile, value in entry["ours"].items():
-            row += [_show(number, value), entry["verdict"][profile]]
+            shown = _show(number, value)
+            spread = entry.get("seeds", {}).get(profile)
+            if spread is not None and value is not None:
+                low, high = (format(spread[k], number.fmt) for k in ("min", "max"))
+                shown += f" ({spread['n']} seeds: {low}–{high})"
+            row += [shown, entry["verdict"][profile]]
         rows.append(row)
     return rows
 
@@ -278,7 +334,10 @@ def render_report(document: dict, claims: Claims | None = None) -> str:
         f"none is typed by hand. The paper's values: {claims.paper_source}. "
         "Verdict: *reproduced* when ours is inside the paper's range or within 10 % of its single "
         "value, otherwise *better* or *worse*; *not run* when no run of that profile exists; *not "
-        "comparable* when ours measures something else (the caveat says what), shown for reference.",
+        "comparable* when ours measures something else (the caveat says what), shown for reference. "
+        "Where the estimators were trained again with other seeds (`benchmarks/seed_spread.py`), "
+        "ours is followed by the range over the seeds, and a verdict other than *reproduced* needs "
+        "every seed on the same side of the paper.",
         "",
         "## Claims",
         "",

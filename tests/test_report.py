@@ -1,4 +1,5 @@
 import copy
+import json
 import re
 
 import pytest
@@ -39,6 +40,20 @@ def write_claims(tmp_path, content) -> object:
 )
 def test_verdict(paper, ours, better, expected):
     assert verdict(paper, ours, better) == expected
+
+
+@pytest.mark.parametrize(
+    ("paper", "ours", "spread", "expected"),
+    [
+        (0.25, 0.146, (0.14, 0.16), "better"),  # every seed below the paper
+        (0.25, 0.146, (0.14, 0.24), "reproduced"),  # one seed within 10 % of it
+        ((0.16, 0.20), 0.15, (0.12, 0.17), "reproduced"),  # the ranges meet
+        (0.25, 0.30, (0.29, 0.35), "worse"),
+        (0.25, 0.146, (0.15, 0.16), "better"),  # ours outside the seeds' range still counts
+    ],
+)
+def test_verdict_over_the_seed_spread_needs_every_seed_on_one_side(paper, ours, spread, expected):
+    assert verdict(paper, ours, "lower", spread=spread) == expected
 
 
 def test_verdict_refuses_an_unknown_direction():
@@ -91,6 +106,7 @@ DELETE = object()
         ("numbers", {"format": ".3q"}, r"key 'box_size'\): format '.3q' is not a format"),
         ("numbers", {"unit": 3}, r"key 'box_size'\): unit must be str"),
         ("numbers", {"scale": float("nan")}, r"key 'box_size'\): scale must be a finite"),
+        ("numbers", {"seeds": ["noiseless"]}, r"key 'box_size'\): seeds must be \[level, measure\]"),
         ("claims", {"key": "nope"}, r"claims\[1\] \(key 'nope'\): no number 'nope' under `numbers`"),
         ("claims", {"better": "smaller"}, r"claims\[1\] \(key '\w+'\): better must be 'lower' or 'higher'"),
         (
@@ -137,6 +153,7 @@ def test_update_readme_replaces_only_the_marked_part():
 
 def test_report_from_saved_results(tmp_path, monkeypatch):
     monkeypatch.setenv("CRYOORIENT_PAPER", str(tmp_path))
+    monkeypatch.setattr(report, "seed_spreads", lambda profile, claims=None: {})  # the checkout's benchmark
     save_results(
         "04_orientation_recovery",
         {
@@ -260,3 +277,37 @@ def test_common_lines_section_says_who_wins_where_from_the_numbers():
     # no failure claimed where common lines did not fail
     comparison["levels"]["16"]["common_lines"] = row(0.5)
     assert "fail" not in "\n".join(common_lines_section(comparison, "default"))
+
+
+def test_numbers_retrained_with_other_seeds_show_their_range_and_widen_the_verdict(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRYOORIENT_PAPER", str(tmp_path / "paper"))
+    spread_file = tmp_path / "benchmarks" / "results" / "seed_spread.json"
+    spread_file.parent.mkdir(parents=True)
+    spread = {
+        "noiseless": {"e_or": {"n": 3, "mean": 0.07, "min": 0.068, "max": 0.075}},
+        "matched": {"e_or": {"n": 3, "mean": 0.16, "min": 0.146, "max": 0.24}, "rmse": None},
+    }
+    spread_file.write_text(json.dumps({"spread": spread}))
+    monkeypatch.setattr(report, "repo_root", lambda: tmp_path)
+    claims = load_claims()
+    assert claims.seed_spread == ("benchmarks/results/seed_spread.json", "default")
+    assert report.seed_spreads("paper", claims) == {}  # measured at the default profile only
+    spreads = report.seed_spreads("default", claims)
+    assert spreads["eor_learned_clean"]["max"] == 0.075 and spreads["eor_learned_matched"]["n"] == 3
+    save_recovery("default", 0.146)
+    document = report.numbers_document(["default"], claims)
+    rows = {c["key"]: c for c in document["claims"]}
+    assert rows["eor_learned_matched"]["verdict"]["default"] == "reproduced"  # a seed at 0.24 rad
+    assert rows["eor_learned_matched"]["seeds"]["default"]["min"] == 0.146
+    table = report.readme_table(document, claims)
+    assert "0.146 rad (3 seeds: 0.146–0.240) | reproduced |" in table
+    spread_file.write_text("{not json")
+    with pytest.raises(ClaimsError, match="seed_spread.json: unreadable"):
+        report.seed_spreads("default", claims)
+
+
+def test_seeds_without_a_seed_spread_file_are_refused(raw_claims, tmp_path):
+    content = copy.deepcopy(raw_claims)
+    del content["seed_spread"]
+    with pytest.raises(ClaimsError, match="numbers name seeds but there is no `seed_spread`"):
+        load_claims(write_claims(tmp_path, content))
