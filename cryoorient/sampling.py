@@ -1,6 +1,6 @@
 """Orientation distributions used in the paper and its appendix.
 
-Four schemes, all seeded:
+Five schemes, all seeded:
 
 ``"uniform"``
     Uniform (Haar) on SO(3): every orientation equally likely. Drawn as a normalised 4-D
@@ -12,15 +12,18 @@ Four schemes, all seeded:
     Haar restricted to half the sphere of projection directions, ``tilt ∈ [0, π/2]``.
 ``"quarter"``
     Haar restricted to a quarter of the sphere, ``tilt ∈ [0, π/2]`` and ``rot ∈ [0, π)``.
+``"paper_half"``
+    The paper's half coverage, as its perturbation and noise studies drew it: the three Euler
+    angles uniform, ``rot, psi ∈ [0, 2π)``, ``tilt ∈ [0, π/2]`` (:func:`sample_euler_box` with
+    :data:`PAPER_HALF_COVERAGE`). Uniform in the angles, not on SO(3).
 
 The restricted schemes draw ``rot``, ``cos(tilt)`` and ``psi`` uniformly in their ranges, which is
 the Haar measure (``sin(tilt) d rot d tilt d psi`` in ZYZ angles) conditioned on the range; this is
 what the authors obtained by rejecting uniform quaternions outside the Euler-angle box.
 
-The paper's perturbation and noise studies used neither: the authors' ``uniform_angles`` draws the
-three Euler angles uniformly in a box, ``rot ∈ [0, 2π)``, ``tilt ∈ [0, π/2]``, ``psi ∈ [0, 2π)`` for
-half coverage (:func:`sample_euler_box` with :data:`PAPER_HALF_COVERAGE`), which crowds the
-directions at the pole as ``"euler"`` does.
+The paper's perturbation and noise studies used neither ``"uniform"`` nor ``"half"``: the authors'
+``uniform_angles`` draws the three Euler angles uniformly in a box (``"paper_half"``), which crowds
+the directions at the pole as ``"euler"`` does.
 
 Distances between independent Haar orientations, or from a fixed orientation to a Haar one,
 have the density ``(1 - cos θ) / π`` on ``[0, π]`` (:func:`haar_distance_pdf`).
@@ -45,7 +48,7 @@ __all__ = [
     "sample_uniform_distance_pairs",
 ]
 
-SAMPLING_SCHEMES = ("uniform", "euler", "half", "quarter")
+SAMPLING_SCHEMES = ("uniform", "euler", "half", "quarter", "paper_half")
 
 # the authors' AngCoverage of their half-coverage studies: rot, tilt, psi up to these multiples of π
 PAPER_HALF_COVERAGE = (2.0, 0.5, 2.0)
@@ -69,7 +72,8 @@ def sample_orientations(
     Parameters
     ----------
     n : number of orientations (``>= 0``).
-    scheme : ``"uniform"``, ``"euler"``, ``"half"`` or ``"quarter"`` (see the module docstring).
+    scheme : ``"uniform"``, ``"euler"``, ``"half"``, ``"quarter"`` or ``"paper_half"`` (see the module
+        docstring).
     seed : an integer seed or a :class:`numpy.random.Generator` (consumed in place).
     dtype : floating dtype of the result.
 
@@ -87,6 +91,8 @@ def sample_orientations(
         q = rng.standard_normal((n, 4))  # (n, 4)
         q /= np.linalg.norm(q, axis=1, keepdims=True)
         return canonical_quaternion(torch.from_numpy(q).to(dtype))
+    if scheme == "paper_half":
+        return sample_euler_box(n, PAPER_HALF_COVERAGE, rng, dtype)
     (rot_lo, rot_hi), cos_tilt, (psi_lo, psi_hi) = _EULER_BOXES[scheme]
     rot = rng.uniform(rot_lo, rot_hi, n)
     tilt = rng.uniform(0.0, math.pi, n) if cos_tilt is None else np.arccos(rng.uniform(*cos_tilt, n))

@@ -109,11 +109,13 @@ plt.show()
 # * **uniform**: uniform (Haar) on SO(3), the paper's main setting;
 # * **euler**: uniform on the Euler angles, which over-samples the poles;
 # * **half** and **quarter**: uniform orientations whose projection directions cover only half or a
-#   quarter of the sphere (the appendix's restricted coverage).
+#   quarter of the sphere (the appendix's restricted coverage);
+# * **paper_half**: the half coverage the paper's perturbation and noise studies drew (the authors'
+#   `uniform_angles`): Euler angles uniform with tilt up to 90°, so directions crowd at the pole.
 #
 # Euler angles follow RELION's ZYZ convention (rot, tilt, psi); the projection direction of an
 # orientation is $(\sin\mathrm{tilt}\cos\mathrm{rot}, \sin\mathrm{tilt}\sin\mathrm{rot}, \cos\mathrm{tilt})$.
-# The tilt range shows the coverage: the half and quarter schemes never tilt past 90°.
+# The tilt range shows the coverage: the half, quarter and paper_half schemes never tilt past 90°.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -123,7 +125,7 @@ for scheme, q in orientations.items():
     rot = rot % 360
     unit = torch.allclose(q.norm(dim=-1), torch.ones(len(q), dtype=q.dtype))
     print(
-        f"{scheme:8s} {tuple(q.shape)}  unit norm: {unit}  "
+        f"{scheme:10s} {tuple(q.shape)}  unit norm: {unit}  "
         f"tilt in [{tilt.min():.0f}°, {tilt.max():.0f}°]  rot in [{rot.min():.0f}°, {rot.max():.0f}°]"
     )
 
@@ -140,12 +142,13 @@ for scheme, q in orientations.items():
     d = quaternion_distance_matrix(q)  # (n, n)
     pairwise[scheme] = d[torch.triu_indices(len(q), len(q), offset=1).unbind()]  # (n (n - 1) / 2,)
 
-fig = plt.figure(figsize=(12, 5.2))
+n_schemes = len(SAMPLING_SCHEMES)
+fig = plt.figure(figsize=(3 * n_schemes, 5.2))
 for k, scheme in enumerate(SAMPLING_SCHEMES):
-    ax = fig.add_subplot(2, 4, k + 1, projection="mollweide")
+    ax = fig.add_subplot(2, n_schemes, k + 1, projection="mollweide")
     plot_directions(ax, viewing_direction(orientations[scheme]), color=f"C{k}")
     ax.set_title(f"{scheme}: projection directions")
-    ax = fig.add_subplot(2, 4, k + 5)
+    ax = fig.add_subplot(2, n_schemes, k + 1 + n_schemes)
     plot_distance_histogram(ax, pairwise[scheme], color=f"C{k}")
     ax.set_title(f"{scheme}: pairwise $d_q$")
 fig.suptitle(f"Orientation sampling schemes ({n_orientations} orientations each, seed {seed})")
@@ -165,12 +168,12 @@ plt.show()
 # NBVAL_CHECK_OUTPUT
 identity = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
 alpha = 0.01  # significance level of the uniformity test
-print(f"{'scheme':8s} {'mean pairwise d_q':>18s} {'KS p-value':>11s}  uniform on SO(3) at alpha={alpha}")
+print(f"{'scheme':10s} {'mean pairwise d_q':>18s} {'KS p-value':>11s}  uniform on SO(3) at alpha={alpha}")
 ks = {}
 for scheme, q in orientations.items():
     ks[scheme] = stats.kstest(quaternion_distance(q, identity).numpy(), haar_distance_cdf).pvalue
     verdict = "yes" if ks[scheme] > alpha else "no"
-    print(f"{scheme:8s} {pairwise[scheme].mean():18.2f} {ks[scheme]:11.2f}  {verdict}")
+    print(f"{scheme:10s} {pairwise[scheme].mean():18.2f} {ks[scheme]:11.2f}  {verdict}")
 
 assert ks["uniform"] > alpha, "uniform sampling should pass the Haar KS test"
 assert ks["euler"] < alpha, "uniform Euler angles should fail the Haar KS test"

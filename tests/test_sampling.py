@@ -105,6 +105,11 @@ def test_paper_half_coverage_is_uniform_in_the_angles():
     assert torch.equal(q, sample_euler_box(5000, PAPER_HALF_COVERAGE, seed=19))
 
 
+def test_paper_half_scheme_is_the_euler_box():
+    """``"paper_half"`` is the box the authors sampled, so datasets and the CLI can ask for it by name."""
+    assert torch.equal(sample_orientations(300, "paper_half", seed=4), sample_euler_box(300, seed=4))
+
+
 @pytest.mark.parametrize("coverage", [(0.0, 0.5, 2.0), (2.0, 1.5, 2.0), (2.5, 0.5, 2.0)])
 def test_euler_box_rejects_bad_coverage(coverage):
     with pytest.raises(ValueError, match="coverage must be"):

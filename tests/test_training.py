@@ -345,22 +345,17 @@ def test_shipped_models_are_used_when_their_hashes_match(data, tmp_path, monkeyp
         trained_model(images, q, splits, config, "data-s", progress=False)
 
 
-def test_shipped_models_are_the_default_profiles():
-    """models/ holds the default profile's noiseless model and noise curriculum under the keys the
-    notebooks ask for, so a fresh clone (any Python, any FFT library) loads them instead of training."""
+def _curriculum_keys(orientations: str, levels: list[float], density) -> list[str]:
+    """The cache keys of the default profile's noiseless model and curriculum on ``orientations``."""
     from dataclasses import replace
 
     from cryoorient.dataset import SimulationParameters, _dataset_key
-    from cryoorient.density import load_map
 
-    shipped = model_cache.shipped_models_dir()
-    density = load_map("5j0n", box_size=64, fallback=False) if os.environ.get("CRYOORIENT_MAPS") else None
-    if shipped is None or density is None or density.name != "5j0n":
-        pytest.skip("needs a checkout's models/ and 5j0n.mrc (CRYOORIENT_MAPS)")
-    registry = json.loads((shipped / "registry.json").read_text())
-    key = _dataset_key(SimulationParameters(map="5j0n", n_projections=5000, box_size=64, seed=0), density)
+    params = SimulationParameters(
+        map="5j0n", n_projections=5000, box_size=64, orientations=orientations, seed=0
+    )
+    key = _dataset_key(params, density)
     config = model_cache.model_config({}, seed=0)
-    levels = model_cache.noise_study_levels(None, 64)
     found = [model_cache.config_key(config, key)]
     for level in levels:  # the chain noise_curriculum builds
         config = replace(
@@ -368,10 +363,36 @@ def test_shipped_models_are_the_default_profiles():
             learning_rate=model_cache.CURRICULUM_LEARNING_RATE, warm_start=found[-1],
         )
         found.append(model_cache.config_key(config, key))
-    assert found == list(registry), "models/registry.json no longer matches the default profile's keys"
-    for previous, name in zip([None, *found], found, strict=False):
-        stored = load_model(shipped / name / "model.pt")[1]
-        assert stored.warm_start == previous == registry[name]["warm_start"]
+    return found
+
+
+def test_shipped_models_are_the_default_profiles():
+    """models/ holds the default profile's noiseless model and noise curriculum under the keys the
+    notebooks ask for, so a fresh clone (any Python, any FFT library) loads them instead of training:
+    on uniform orientations every level of the noise study, and on the paper's half coverage
+    (notebook 04's noise study the paper's way) the levels up to the SNR-matched σ²."""
+    from cryoorient.density import load_map
+    from cryoorient.snr import matched_noise_variance
+
+    shipped = model_cache.shipped_models_dir()
+    density = load_map("5j0n", box_size=64, fallback=False) if os.environ.get("CRYOORIENT_MAPS") else None
+    if shipped is None or density is None or density.name != "5j0n":
+        pytest.skip("needs a checkout's models/ and 5j0n.mrc (CRYOORIENT_MAPS)")
+    registry = json.loads((shipped / "registry.json").read_text())
+    levels = model_cache.noise_study_levels(None, 64)
+    matched = matched_noise_variance(16.0, 64)
+    chains = {
+        "uniform": _curriculum_keys("uniform", levels, density),
+        "paper_half": _curriculum_keys("paper_half", [v for v in levels if v <= matched], density),
+    }
+    assert [k for chain in chains.values() for k in chain] == list(registry), (
+        "models/registry.json no longer matches the default profile's keys"
+    )
+    for orientations, found in chains.items():
+        for previous, name in zip([None, *found], found, strict=False):
+            stored = load_model(shipped / name / "model.pt")[1]
+            assert stored.warm_start == previous == registry[name]["warm_start"]
+            assert registry[name]["orientations"] == orientations
 
 
 def test_shipped_models_are_downloaded_outside_a_checkout(data, tmp_path, monkeypatch):
