@@ -155,6 +155,13 @@ class Claims:
                 return n
         raise KeyError(key)
 
+    def claim(self, key: str) -> Claim:
+        """The claims-table row whose number is ``key`` (``KeyError`` when there is none)."""
+        for c in self.claims:
+            if c.key == key:
+                return c
+        raise KeyError(key)
+
     def columns(self, profiles: Sequence[str]) -> list[str]:
         """The profile columns: ``profiles`` (those with results) and :attr:`always`, in order."""
         shown = set(profiles) | set(self.always)

@@ -94,7 +94,7 @@ from cryoorient.reconstruction import reconstruct
 from cryoorient.recovery import orientation_loss, perturb_distances, recover_orientations, reliability_weights
 from cryoorient.relion import write_orientations
 from cryoorient.results import ResultsError, load_results, save_results
-from cryoorient.sampling import PAPER_HALF_COVERAGE, sample_euler_box, sample_orientations
+from cryoorient.sampling import sample_orientations
 from cryoorient.snr import matched_noise_variance
 from cryoorient.training import evaluate_distances, split_pairs
 
@@ -194,7 +194,7 @@ plt.show()
 # Two sets of orientations. Ours: the test split, Haar-uniform over all of SO(3). The paper's
 # protocol: as many orientations with Euler angles drawn uniformly over half the sphere of
 # directions (rot and psi in $[0, 2\pi)$, tilt in $[0, \pi/2]$: the authors' `uniform_angles`,
-# `sampling.sample_euler_box`), whose median error the paper plots. The claims table compares the
+# the sampling scheme `"paper_half"`), whose median error the paper plots. The claims table compares the
 # paper's curve with the second.
 
 
@@ -216,7 +216,7 @@ def perturbation_sweep(q: torch.Tensor, name: str) -> tuple[list[dict], dict]:
 
 
 sweep, swept = perturbation_sweep(q_test, "full coverage")
-q_half = sample_euler_box(len(test), PAPER_HALF_COVERAGE, seed=seed + 2)
+q_half = sample_orientations(len(test), "paper_half", seed=seed + 2)
 sweep_half, _ = perturbation_sweep(q_half, "the paper's half coverage")
 
 # %%
@@ -354,7 +354,8 @@ if paper_way:
           f"level at σ² = {matched:.2f}")
 
 # %%
-paper_e_or = {"full pipeline": 0.25, "noise study": 0.42}  # the paper's E at its σ² = 16: § 3.5, Fig. 7
+# the paper's E at its σ² = 16 (§ 3.5, Fig. 7); tests/test_paper.py checks them against paper/claims.yml
+paper_e_or = {"full pipeline": 0.25, "noise study": 0.42}
 if paper_way:
     half_rows = list(paper_way["levels"].values())
     panels = {

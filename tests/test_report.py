@@ -66,6 +66,7 @@ def test_every_claim_names_a_number_and_macros_are_letters_only():
     keys = {n.key for n in claims.numbers}
     assert claims.claims and all(c.key in keys for c in claims.claims)
     assert all(c.source for c in claims.claims), "every paper value says where the paper states it"
+    assert all(c.caveat for c in claims.claims), "every row says how ours and the paper's were measured"
     macros = [n.macro for n in claims.numbers]
     assert len(set(macros)) == len(macros)
     assert all(re.fullmatch(r"[A-Za-z]+", m) for m in macros)
@@ -77,6 +78,10 @@ def test_loading_is_a_faithful_reading_of_the_file(raw_claims, tmp_path):
     assert [n.key for n in claims.numbers] == [e["key"] for e in raw_claims["numbers"]]
     assert [c.claim for c in claims.claims] == [e["claim"] for e in raw_claims["claims"]]
     assert claims == load_claims()  # a YAML round trip of the committed file changes nothing
+    first = raw_claims["claims"][0]
+    assert claims.claim(first["key"]).paper == first["paper"]
+    with pytest.raises(KeyError):
+        claims.claim("no such number")
 
 
 def mutate(raw, section, index, **fields):
