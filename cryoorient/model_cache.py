@@ -15,6 +15,7 @@ below (:func:`noise_curriculum`, :func:`warm_started`).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
@@ -28,6 +29,7 @@ import torch
 from cryoorient._version import __version__
 from cryoorient.dataset import Dataset
 from cryoorient.paths import atomic_write, data_dir, installed_source, repo_root, sha256_file
+from cryoorient.sampling import SAMPLING_SCHEMES
 from cryoorient.siamese import SiameseDistance
 from cryoorient.snr import matched_noise_variance
 from cryoorient.training import TrainingConfig, TrainingResult, load_model, train_distance
@@ -43,6 +45,7 @@ __all__ = [
     "model_config",
     "noise_curriculum",
     "noise_study_levels",
+    "ship_model",
     "shipped_models_dir",
     "trained_model",
     "warm_started",
@@ -94,6 +97,77 @@ def shipped_models_dir() -> Path | None:
 
 RAW_URL = "https://raw.githubusercontent.com/{owner}/{name}/{commit}/"
 """Where a GitHub repository's files are served at a commit (:func:`_fetch_shipped`)."""
+
+
+def ship_model(
+    key: str, orientations: str, cache_dir: Path | None = None, models: Path | None = None
+) -> dict:
+    """Copy the cached model ``key`` into the repository's ``models/`` and pin it in ``registry.json``.
+
+    For maintainers, after a notebook has trained a default-profile estimator worth shipping
+    (``python -m cryoorient.model_cache KEY --orientations SCHEME``). The registry entry records
+    both files' SHA-256, and the noise variance, epochs and warm start read from the model's own
+    configuration; ``orientations`` (one of :data:`~cryoorient.sampling.SAMPLING_SCHEMES`) names the
+    dataset's orientations, which the model file does not hold.
+
+    Parameters
+    ----------
+    key : cache key of the model (:func:`config_key`), the name of its folder in the cache.
+    orientations : sampling scheme of the dataset it was trained on.
+    cache_dir : the model cache (default ``data_dir() / "models"``).
+    models : the shipped-models folder holding ``registry.json`` (default :func:`shipped_models_dir`).
+
+    Returns
+    -------
+    The registry entry written.
+    """
+    if orientations not in SAMPLING_SCHEMES:
+        choices = ", ".join(SAMPLING_SCHEMES)
+        raise ValueError(f"unknown orientations {orientations!r}; choose one of {choices}")
+    source = (data_dir() / "models" if cache_dir is None else Path(cache_dir)) / key
+    models = shipped_models_dir() if models is None else Path(models)
+    if models is None or not (models / "registry.json").is_file():
+        raise FileNotFoundError("no models/registry.json: run this in a checkout of the repository")
+    missing = [name for name in ("model.pt", "history.json") if not (source / name).is_file()]
+    if missing:
+        lacking = " and ".join(missing)
+        raise FileNotFoundError(f"{source} lacks {lacking}: train the model first (run its notebook)")
+    config = load_model(source / "model.pt")[1]  # ValueError naming the file when it is not a model
+    target = models / key
+    target.mkdir(exist_ok=True)
+    for name in ("history.json", "model.pt"):
+        data = (source / name).read_bytes()
+        atomic_write(target / name, lambda f, data=data: f.write(data))
+    entry = {
+        "model.pt": sha256_file(target / "model.pt"),
+        "history.json": sha256_file(target / "history.json"),
+        "noise_variance": config.noise_variance,
+        "epochs": config.epochs,
+        "warm_start": config.warm_start,
+        "orientations": orientations,
+    }
+    registry = json.loads((models / "registry.json").read_text())
+    registry[key] = entry
+    text = json.dumps(registry, indent=1) + "\n"
+    atomic_write(models / "registry.json", lambda f: f.write(text.encode()))
+    return entry
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m cryoorient.model_cache KEY --orientations SCHEME``: ship a cached model (maintainers)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cryoorient.model_cache",
+        description="Copy a cached model into models/ and pin it in models/registry.json (maintainers).",
+    )
+    parser.add_argument("key", help="cache key of the model: its folder name in data/models/")
+    parser.add_argument("--orientations", required=True, choices=SAMPLING_SCHEMES,
+                        help="sampling scheme of the dataset it was trained on")
+    args = parser.parse_args(argv)
+    try:
+        entry = ship_model(args.key, args.orientations)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(1, f"error: {error}\n")
+    print(f"models/{args.key} shipped: {json.dumps(entry)}")
 
 
 def _copy_model(folder: Path, files: dict[str, Path], note: str) -> None:
@@ -371,3 +445,7 @@ def config_key(config: TrainingConfig, dataset_key: str) -> str:
         sort_keys=True,
     )  # the network's layout is in the key, so a changed architecture never reuses an old model
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+if __name__ == "__main__":
+    main()

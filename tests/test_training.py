@@ -301,19 +301,14 @@ def test_noise_curriculum_chains_warm_starts(data, tmp_path):
 
 
 def _ship(data, tmp_path, models: Path, monkeypatch) -> tuple[TrainingConfig, object]:
-    """Train a tiny model, lay it out as the repository's ``models/`` (files + registry) in
-    ``models``, and make any further training an error: the shipped copy must be used."""
-    from cryoorient.paths import sha256_file
-
+    """Train a tiny model, ship it (:func:`model_cache.ship_model`) into a ``models`` folder laid out
+    as the repository's, and make any further training an error: the shipped copy must be used."""
     images, q, splits = data
     config = TrainingConfig(**TINY | {"epochs": 1})
     trained = trained_model(images, q, splits, config, "data-s", cache_dir=tmp_path / "other", progress=False)
-    key = trained.folder.name
-    (models / key).mkdir(parents=True)
-    for name in ("model.pt", "history.json"):
-        (models / key / name).write_bytes((trained.folder / name).read_bytes())
-    registry = {key: {n: sha256_file(models / key / n) for n in ("model.pt", "history.json")}}
-    (models / "registry.json").write_text(json.dumps(registry))
+    models.mkdir(parents=True)
+    (models / "registry.json").write_text("{}\n")
+    model_cache.ship_model(trained.folder.name, "uniform", cache_dir=tmp_path / "other", models=models)
     monkeypatch.setenv("CRYOORIENT_DATA", str(tmp_path / "cache"))
 
     def no_training(*args, **kwargs):
@@ -343,6 +338,36 @@ def test_shipped_models_are_used_when_their_hashes_match(data, tmp_path, monkeyp
     altered = pytest.warns(model_cache.ModelCacheWarning, match="missing or altered")
     with altered, pytest.raises(AssertionError):
         trained_model(images, q, splits, config, "data-s", progress=False)
+
+
+def test_ship_model_copies_a_cached_model_and_pins_it_in_the_registry(data, tmp_path, monkeypatch, capsys):
+    from cryoorient.paths import sha256_file
+
+    shipped = tmp_path / "shipped"
+    _, trained = _ship(data, tmp_path, shipped, monkeypatch)
+    key = trained.folder.name
+    registry = json.loads((shipped / "registry.json").read_text())
+    assert registry == {key: {
+        "model.pt": sha256_file(trained.folder / "model.pt"),
+        "history.json": sha256_file(trained.folder / "history.json"),
+        "noise_variance": 0.0, "epochs": 1, "warm_start": None, "orientations": "uniform",
+    }}
+    (shipped / "registry.json").write_text(json.dumps({"other": {"epochs": 3}} | registry))
+    monkeypatch.setattr(model_cache, "shipped_models_dir", lambda: shipped)
+    monkeypatch.setenv("CRYOORIENT_DATA", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / key).symlink_to(trained.folder)  # the default cache, data/models/KEY
+    model_cache.main([key, "--orientations", "paper_half"])  # shipped again, now as a half-coverage model
+    assert f"models/{key} shipped" in capsys.readouterr().out
+    registry = json.loads((shipped / "registry.json").read_text())
+    assert list(registry) == ["other", key] and registry[key]["orientations"] == "paper_half"
+    with pytest.raises(ValueError, match="unknown orientations 'sphere'"):
+        model_cache.ship_model(key, "sphere", models=shipped)
+    with pytest.raises(FileNotFoundError, match="lacks model.pt and history.json: train the model first"):
+        model_cache.ship_model("0123456789abcdef", "uniform", models=shipped)
+    with pytest.raises(SystemExit) as exit_:
+        model_cache.main(["0123456789abcdef", "--orientations", "uniform"])
+    assert exit_.value.code == 1 and "train the model first" in capsys.readouterr().err
 
 
 def _curriculum_keys(orientations: str, levels: list[float], density) -> list[str]:
