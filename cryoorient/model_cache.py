@@ -134,10 +134,7 @@ def ship_model(
         raise FileNotFoundError(f"{source} lacks {lacking}: train the model first (run its notebook)")
     config = load_model(source / "model.pt")[1]  # ValueError naming the file when it is not a model
     target = models / key
-    target.mkdir(exist_ok=True)
-    for name in ("history.json", "model.pt"):
-        data = (source / name).read_bytes()
-        atomic_write(target / name, lambda f, data=data: f.write(data))
+    _copy_files(target, {name: source / name for name in ("model.pt", "history.json")})
     entry = {
         "model.pt": sha256_file(target / "model.pt"),
         "history.json": sha256_file(target / "history.json"),
@@ -170,12 +167,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"models/{args.key} shipped: {json.dumps(entry)}")
 
 
-def _copy_model(folder: Path, files: dict[str, Path], note: str) -> None:
-    """Copy a model's checked ``model.pt`` and ``history.json`` into the cache ``folder``."""
+def _copy_files(folder: Path, files: dict[str, Path]) -> None:
+    """Copy a model's ``model.pt`` and ``history.json`` (``files``: name to source) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("history.json", "model.pt"):  # model.pt last: its presence marks a complete copy
         data = files[name].read_bytes()
         atomic_write(folder / name, lambda f, data=data: f.write(data))
+
+
+def _copy_model(folder: Path, files: dict[str, Path], note: str) -> None:
+    """Copy a model's checked ``model.pt`` and ``history.json`` into the cache ``folder``."""
+    _copy_files(folder, files)
     (folder / "shipped.txt").write_text(note + "\n")
 
 
