@@ -284,7 +284,7 @@ for ax in fig.axes:
 ax = fig.add_subplot(2, 1, 2)
 frequency = reconstruction.arrays["frequency"]
 fsc_curves = {name: (frequency, reconstruction.arrays[f"fsc/{name}"]) for name in c["labels"]}
-plot_fsc(ax, fsc_curves, c["resolution_05"], fontsize=7, ncol=2)
+plot_fsc(ax, fsc_curves, c["resolution_05"], fontsize=7, loc="center left", bbox_to_anchor=(1.005, 0.5))
 fig.suptitle(f"{c['map']}: {c['p']} projections, {c['method']}; Nyquist {c['nyquist']:.2f} Å", fontsize=9)
 fig.tight_layout()
 stamp(f"fig_reconstruction_{tag}", reconstruction)
