@@ -176,9 +176,9 @@ save_figure(fig, f"reconstructions_{tag}", profile=profile, map=truth.name, p=le
 plt.show()
 
 # %%
-fig, ax = plt.subplots(figsize=(6.5, 4))
+fig, ax = plt.subplots(figsize=(9, 4))
 plot_fsc(ax, {name: c[:2] for name, c in curves.items()}, {name: c[2] for name, c in curves.items()},
-         ylabel="FSC with the ground truth", fontsize=6, loc="lower left")
+         ylabel="FSC with the ground truth", fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
 ax.set_title(f"{truth.name}, {box_size} px at {pixel:.2f} Å; resolutions at FSC 0.5")
 fig.tight_layout()
 save_figure(fig, f"fsc_{tag}", profile=profile, map=truth.name, resolution_05=at_half)
