@@ -1,7 +1,8 @@
 """Figure functions with one shared style, and saving with provenance.
 
-Every saved figure is written as PDF and PNG under :func:`cryoorient.paths.figures_dir`, with a
-JSON sidecar recording the profile, the commit and whatever else produced it (map, sizes).
+Every saved figure is written as PDF and PNG under :func:`cryoorient.paths.figures_dir` (a
+profile other than ``default`` in its subfolder ``PROFILE/``), with a JSON sidecar recording the
+profile, the commit and whatever else produced it (map, sizes).
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def save_figure(fig: Figure, name: str, *, profile: str, **provenance: object) -
     ----------
     fig : the figure.
     name : file stem saying what the figure shows, e.g. ``"orientation_sampling"``.
-    profile : parameter profile that produced it (``"default"``, ``"paper"``, ...).
+    profile : parameter profile that produced it (``"default"``, ``"paper"``, ...). The default
+        profile's figures go to :func:`~cryoorient.paths.figures_dir`, any other profile's to its
+        subfolder ``PROFILE/``, so that ``make figures PROFILE=long`` does not overwrite them.
     **provenance : further facts to record (map name, sizes, seeds); must be JSON-serialisable.
         Absolute paths in it are recorded relative to the repository, or as the file's name and
         SHA-256 when outside it (:func:`cryoorient._provenance.portable`).
@@ -75,7 +78,10 @@ def save_figure(fig: Figure, name: str, *, profile: str, **provenance: object) -
     """
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"figure name must be a plain file stem; got {name!r}")
-    folder = figures_dir()
+    if not profile or "/" in profile or profile.startswith("."):
+        raise ValueError(f"profile must be a plain name such as 'default'; got {profile!r}")
+    folder = figures_dir() if profile == "default" else figures_dir() / profile
+    folder.mkdir(exist_ok=True)
     stamp = {"figure": name, "profile": profile, "commit": git_commit(), "cryoorient": __version__}
     stamp.update(portable(provenance, with_sha256=True))  # no machine paths: files by name and SHA-256
     written = []

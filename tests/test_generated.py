@@ -24,6 +24,7 @@ def generated_files() -> list[Path]:
     """Every committed file that a make target writes (the README only between its results markers)."""
     patterns = [
         "figures/*.json",
+        "figures/*/*.json",  # profiles other than default
         "paper/README.md",
         "paper/numbers.json",
         "paper/numbers.tex",

@@ -44,6 +44,18 @@ def test_save_figure_writes_pdf_png_and_provenance(figures):
     plt.close(fig)
 
 
+def test_save_figure_keeps_other_profiles_in_their_own_folder(figures):
+    fig = plt.figure()
+    save_figure(fig, "demo", profile="default")
+    save_figure(fig, "demo", profile="long")
+    assert sorted(p.name for p in figures.iterdir()) == ["demo.json", "demo.pdf", "demo.png", "long"]
+    assert sorted(p.name for p in (figures / "long").iterdir()) == ["demo.json", "demo.pdf", "demo.png"]
+    assert json.loads((figures / "long" / "demo.json").read_text())["profile"] == "long"
+    with pytest.raises(ValueError, match="plain name"):
+        save_figure(fig, "demo", profile="../default")
+    plt.close(fig)
+
+
 @pytest.mark.parametrize("name", ["", "../x", ".hidden"])
 def test_save_figure_rejects_paths(figures, name):
     fig = plt.figure()
