@@ -370,32 +370,42 @@ def test_ship_model_copies_a_cached_model_and_pins_it_in_the_registry(data, tmp_
     assert exit_.value.code == 1 and "train the model first" in capsys.readouterr().err
 
 
-def _curriculum_keys(orientations: str, levels: list[float], density) -> list[str]:
-    """The cache keys of the default profile's noiseless model and curriculum on ``orientations``."""
+def _curriculum_keys(
+    orientations: str, levels: list[float], density, profile: dict | None = None
+) -> list[str]:
+    """The cache keys of a profile's noiseless model and curriculum on ``orientations``.
+
+    ``profile`` holds the parameters a profile file sets (``box_size``, ``model``,
+    ``curriculum_epochs``); ``None`` is the default profile. ``density`` is 5j0n at that box size.
+    """
     from dataclasses import replace
 
     from cryoorient.dataset import SimulationParameters, _dataset_key
 
+    profile = profile or {}
     params = SimulationParameters(
-        map="5j0n", n_projections=5000, box_size=64, orientations=orientations, seed=0
+        map="5j0n", n_projections=5000, box_size=profile.get("box_size", 64), orientations=orientations, seed=0
     )
     key = _dataset_key(params, density)
-    config = model_cache.model_config({}, seed=0)
+    config = model_cache.model_config(profile.get("model", {}), seed=0)
     found = [model_cache.config_key(config, key)]
     for level in levels:  # the chain noise_curriculum builds
         config = replace(
-            config, noise_variance=level, epochs=model_cache.CURRICULUM_EPOCHS,
+            config, noise_variance=level, epochs=profile.get("curriculum_epochs", model_cache.CURRICULUM_EPOCHS),
             learning_rate=model_cache.CURRICULUM_LEARNING_RATE, warm_start=found[-1],
         )
         found.append(model_cache.config_key(config, key))
     return found
 
 
-def test_shipped_models_are_the_default_profiles():
-    """models/ holds the default profile's noiseless model and noise curriculum under the keys the
-    notebooks ask for, so a fresh clone (any Python, any FFT library) loads them instead of training:
-    on uniform orientations every level of the noise study, and on the paper's half coverage
-    (notebook 04's noise study the paper's way) the levels up to the SNR-matched σ²."""
+def test_shipped_models_are_the_notebooks_models():
+    """models/ holds the models the notebooks ask for, under their keys, so a fresh clone (any Python,
+    any FFT library) loads them instead of training. The default profile: the noiseless model and
+    noise curriculum on uniform orientations (every level of the noise study), and on the paper's half
+    coverage (notebook 04's noise study the paper's way) the levels up to the SNR-matched σ². The
+    long profile (notebooks/profiles/long.yml, issue 12): its noiseless model and curriculum on
+    uniform orientations (notebook 02)."""
+    from cryoorient._notebooks import load_profile
     from cryoorient.density import load_map
     from cryoorient.snr import matched_noise_variance
 
@@ -406,14 +416,19 @@ def test_shipped_models_are_the_default_profiles():
     registry = json.loads((shipped / "registry.json").read_text())
     levels = model_cache.noise_study_levels(None, 64)
     matched = matched_noise_variance(16.0, 64)
+    long = load_profile("long")["common"]
+    long_density = load_map("5j0n", box_size=long["box_size"], fallback=False)
     chains = {
-        "uniform": _curriculum_keys("uniform", levels, density),
-        "paper_half": _curriculum_keys("paper_half", [v for v in levels if v <= matched], density),
+        ("default", "uniform"): _curriculum_keys("uniform", levels, density),
+        ("default", "paper_half"): _curriculum_keys("paper_half", [v for v in levels if v <= matched], density),
+        ("long", "uniform"): _curriculum_keys(
+            "uniform", model_cache.noise_study_levels(None, long["box_size"]), long_density, long
+        ),
     }
     assert [k for chain in chains.values() for k in chain] == list(registry), (
-        "models/registry.json no longer matches the default profile's keys"
+        "models/registry.json no longer matches the keys the notebooks ask for"
     )
-    for orientations, found in chains.items():
+    for (_, orientations), found in chains.items():
         for previous, name in zip([None, *found], found, strict=False):
             stored = load_model(shipped / name / "model.pt")[1]
             assert stored.warm_start == previous == registry[name]["warm_start"]
