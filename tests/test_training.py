@@ -384,14 +384,16 @@ def _curriculum_keys(
 
     profile = profile or {}
     params = SimulationParameters(
-        map="5j0n", n_projections=5000, box_size=profile.get("box_size", 64), orientations=orientations, seed=0
+        map="5j0n", n_projections=5000, box_size=profile.get("box_size", 64), orientations=orientations,
+        seed=0,
     )
     key = _dataset_key(params, density)
     config = model_cache.model_config(profile.get("model", {}), seed=0)
     found = [model_cache.config_key(config, key)]
+    epochs = profile.get("curriculum_epochs", model_cache.CURRICULUM_EPOCHS)
     for level in levels:  # the chain noise_curriculum builds
         config = replace(
-            config, noise_variance=level, epochs=profile.get("curriculum_epochs", model_cache.CURRICULUM_EPOCHS),
+            config, noise_variance=level, epochs=epochs,
             learning_rate=model_cache.CURRICULUM_LEARNING_RATE, warm_start=found[-1],
         )
         found.append(model_cache.config_key(config, key))
@@ -420,7 +422,9 @@ def test_shipped_models_are_the_notebooks_models():
     long_density = load_map("5j0n", box_size=long["box_size"], fallback=False)
     chains = {
         ("default", "uniform"): _curriculum_keys("uniform", levels, density),
-        ("default", "paper_half"): _curriculum_keys("paper_half", [v for v in levels if v <= matched], density),
+        ("default", "paper_half"): _curriculum_keys(
+            "paper_half", [v for v in levels if v <= matched], density
+        ),
         ("long", "uniform"): _curriculum_keys(
             "uniform", model_cache.noise_study_levels(None, long["box_size"]), long_density, long
         ),
