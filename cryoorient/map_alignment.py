@@ -6,6 +6,11 @@ mirror image. To compare it with a reference, as ChimeraX's ``fitmap`` or ``reli
 would, :func:`align_maps` finds that transform from the two maps alone: Haar-random rotations, proper
 and mirrored, scored by the correlation of low-passed copies, then the best few refined by
 Nelder-Mead at full size. No translation is searched: both maps are centred on index ``D // 2``.
+The search scores trilinear resamplings (:func:`transform_map`, fast, batched); the returned map is
+resampled once more with cubic B-splines (:func:`resample_map`), because trilinear interpolation
+decorrelates the shells near Nyquist: the 5j0n map at 96 px, rotated and rotated back, keeps an FSC
+of 0.47 with itself at 6.3 Å (Nyquist 5.7 Å) with trilinear interpolation and 0.97 at 6.1 Å with
+cubic B-splines, so a map compared after a trilinear alignment loses resolution it had.
 
 Convention: a matrix ``M`` (rotation, or rotation times ``J = diag(1, 1, -1)`` for the mirror) acts
 on ``(x, y, z)`` about the centre, ``V'(x) = V(Mᵀ x)``; then ``project(V', A) = project(V, A M)``.
@@ -20,13 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import map_coordinates
 from scipy.optimize import minimize
 from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
 from cryoorient._checks import check_volume, resolve_device
 
-__all__ = ["MapAlignment", "align_maps", "map_correlation", "transform_map"]
+__all__ = ["MapAlignment", "align_maps", "map_correlation", "resample_map", "transform_map"]
 
 Device = torch.device | str | None
 _MIRROR = np.diag([1.0, 1.0, -1.0])
@@ -38,7 +44,7 @@ class MapAlignment:
 
     Attributes
     ----------
-    aligned : (D, D, D) float32 moving map transformed, ``V(Mᵀ x)``.
+    aligned : (D, D, D) float32 moving map transformed, ``V(Mᵀ x)`` (cubic B-spline, :func:`resample_map`).
     matrix : (3, 3) ``M`` acting on ``(x, y, z)``: a rotation, times ``J`` when mirrored.
     mirrored : whether ``M`` includes the mirror (``det M = -1``).
     correlation : Pearson correlation of the aligned map with the reference inside the ball of
@@ -87,6 +93,37 @@ def transform_map(volume: torch.Tensor | np.ndarray, matrices: torch.Tensor | np
         align_corners=True,
     )[:, 0]
     return out[0] if single else out
+
+
+def resample_map(volume: torch.Tensor | np.ndarray, matrix: np.ndarray) -> torch.Tensor:
+    """``V'(x) = V(Mᵀ x)`` about the centre ``D // 2`` by cubic B-spline interpolation, zero outside.
+
+    The accurate counterpart of :func:`transform_map` (same convention) for a map that will be
+    compared shell by shell: computed on the CPU with ``scipy.ndimage.map_coordinates`` (order 3,
+    spline prefilter), about 0.3 s for a 96³ map.
+
+    Parameters
+    ----------
+    volume : (D, D, D) map ``[z, y, x]``.
+    matrix : (3, 3) orthogonal matrix acting on ``(x, y, z)``.
+
+    Returns
+    -------
+    (D, D, D) map of ``volume``'s dtype and device.
+    """
+    vol = check_volume(volume, "volume", min_size=4)
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (3, 3):
+        raise ValueError(f"matrix must have shape (3, 3); got {m.shape}")
+    d = vol.shape[0]
+    c = d // 2
+    idx = np.arange(d, dtype=np.float64) - c
+    z, y, x = np.meshgrid(idx, idx, idx, indexing="ij")
+    source = np.stack((x, y, z), axis=-1).reshape(-1, 3) @ m + c  # row form of Mᵀ x, (x, y, z)
+    values = map_coordinates(
+        vol.detach().cpu().double().numpy(), source[:, ::-1].T, order=3, mode="constant", cval=0.0
+    )
+    return torch.from_numpy(values.reshape(d, d, d)).to(device=vol.device, dtype=vol.dtype)
 
 
 def _ball(d: int, device: torch.device) -> torch.Tensor:
@@ -194,9 +231,8 @@ def align_maps(
                 best = (-float(found.fun), Rotation.from_rotvec(found.x).as_matrix() @ m0)
     bar.close()
     correlation, matrix = best
-    aligned = transform_map(mov, torch.from_numpy(matrix).float().to(dev))
     return MapAlignment(
-        aligned=aligned.to(out_device),
+        aligned=resample_map(moving, matrix).to(out_device, torch.float32),
         matrix=matrix,
         mirrored=bool(np.linalg.det(matrix) < 0),
         correlation=correlation,

@@ -192,8 +192,10 @@ plt.show()
 # notebook 04, section 4). Either map can only match the truth up to a rotation of the whole map
 # and the mirror (which images cannot see), so each is compared with the true map after a rigid
 # map-to-map alignment found from the two maps alone (`map_alignment.align_maps`, rotation and
-# mirror, as ChimeraX's `fitmap` would do). Side by side, from the same test projections: true
-# orientations; truth-aligned (the paper's way, above); as recovered; gauge-fixed.
+# mirror, as ChimeraX's `fitmap` would do; the aligned map is resampled with cubic B-splines, since
+# trilinear interpolation alone would cost resolution near Nyquist). Side by side, from the same
+# test projections: true orientations; truth-aligned (the paper's way, above); as recovered;
+# gauge-fixed.
 
 # %%
 alone, alone_maps = {}, {}

@@ -7,7 +7,7 @@ from scipy.spatial.transform import Rotation
 
 from cryoorient.density import load_map
 from cryoorient.fsc import fourier_shell_correlation
-from cryoorient.map_alignment import align_maps, map_correlation, transform_map
+from cryoorient.map_alignment import align_maps, map_correlation, resample_map, transform_map
 from cryoorient.projection import project
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,6 +30,26 @@ def test_transform_map_matches_the_projector(volume):
     wrong = project(volume, (a @ torch.from_numpy(m).T)[None].float(), device="cpu")
     assert error < 0.25 < float((left - wrong).norm() / wrong.norm())
     torch.testing.assert_close(transform_map(volume, torch.eye(3)), volume, atol=1e-5, rtol=0)
+
+
+def test_resample_map_follows_transform_maps_convention_and_keeps_high_frequencies(volume):
+    m = Rotation.from_rotvec([0.3, -0.5, 0.8]).as_matrix()
+    torch.testing.assert_close(resample_map(volume, np.eye(3)), volume, atol=1e-5, rtol=0)
+    spline, linear = resample_map(volume, m), transform_map(volume, torch.from_numpy(m).float())
+    assert spline.shape == volume.shape and spline.dtype == volume.dtype
+    assert float(map_correlation(spline, linear)) > 0.95  # the same transform, V(Mᵀ x)
+    with pytest.raises(ValueError, match="shape"):
+        resample_map(volume, np.eye(2))
+    # a map with detail up to Nyquist, rotated and rotated back: the cubic spline keeps the outer
+    # shells (12-16 of 16) that trilinear interpolation decorrelates
+    fine = torch.from_numpy(load_map("pseudo:1", box_size=32, voxel_size=3.0).data)
+    there, back = torch.from_numpy(m).float(), torch.from_numpy(m.T).float()
+    back = {
+        "spline": resample_map(resample_map(fine, m), m.T),
+        "trilinear": transform_map(transform_map(fine, there), back),
+    }
+    outer = {k: float(fourier_shell_correlation(v, fine)[1][12:17].mean()) for k, v in back.items()}
+    assert outer["spline"] > 0.95 and outer["trilinear"] < outer["spline"] - 0.1, outer
 
 
 @pytest.mark.parametrize("mirrored", [False, True])
