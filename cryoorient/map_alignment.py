@@ -60,6 +60,19 @@ class MapAlignment:
 
 
 
+def _source_points(d: int, m: torch.Tensor) -> torch.Tensor:
+    """Where ``V'(x) = V(Mᵀ x)`` samples ``V``, for ``m`` (..., 3, 3) acting on ``(x, y, z)``.
+
+    Returns (..., D³, 3) voxel coordinates ``(x, y, z)`` of the source points, one per voxel of a
+    (D, D, D) box in ``[z, y, x]`` order, about the centre ``D // 2``.
+    """
+    c = d // 2
+    idx = torch.arange(d, dtype=m.dtype, device=m.device) - c
+    z, y, x = torch.meshgrid(idx, idx, idx, indexing="ij")
+    points = torch.stack((x, y, z), dim=-1).reshape(-1, 3)  # (D³, 3) (x, y, z)
+    return points @ m + c  # row form of Mᵀ x
+
+
 def transform_map(volume: torch.Tensor | np.ndarray, matrices: torch.Tensor | np.ndarray) -> torch.Tensor:
     """``V'(x) = V(Mᵀ x)`` about the centre ``D // 2``, trilinear, zero outside the box.
 
@@ -79,11 +92,7 @@ def transform_map(volume: torch.Tensor | np.ndarray, matrices: torch.Tensor | np
     if m.shape[1:] != (3, 3):
         raise ValueError(f"matrices must have shape (3, 3) or (B, 3, 3); got {tuple(m.shape)}")
     d = vol.shape[0]
-    c = d // 2
-    idx = torch.arange(d, dtype=vol.dtype, device=vol.device) - c
-    z, y, x = torch.meshgrid(idx, idx, idx, indexing="ij")
-    points = torch.stack((x, y, z), dim=-1).reshape(-1, 3)  # (D³, 3) (x, y, z)
-    source = points @ m + c  # row form of Mᵀ x: (B, D³, 3)
+    source = _source_points(d, m)
     grid = (2 * source / (d - 1) - 1).reshape(len(m), d, d, d, 3)
     out = F.grid_sample(
         vol[None, None].expand(len(m), 1, d, d, d),
@@ -116,10 +125,7 @@ def resample_map(volume: torch.Tensor | np.ndarray, matrix: np.ndarray) -> torch
     if m.shape != (3, 3):
         raise ValueError(f"matrix must have shape (3, 3); got {m.shape}")
     d = vol.shape[0]
-    c = d // 2
-    idx = np.arange(d, dtype=np.float64) - c
-    z, y, x = np.meshgrid(idx, idx, idx, indexing="ij")
-    source = np.stack((x, y, z), axis=-1).reshape(-1, 3) @ m + c  # row form of Mᵀ x, (x, y, z)
+    source = _source_points(d, torch.from_numpy(m)).numpy()
     values = map_coordinates(
         vol.detach().cpu().double().numpy(), source[:, ::-1].T, order=3, mode="constant", cval=0.0
     )

@@ -43,12 +43,12 @@ def test_resample_map_follows_transform_maps_convention_and_keeps_high_frequenci
     # a map with detail up to Nyquist, rotated and rotated back: the cubic spline keeps the outer
     # shells (12-16 of 16) that trilinear interpolation decorrelates
     fine = torch.from_numpy(load_map("pseudo:1", box_size=32, voxel_size=3.0).data)
-    there, back = torch.from_numpy(m).float(), torch.from_numpy(m.T).float()
-    back = {
+    turn, unturn = torch.from_numpy(m).float(), torch.from_numpy(m.T).float()
+    there_and_back = {
         "spline": resample_map(resample_map(fine, m), m.T),
-        "trilinear": transform_map(transform_map(fine, there), back),
+        "trilinear": transform_map(transform_map(fine, turn), unturn),
     }
-    outer = {k: float(fourier_shell_correlation(v, fine)[1][12:17].mean()) for k, v in back.items()}
+    outer = {k: float(fourier_shell_correlation(v, fine)[1][12:17].mean()) for k, v in there_and_back.items()}
     assert outer["spline"] > 0.95 and outer["trilinear"] < outer["spline"] - 0.1, outer
 
 
