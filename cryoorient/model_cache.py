@@ -41,6 +41,7 @@ __all__ = [
     "NOISE_LEVELS",
     "ModelCacheWarning",
     "config_key",
+    "curriculum_stage",
     "dataset_model",
     "model_config",
     "noise_curriculum",
@@ -415,14 +416,30 @@ def noise_curriculum(
     results = {}
     for level in levels:
         if level != current.config.noise_variance:
-            stage = replace(
-                current.config, noise_variance=level, epochs=int(epochs),
-                learning_rate=current.config.learning_rate if learning_rate is None else learning_rate,
-                warm_start=config_key(current.config, key),
-            )
+            stage = curriculum_stage(current.config, key, level, epochs=epochs, learning_rate=learning_rate)
             current = dataset_model(dataset, stage, cache_dir=cache_dir, device=device, progress=progress)
         results[level] = current
     return results
+
+
+def curriculum_stage(
+    config: TrainingConfig,
+    dataset_key: str,
+    noise_variance: float,
+    *,
+    epochs: int = CURRICULUM_EPOCHS,
+    learning_rate: float | None = CURRICULUM_LEARNING_RATE,
+) -> TrainingConfig:
+    """The :func:`noise_curriculum` stage at ``noise_variance`` (σ²) after the model ``config``.
+
+    That model is trained on ``dataset_key``; the stage fine-tunes it, and its cache key names the
+    chain so far, so the keys of a whole chain can be derived without training.
+    ``learning_rate=None`` keeps ``config``'s.
+    """
+    return warm_started(
+        config, dataset_key, noise_variance=float(noise_variance), epochs=int(epochs),
+        learning_rate=config.learning_rate if learning_rate is None else learning_rate,
+    )
 
 
 def warm_started(config: TrainingConfig, dataset_key: str, **changes) -> TrainingConfig:

@@ -378,8 +378,6 @@ def _curriculum_keys(
     ``profile`` holds the parameters a profile file sets (``box_size``, ``model``,
     ``curriculum_epochs``); ``None`` is the default profile. ``density`` is 5j0n at that box size.
     """
-    from dataclasses import replace
-
     from cryoorient.dataset import SimulationParameters, _dataset_key
 
     profile = profile or {}
@@ -392,10 +390,7 @@ def _curriculum_keys(
     found = [model_cache.config_key(config, key)]
     epochs = profile.get("curriculum_epochs", model_cache.CURRICULUM_EPOCHS)
     for level in levels:  # the chain noise_curriculum builds
-        config = replace(
-            config, noise_variance=level, epochs=epochs,
-            learning_rate=model_cache.CURRICULUM_LEARNING_RATE, warm_start=found[-1],
-        )
+        config = model_cache.curriculum_stage(config, key, level, epochs=epochs)
         found.append(model_cache.config_key(config, key))
     return found
 
