@@ -28,6 +28,7 @@ import torch
 
 from cryoorient._version import __version__
 from cryoorient.dataset import Dataset
+from cryoorient.model_input import TRAINING_RECORD, InputRecord, write_record
 from cryoorient.paths import atomic_write, data_dir, installed_source, repo_root, sha256_file
 from cryoorient.sampling import SAMPLING_SCHEMES
 from cryoorient.siamese import SiameseDistance
@@ -43,6 +44,7 @@ __all__ = [
     "config_key",
     "curriculum_stage",
     "dataset_model",
+    "dataset_record",
     "model_config",
     "noise_curriculum",
     "noise_study_levels",
@@ -107,8 +109,9 @@ def ship_model(
 
     For maintainers, after a notebook has trained a default-profile estimator worth shipping
     (``python -m cryoorient.model_cache KEY --orientations SCHEME``). The registry entry records
-    both files' SHA-256, and the noise variance, epochs and warm start read from the model's own
-    configuration; ``orientations`` (one of :data:`~cryoorient.sampling.SAMPLING_SCHEMES`) names the
+    the SHA-256 of ``model.pt``, ``history.json`` and (when the cache has it) ``training_data.json``,
+    and the noise variance, epochs and warm start read from the model's own configuration;
+    ``orientations`` (one of :data:`~cryoorient.sampling.SAMPLING_SCHEMES`) names the
     dataset's orientations, which the model file does not hold.
 
     Parameters
@@ -129,16 +132,15 @@ def ship_model(
     models = shipped_models_dir() if models is None else Path(models)
     if models is None or not (models / "registry.json").is_file():
         raise FileNotFoundError("no models/registry.json: run this in a checkout of the repository")
-    missing = [name for name in ("model.pt", "history.json") if not (source / name).is_file()]
+    missing = [name for name in _MODEL_FILES[:2] if not (source / name).is_file()]
     if missing:
         lacking = " and ".join(missing)
         raise FileNotFoundError(f"{source} lacks {lacking}: train the model first (run its notebook)")
     config = load_model(source / "model.pt")[1]  # ValueError naming the file when it is not a model
     target = models / key
-    _copy_files(target, {name: source / name for name in ("model.pt", "history.json")})
-    entry = {
-        "model.pt": sha256_file(target / "model.pt"),
-        "history.json": sha256_file(target / "history.json"),
+    names = [name for name in _MODEL_FILES if (source / name).is_file()]
+    _copy_files(target, {name: source / name for name in names})
+    entry = {name: sha256_file(target / name) for name in names} | {
         "noise_variance": config.noise_variance,
         "epochs": config.epochs,
         "warm_start": config.warm_start,
@@ -168,10 +170,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"models/{args.key} shipped: {json.dumps(entry)}")
 
 
+_MODEL_FILES = ("model.pt", "history.json", TRAINING_RECORD)
+"""A shipped model's files: the weights and the learning curve (both required), and the training
+record (:mod:`cryoorient.model_input`: box, pixel size and the statistics the network saw), which
+:func:`dataset_model` writes and which the command line needs to apply the model."""
+
+
 def _copy_files(folder: Path, files: dict[str, Path]) -> None:
-    """Copy a model's ``model.pt`` and ``history.json`` (``files``: name to source) into ``folder``."""
+    """Copy a model's files (``files``: name to source) into ``folder``, ``model.pt`` last."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("history.json", "model.pt"):  # model.pt last: its presence marks a complete copy
+    for name in sorted(files, key=lambda n: n == "model.pt"):  # model.pt last: it marks a complete copy
         data = files[name].read_bytes()
         atomic_write(folder / name, lambda f, data=data: f.write(data))
 
@@ -191,12 +199,13 @@ def _install_shipped(folder: Path) -> bool:
     if entry is None:
         return False
     source = shipped / folder.name
-    for name in ("model.pt", "history.json"):
+    names = [name for name in _MODEL_FILES if name in entry]
+    for name in names:
         if not (source / name).is_file() or sha256_file(source / name) != entry[name]:
             warnings.warn(f"shipped model {source / name} is missing or altered; training instead",
                           ModelCacheWarning, stacklevel=3)
             return False
-    files = {name: source / name for name in ("model.pt", "history.json")}
+    files = {name: source / name for name in names}
     _copy_model(folder, files, f"copied from the repository's models/{folder.name}")
     return True
 
@@ -236,7 +245,8 @@ def _fetch_shipped(folder: Path) -> bool:
         files = {
             name: Path(pooch.retrieve(f"{base}{folder.name}/{name}", known_hash=f"sha256:{entry[name]}",
                                       fname=f"{folder.name}-{name}", path=where, progressbar=False))
-            for name in ("model.pt", "history.json")
+            for name in _MODEL_FILES
+            if name in entry
         }
     except (OSError, ValueError) as error:  # unreachable (requests' errors are OSErrors), hash mismatch
         text = str(error) if len(str(error)) <= 200 else str(error)[:200] + "..."
@@ -326,9 +336,25 @@ def dataset_model(
     The dataset's cache folder name (a hash of its parameters and map) keys the model.
     """
     images = torch.from_numpy(dataset.particles.images)
-    return trained_model(
+    result = trained_model(
         images, dataset.quaternions, dataset.splits, config, dataset.path.name,
         cache_dir=cache_dir, device=device, progress=progress,
+    )
+    if result.folder is not None and not (result.folder / TRAINING_RECORD).is_file():
+        write_record(result.folder, dataset_record(dataset, config))
+    return result
+
+
+def dataset_record(dataset: Dataset, config: TrainingConfig) -> InputRecord:
+    """The :class:`~cryoorient.model_input.InputRecord` of a model trained on ``dataset`` with ``config``.
+
+    The stack's own standard deviation (1 for the clean, normalised datasets; ``√(1 + σ²)`` for a
+    dataset simulated with noise) and the configuration's on-the-fly noise make what the network saw.
+    """
+    images = dataset.particles.images
+    return InputRecord.of_training(
+        images.shape[-1], dataset.particles.pixel_size, config.noise_variance,
+        len(dataset.splits["train"]), stack_std=float(np.std(images, dtype=np.float64)),
     )
 
 

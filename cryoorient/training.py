@@ -384,6 +384,11 @@ def train_distance(
         of ``config.warm_start``; :func:`cryoorient.model_cache.trained_model` loads them).
     """
     images = _checked_images(images, quaternions, splits)
+    if config.recipe == "inbatch" and len(splits["train"]) < config.batch_size:
+        raise ValueError(
+            f"the training split holds {len(splits['train'])} images, fewer than one batch "
+            f"(batch_size={config.batch_size}): no step could be taken. Use more images or a smaller batch"
+        )
     rank, world = _distributed()
     device = resolve_device(device)
     quaternions = torch.as_tensor(quaternions, dtype=torch.float64)
@@ -420,16 +425,18 @@ def train_distance(
             device, budget,
         )
         steps += len(losses)
+        _check_finite(losses, epoch + 1, folder)
         if max_steps is not None and steps >= max_steps:  # a partial epoch: no model.pt
             history = history + [{"epoch": epoch + 1, "train_losses": losses}]
             if folder is not None and rank == 0:
-                (folder / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+                _write_history(folder / "history.json", history)
             return TrainingResult(model, config, history, folder)
         val = evaluate_distances(
             model, images, quaternions, val_pairs, config.image_size, device=device,
             noise_variance=config.noise_variance, shift_limit=config.shift_limit, seed=_seeded(config, 4),
         )  # the same degraded validation images every epoch
         elapsed += time.perf_counter() - tic
+        _check_finite([val["loss"]], epoch + 1, folder, "validation")
         history.append(
             {
                 "epoch": epoch + 1,
@@ -449,8 +456,25 @@ def train_distance(
     if folder is not None and rank == 0:
         _save_atomic({"model": model.state_dict(), "config": config.to_dict(), "version": __version__},
                      folder / "model.pt")
-        (folder / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+        _write_history(folder / "history.json", history)
     return TrainingResult(model, config, history, folder)
+
+
+def _check_finite(losses: list[float], epoch: int, folder: Path | None, which: str = "training") -> None:
+    """Stop, writing no model, when a loss is NaN or infinite (diverged training)."""
+    if all(math.isfinite(v) for v in losses):
+        return
+    where = f"; the checkpoint in {folder} holds the last finite epoch" if folder is not None else ""
+    raise ValueError(
+        f"the {which} loss became NaN or infinite in epoch {epoch}: training diverged and no model was "
+        f"written{where}. Lower the learning rate, or check the images for outliers"
+    )
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    """``history.json``, strict JSON (NaN is refused, never written), atomically."""
+    text = (json.dumps(history, indent=2, allow_nan=False) + "\n").encode()
+    atomic_write(path, lambda f: f.write(text))
 
 
 def _checked_images(images, quaternions, splits: dict[str, np.ndarray]) -> torch.Tensor:
