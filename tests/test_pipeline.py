@@ -5,11 +5,25 @@ import numpy as np
 import pytest
 import torch
 
+from cryoorient import pipeline
+from cryoorient.alignment import align_orientations
 from cryoorient.geometry import quaternion_distance
-from cryoorient.pipeline import estimated_distances, learned_recovery, recovered_or_saved
+from cryoorient.pipeline import (
+    _distance_matrix,
+    embed_images,
+    estimated_distances,
+    feature_distance_function,
+    learned_recovery,
+    recover_from_features,
+    recover_from_images,
+    recovered_or_saved,
+)
+from cryoorient.recovery import recover_orientations, recover_orientations_sampled
 from cryoorient.relion import read_particles, write_orientations
 from cryoorient.results import save_results
+from cryoorient.sampling import sample_orientations
 from cryoorient.siamese import SiameseDistance
+from cryoorient.training import embed
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +83,131 @@ def test_recovered_or_saved_reads_notebook_04_only_for_the_same_models(
     assert recovered_or_saved(*args, profile="unit")[0.0].gauge_fixed is None  # not asked for
     other = recovered_or_saved({0.0: model}, {0.0: "key-b"}, lambda level: dataset, test, 16, profile="unit")
     assert other[0.0].origin == "computed"  # another estimator: notebook 04's orientations do not apply
+
+
+# --- distances at scale: blocked pairwise, sampled pairs ------------------------------------------
+
+
+@pytest.fixture
+def fixed_threads():
+    """The same intra-op threads for the two computations compared (CPU kernels finish each thread's
+    range of an element-wise op with scalar code, so today's unblocked matrix itself depends on it)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "orientation", "euclidean"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_blocked_pairwise_is_bit_identical_to_the_unblocked(distance, threads, fixed_threads):
+    torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(0)
+    # 203² pairs: more than one grain (32,768 elements) of torch's CPU parallelism, and an odd tail
+    f = torch.randn(203, 16, generator=generator) * torch.rand(203, 1, generator=generator) * 3
+    f[5], f[7], f[9] = f[3], -f[2], 0.0  # equal, opposite and zero features
+    model = SiameseDistance("compact", 16, distance)
+    whole = model.feature_distance(f[:, None, :], f[None, :, :])  # the unblocked computation
+    blocks = (1, 3, 7, 64, 202) if threads == 1 else (3, 64)  # two threads on shared cores are slow
+    for rows in blocks:
+        assert torch.equal(model.pairwise(f, block_rows=rows), whole), rows
+    assert torch.equal(model.pairwise(f, memory_budget=400_000), whole)  # budget-chosen blocks of 10
+    g = f[:50]
+    assert torch.equal(model.pairwise(g, f, block_rows=4), model.feature_distance(g[:, None], f[None]))
+
+
+def test_pairwise_block_rows_follow_the_memory_budget():
+    from cryoorient.siamese import pairwise_block_rows
+
+    assert pairwise_block_rows(5000, 128, 4, 256 * 2**20) == 256 * 2**20 // (3 * 5000 * 128 * 4)
+    assert pairwise_block_rows(10**6, 512, 4, 1) == 1
+    with pytest.raises(ValueError, match="block_rows"):
+        SiameseDistance("compact", 8, "cosine").pairwise(torch.ones(4, 8), block_rows=0)
+    with pytest.raises(ValueError, match="memory_budget"):
+        pairwise_block_rows(10, 8, 4, 0)
+
+
+def rotation_features(q: torch.Tensor, noise: float, seed: int, width: int = 32) -> torch.Tensor:
+    """float32 features ``vec(q qᵀ)`` (for which the orientation d_f is exactly d_q) plus Gaussian noise."""
+    exact = (q[:, :, None] * q[:, None, :]).reshape(len(q), 16)
+    padded = torch.cat([exact, exact.new_zeros(len(q), width - 16)], 1)
+    draws = torch.from_numpy(np.random.default_rng(seed).standard_normal(padded.shape))
+    return (padded + noise * draws).float()
+
+
+def test_feature_distance_function_gives_the_dense_matrix_entries():
+    q = sample_orientations(120, seed=5)
+    f = rotation_features(q, 0.05, seed=6)
+    model = SiameseDistance("compact", 32, "orientation")
+    dense = _distance_matrix(model, f)
+    i, j = torch.randint(120, (5000,)), torch.randint(120, (5000,))
+    d = feature_distance_function(model, f, device="cpu", chunk=777)(i, j)
+    assert d.dtype == torch.float64 and d.shape == (5000,)
+    off = i != j
+    assert torch.allclose(d[off], dense[i, j][off], rtol=0, atol=1e-6)  # float32 round-off of atan2
+    exact = feature_distance_function(model, rotation_features(q, 0.0, seed=0), device="cpu")(i, j)
+    error = (exact - quaternion_distance(q[i], q[j]))[off].abs()
+    below = quaternion_distance(q[i], q[j])[off] < 3.1
+    assert error[below].max() < 1e-5 and error.max() < 2.5e-3  # d_f's floor on cos θ: π − 2e-3 at most
+
+
+def test_recover_from_images_dense_path_is_the_command_lines(stack, monkeypatch):
+    images, _ = stack
+    torch.manual_seed(0)
+    model = SiameseDistance("compact", 8, "orientation")
+    options = {"seed": 3, "device": "cpu", "progress": False}
+    result, what = recover_from_images(model, images, 16, dense_limit=12, **options)
+    before = recover_orientations(estimated_distances(model, images, 16).double(), seed=3, device="cpu")
+    assert what == "dense, 12×12 distances" and torch.equal(result.quaternions, before.quaternions)
+
+    calls = []
+
+    def short(*args, **kwargs):  # the sampled path, wiring only: two epochs
+        calls.append(kwargs)
+        return recover_orientations_sampled(*args, **kwargs | {"max_epochs": 2, "pairs_per_epoch": 1000})
+
+    monkeypatch.setattr(pipeline, "recover_orientations_sampled", short)
+    result, what = recover_from_images(model, images, 16, dense_limit=11, **options)
+    assert what.startswith("sampled pairs, 12 particles > dense limit 11: 2 epochs")
+    assert result.quaternions.shape == (12, 4) and calls[0]["seed"] == 3
+    with pytest.raises(ValueError, match="Euclidean"):
+        recover_from_images(SiameseDistance("compact", 8, "euclidean"), images, 16, progress=False)
+    with pytest.raises(ValueError, match="dense_limit"):
+        recover_from_images(model, images, 16, dense_limit=-1, progress=False)
+    with pytest.raises(ValueError, match="at least 4"):
+        recover_from_images(model, images[:3], 16, progress=False)
+
+
+def test_embed_images_in_chunks_is_embed():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(700, 12, 12, generator=generator)
+    torch.manual_seed(0)
+    model = SiameseDistance("compact", 8, "cosine")
+    chunked = embed_images(model, images, None, device="cpu", progress=False, chunk=256)
+    assert torch.equal(chunked, embed(model, images, None, device="cpu"))
+    with pytest.raises(ValueError, match="multiple of"):
+        embed_images(model, images, None, chunk=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("noise", [0.0, 0.05])
+def test_sampled_path_matches_the_dense_path_at_2000(noise, fixed_threads):
+    """Both paths from the same features: exact ones recover the truth, noisy ones the same E_OR.
+
+    Tolerances: exact features are float32, so d_f carries ~1e-7 relative round-off and E_OR is
+    ~3e-6 rad on either path; with noise (E_OR ≈ 0.11 rad on the dense path) the sampled path
+    was 5e-4 rad from it: it must stay within 0.01 rad (10 % of the error itself).
+    """
+    torch.set_num_threads(1)
+    q = sample_orientations(2000, seed=3)
+    f = rotation_features(q, noise, seed=4)
+    model = SiameseDistance("compact", 32, "orientation")
+    dense, dense_what = recover_from_features(model, f, dense_limit=2000, seed=0, device="cpu")
+    sampled, sampled_what = recover_from_features(model, f, dense_limit=1999, seed=0, device="cpu")
+    assert dense_what.startswith("dense") and sampled_what.startswith("sampled pairs")
+    e_dense = align_orientations(q, dense.quaternions).error
+    e_sampled = align_orientations(q, sampled.quaternions).error
+    if noise == 0:
+        assert e_dense < 1e-4 and e_sampled < 1e-4
+    else:
+        assert 0.05 < e_dense < 0.2
+        assert abs(e_sampled - e_dense) < 0.01, (e_sampled, e_dense)
