@@ -8,7 +8,10 @@ import torch
 from cryoorient.alignment import o4_transform, register_orientations
 from cryoorient.density import load_map
 from cryoorient.gauge import (
+    CHANCE_MARGIN,
     GAUGE_CLASSES,
+    TIE_MARGIN,
+    GaugeResult,
     _candidate_angles,
     _pair_rotations,
     apply_gauge,
@@ -79,6 +82,9 @@ def test_fix_gauge_recovers_the_truth_up_to_rotation_and_mirror(stack, improper)
     assert result.gauge_class == GAUGE_CLASSES[int(improper)]
     assert result.score > result.other_score + 0.01
     assert register_orientations(q, result.quaternions).error < 0.02
+    # correct orientations: far above what the same orientations on the wrong images score
+    assert result.diagnosis == "ok" and result.warning is None
+    assert result.chance_margin > 2 * CHANCE_MARGIN and result.class_margin > 2 * TIE_MARGIN
     torch.testing.assert_close(result.quaternions, apply_gauge(scrambled, result.left, result.gauge_class))
 
 
@@ -96,6 +102,60 @@ def test_fix_gauge_on_noisy_shifted_images(stack):
     # of the left factor, against ~1.5-2 rad for a wrong gauge
     assert result.gauge_class == "improper"
     assert register_orientations(q, result.quaternions).error < 0.1
+    # 14.6 spreads above chance here, with the fast search's 1,500 pairs (√10 times the default's spread)
+    assert result.diagnosis == "ok"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_orientations_unrelated_to_the_images_are_diagnosed_as_chance(stack, seed):
+    images, q = stack
+    failures = {
+        "random": sample_orientations(len(q), seed=40 + seed),
+        "permuted": q[torch.from_numpy(np.random.default_rng(seed).permutation(len(q)))],
+    }
+    for name, wrong in failures.items():
+        result = fix_gauge(images, wrong, seed=seed, **FAST)
+        assert result.diagnosis == "chance", (name, result)
+        # the search cannot lift them off chance: within a few spreads of the shuffled baseline, which
+        # is the level of random orientations on these images (0.936 on this blobby 32-px map, where
+        # all low-passed lines look alike), far below the true orientations (0.997)
+        assert abs(result.chance_margin) < 4, (name, result)
+        assert result.chance_score == pytest.approx(common_line_score(images, wrong, seed=seed), abs=0.01)
+        assert common_line_score(images, q) > result.chance_score + 20 * result.chance_spread
+        assert "chance level" in result.warning and "recovery failed" in result.warning
+
+
+def test_the_verdict_is_deterministic_under_a_seed(stack):
+    images, q = stack
+    wrong = sample_orientations(len(q), seed=50)
+    first, second = (fix_gauge(images, wrong, seed=7, **FAST) for _ in range(2))
+    for name in ("score", "other_score", "chance_score", "chance_spread"):
+        assert getattr(first, name) == getattr(second, name), name
+    other = fix_gauge(images, wrong, seed=8, **FAST)
+    assert other.chance_score != first.chance_score
+    assert 0 < first.chance_spread < 0.05
+
+
+def test_diagnosis_laws():
+    def result(score, other, chance=0.2, spread=0.01, gauge_class="proper"):
+        q = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+        return GaugeResult(q, q[0], gauge_class, score, other, 1.0, chance, spread)
+
+    assert result(0.2 + CHANCE_MARGIN * 0.01 + 0.1, 0.2).diagnosis == "ok"
+    # below the chance margin: chance, whatever the other class scores
+    assert result(0.2 + (CHANCE_MARGIN - 0.5) * 0.01, 0.2).diagnosis == "chance"
+    assert result(0.19, 0.1).diagnosis == "chance"
+    # above chance but the classes not apart: a tie
+    tie = result(0.5, 0.5 - (TIE_MARGIN - 0.5) * 0.01, gauge_class="improper")
+    assert tie.diagnosis == "tie" and tie.class_margin == pytest.approx(TIE_MARGIN - 0.5)
+    assert "undecided" in tie.warning and "0.500 improper" in tie.warning
+    # no baseline measured (a result built by hand): not ok, and says why
+    q = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    unmeasured = GaugeResult(q, q[0], "proper", 0.9, 0.2, 1.0)
+    assert unmeasured.diagnosis == "chance" and "cannot be judged" in unmeasured.warning
+    # a zero spread does not divide by zero
+    assert result(0.2, 0.2, spread=0.0).diagnosis == "chance"
+    assert result(0.9, 0.2, spread=0.0).diagnosis == "ok"
 
 
 def test_fix_gauge_rejects_bad_input(stack):
@@ -106,6 +166,8 @@ def test_fix_gauge_rejects_bad_input(stack):
         fix_gauge(images[:4], q[:4], **FAST)
     with pytest.raises(ValueError, match="n_candidates"):
         fix_gauge(images, q, **(FAST | {"n_candidates": 0}))
+    with pytest.raises(ValueError, match=r"n_chance must be an integer >= 2 .*; got 1"):
+        fix_gauge(images, q, n_chance=1, **FAST)
     with pytest.raises(ValueError, match="max_radius"):
         fix_gauge(images, q, max_radius=40.0, **FAST)
     with pytest.raises(ValueError, match="gauge_class"):
