@@ -85,8 +85,13 @@ class InputRecord:
         saw ``input_std = √(stack_std² + σ²)``.
         """
         std = math.sqrt(float(stack_std) ** 2 + float(noise_variance))
-        return cls(int(box_size), float(pixel_size), float(noise_variance), std,
-                   None if n_images is None else int(n_images))
+        return cls(
+            int(box_size),
+            float(pixel_size),
+            float(noise_variance),
+            std,
+            None if n_images is None else int(n_images),
+        )
 
     def __post_init__(self) -> None:
         if int(self.box_size) != self.box_size or self.box_size < 2:
@@ -103,17 +108,21 @@ class InputRecord:
         return asdict(self) | {"preprocessing": PREPROCESSING}
 
 
-def standardise_stack(images: torch.Tensor | np.ndarray, std: float = 1.0) -> torch.Tensor:
+def standardise_stack(
+    images: torch.Tensor | np.ndarray, std: float = 1.0, *, chunk: int = 1024
+) -> torch.Tensor:
     """Zero mean and standard deviation ``std`` over the whole stack (one mean, one scale).
 
     Parameters
     ----------
     images : (N, D, D) images ``[n, y, x]``.
     std : the standard deviation to give the stack.
+    chunk : images handled at once: the float64 arithmetic never holds more than ``chunk`` images,
+        so a 20,000-particle stack is not copied whole in double precision.
 
     Returns
     -------
-    (N, D, D) float32 tensor ``(images − mean) / s · std`` (population statistics in float64).
+    (N, D, D) float32 tensor ``(images − mean) / s · std`` (population statistics, float64 sums).
 
     Raises
     ------
@@ -123,12 +132,18 @@ def standardise_stack(images: torch.Tensor | np.ndarray, std: float = 1.0) -> to
     x = torch.as_tensor(images)
     if x.ndim != 3:
         raise ValueError(f"images must be a stack (N, D, D); got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    parts = [x[i : i + chunk] for i in range(0, len(x), chunk)]
+    if not all(bool(torch.isfinite(p).all()) for p in parts):
         raise ValueError("the stack contains NaN or infinite values")
-    s, mean = torch.std_mean(x.to(torch.float64), correction=0)
+    count = x.numel()
+    mean = sum(float(p.to(torch.float64).sum()) for p in parts) / count
+    s = math.sqrt(sum(float((p.to(torch.float64) - mean).square().sum()) for p in parts) / count)
     if not s > 0:
-        raise ValueError(f"cannot standardise a stack of zero variance (constant value {mean.item():g})")
-    return ((x.to(torch.float64) - mean) * (std / s)).to(torch.float32)
+        raise ValueError(f"cannot standardise a stack of zero variance (constant value {mean:g})")
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    for i, p in zip(range(0, len(x), chunk), parts, strict=True):
+        out[i : i + len(p)] = (p.to(torch.float64) - mean) * (std / s)
+    return out
 
 
 def model_input(images: torch.Tensor | np.ndarray, record: InputRecord) -> torch.Tensor:

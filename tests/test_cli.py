@@ -26,8 +26,11 @@ def test_simulate_writes_a_dataset(tmp_path, capsys):
         "particles.mrcs",
         "particles.star",
         "particles_quaternions.npy",
+        "provenance.json",
         "splits.npz",
     ]
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["command"][:2] == ["cryoorient", "simulate"] and provenance["map"]["name"] == "pseudo:1"
     record = json.loads((out / "dataset.json").read_text())
     assert record["parameters"]["noise_variance"] == pytest.approx(1.0)  # 0 dB
     assert record["map"]["name"] == "pseudo:1"
@@ -54,7 +57,9 @@ def test_project_reproduces_the_simulated_images(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--noise-var", "-1"], "noise_variance must be >= 0; got -1"),
+        (["--noise-var", "-1"], "--noise-var must be >= 0; got -1"),
+        (["--snr-db", "60"], "--snr-db 60 is outside -40 to 40 dB"),
+        (["-n", "0"], "-n/--n-projections must be at least 1; got 0"),
         (["--shift", "40"], "larger than half the box"),
     ],
 )
@@ -284,9 +289,19 @@ def test_reconstruct_and_fsc(particles_60, tmp_path, capsys):
     curve = tmp_path / "curve.csv"
     assert main(["fsc", str(volume), str(truth), "-o", str(curve)]) == 0
     printed = capsys.readouterr().out
-    assert "FSC 0.5:" in printed and "FSC 0.143:" in printed
+    assert "FSC 0.5:" in printed and "criterion between a map and a reference" in printed
+    assert "0.143" not in printed  # the half-map criterion does not read a map against a reference
     table = np.loadtxt(curve, delimiter=",", skiprows=1)
     assert table.shape == (17, 2) and table[1, 1] > 0.9
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "curve.csv.provenance.json").read_text())["threshold"] == 0.5
+    assert main(["fsc", str(volume), str(truth), "-o", str(curve)]) == 2  # no overwrite without --force
+    assert "add --force" in capsys.readouterr().err
+    assert main(["fsc", str(volume), str(truth), "--half-maps", "-o", str(curve), "--force"]) == 0
+    assert "FSC 0.143:" in capsys.readouterr().out
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["fsc", str(volume), str(truth)]) == 0  # without -o nothing is written
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 def test_fsc_align_registers_a_map_from_recovered_orientations(particles_60, tmp_path, capsys):
@@ -309,8 +324,9 @@ def test_recover_with_a_model_and_its_errors(particles_60, tmp_path, capsys):
     model = tmp_path / "model"
     assert main(["train", str(star), "-o", str(model), *TRAIN]) == 0
     out = tmp_path / "learned.star"
-    assert main(["recover", str(star), "--model", str(model), "-o", str(out), "--quiet"]) == 0
+    assert main(["recover", str(star), "--model", str(model), "-o", str(out), "--quiet"]) in (0, 3)
     assert "distances from" in capsys.readouterr().out and len(read_particles(out)) == 60
+    out.unlink()
     # a stack smaller than the model's images
     given = read_particles(star)
     tiny = ParticleStack(given.images[:10, 10:22, 10:22].copy(), given.angles[:10], given.shifts[:10], 8.0)
@@ -320,9 +336,11 @@ def test_recover_with_a_model_and_its_errors(particles_60, tmp_path, capsys):
     assert main(["recover", str(star), "--model", str(tmp_path / "none"), "-o", str(out)]) == 2
     assert "no model.pt" in capsys.readouterr().err
     # the same box at another pixel size: the model's training_data.json says what it learned from
-    assert json.loads((model / "training_data.json").read_text()) == {
-        "box_size": given.images.shape[-1], "pixel_size": pytest.approx(given.pixel_size)
-    }
+    record = json.loads((model / "training_data.json").read_text())
+    assert record["box_size"] == given.images.shape[-1]
+    assert record["pixel_size"] == pytest.approx(given.pixel_size)
+    assert record["input_std"] == 1.0 and record["preprocessing"] == "global standardisation"
+    assert (model / "learning_curve.png").is_file() and (model / "provenance.json").is_file()
     other = ParticleStack(given.images, given.angles, given.shifts, 2 * given.pixel_size)
     other_star = write_particles(tmp_path / "other", other)
     assert main(["recover", str(other_star), "--model", str(model), "-o", str(out)]) == 2
@@ -337,7 +355,7 @@ def test_recover_with_a_model_and_its_errors(particles_60, tmp_path, capsys):
     assert "box_size" in capsys.readouterr().err
     # a model without the record (e.g. trained in Python): recovered, with a note to check by hand
     (model / "training_data.json").unlink()
-    assert main(["recover", str(other_star), "--model", str(model), "-o", str(out), "--quiet"]) == 0
+    assert main(["recover", str(other_star), "--model", str(model), "-o", str(out), "--quiet"]) in (0, 3)
     assert "does not record the box and pixel size" in capsys.readouterr().err
 
 
@@ -364,3 +382,149 @@ def test_recover_errors_name_the_problem(particles_60, tmp_path, capsys):
     assert "5 particles; at least 8" in capsys.readouterr().err
     assert main(["reconstruct", str(angles_only), "-o", str(tmp_path / "m.mrc")]) == 2
     assert "no rlnImageName column" in capsys.readouterr().err
+
+
+# --- the command line as one program with the notebooks; bad input never a traceback -----------------
+
+
+def test_train_defaults_are_the_notebooks_model():
+    from cryoorient.cli import _parser, _training_config
+    from cryoorient.model_cache import DEFAULT_MODEL, model_config
+
+    args = _parser().parse_args(["train", "ds", "-o", "m"])
+    assert _training_config(args, None) == model_config(seed=0, noise_variance=0.0, shift_limit=0.0)
+    assert _training_config(args, None).distance == DEFAULT_MODEL["distance"] == "orientation"
+    text = _parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "(default: orientation" in text and "(default: 40)" in text
+
+
+def test_help_describes_every_command_and_version_names_the_commit(capsys):
+    from cryoorient.cli import COMMANDS
+    from cryoorient.paths import git_commit
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert all(f"\n  {name} " in text for name in COMMANDS), text
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert f"(commit {git_commit()})" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    assert "(default: uniform)" in capsys.readouterr().out
+
+
+def test_fine_tuning_from_a_model_and_extending_a_finished_run(tmp_path, capsys):
+    data = tmp_path / "ds"
+    assert main([*SIMULATE[:3], "40", *SIMULATE[4:], "-o", str(data)]) == 0
+    first = tmp_path / "first"
+    assert main(["train", str(data), "-o", str(first), *TRAIN]) == 0
+    # more epochs into the finished run's folder: another configuration, and the error says what to do
+    longer = ["train", str(data), "-o", str(first), *TRAIN[:-3], "--epochs", "3", "--quiet"]
+    assert main(longer) == 2
+    err = capsys.readouterr().err
+    assert f"--init-model {first} -o NEW_FOLDER --epochs K" in err and "--restart" in err
+    assert "resume=False" not in err
+    # fine-tuning: the network comes from the model, its weights start the training
+    tuned = tmp_path / "tuned"
+    assert main(["train", str(data), "-o", str(tuned), "--init-model", str(first), "--epochs", "1",
+                 "--batch-size", "6", "--noise-var", "1", "--quiet"]) == 0
+    from cryoorient.training import load_model
+
+    config = load_model(tuned / "model.pt")[1]
+    assert config.warm_start.startswith("sha256:") and config.n_features == 8 and config.image_size == 16
+    assert config.learning_rate == 3e-4 and config.noise_variance == 1.0
+    assert json.loads((tuned / "training_data.json").read_text())["input_std"] == pytest.approx(2**0.5)
+    assert main(["train", str(data), "-o", str(tmp_path / "x"), "--init-model", str(first),
+                 "--n-features", "16", "--quiet"]) == 2
+    assert "--n-features 16: --init-model" in capsys.readouterr().err
+
+
+def test_train_refuses_outputs_it_would_clobber_and_too_few_images(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "ds"
+    assert main([*SIMULATE, "-o", str(data)]) == 0  # 12 images: 6 to train on
+    assert main(["train", str(data), "-o", str(data), *TRAIN]) == 2
+    assert "the dataset's own folder" in capsys.readouterr().err
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("mine")
+    assert main(["train", str(data), "-o", str(other), *TRAIN]) == 2
+    assert "holds no training run (found mine.txt)" in capsys.readouterr().err
+    assert main(["train", str(data), "-o", str(tmp_path / "m"), *TRAIN[:4], "--batch-size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "fewer than one batch (--batch-size 64)" in err and not (tmp_path / "m").exists()
+    # Ctrl-C: a message that says how to resume, status 130, no traceback
+    import cryoorient.cli as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "train_distance", interrupted)
+    assert main(["train", str(data), "-o", str(tmp_path / "m"), *TRAIN]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+
+
+def test_diverged_training_writes_no_model(tmp_path, capsys):
+    data = tmp_path / "ds"
+    assert main([*SIMULATE[:3], "40", *SIMULATE[4:], "-o", str(data)]) == 0
+    assert main(["train", str(data), "-o", str(tmp_path / "m"), *TRAIN, "--lr", "1e12"]) == 2
+    err = capsys.readouterr().err
+    assert "became NaN or infinite" in err and "Lower the learning rate" in err
+    assert not (tmp_path / "m" / "model.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("gpu", "--device gpu: not a device"), ("cuda", "cannot use CUDA"), ("tpu:0", "not a device")],
+)
+def test_bad_devices_are_errors(tmp_path, capsys, device, message):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert main([*SIMULATE, "--device", device, "-o", str(tmp_path / "ds")]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "ds").exists()
+
+
+def test_simulate_checks_memory_before_starting_and_missing_maps_are_errors(tmp_path, capsys, monkeypatch):
+    assert main(["simulate", "pseudo:1", "-n", "1000000000", "--quiet", "-o", str(tmp_path / "big")]) == 2
+    assert "GiB of memory" in capsys.readouterr().err and not (tmp_path / "big").exists()
+    import cryoorient.density as density
+
+    def offline():
+        raise density._Unavailable("no network")
+
+    monkeypatch.setattr(density, "_load_5j0n", offline)
+    assert main(["simulate", "5j0n", "-n", "4", "--quiet", "-o", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert "map '5j0n' is unavailable: no network" in err and "fallback=" not in err
+    assert not (tmp_path / "ds").exists()
+    assert main(["simulate", "5j0n", "-n", "4", "--box-size", "32", "--quiet", "--allow-fallback",
+                 "-o", str(tmp_path / "ds")]) == 0
+    captured = capsys.readouterr()
+    assert "simulating 'pseudo:0' instead (--allow-fallback)" in captured.err
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["map"]["name"] == "pseudo:0"
+
+
+def test_resample_and_outputs_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "ref.mrc"
+    assert main(["resample", "pseudo:1", "--box-size", "24", "--voxel-size", "10", "-o", str(out)]) == 0
+    density = __import__("cryoorient.density", fromlist=["read_map"]).read_map(out)
+    assert density.shape == (24, 24, 24) and density.voxel_size == pytest.approx(10.0)
+    assert main(["resample", "pseudo:1", "--box-size", "24", "-o", str(out)]) == 2
+    assert "add --force" in capsys.readouterr().err
+    assert main(["resample", "pseudo:1", "-o", str(tmp_path / "x.mrc")]) == 2
+    assert "give --box-size and/or --voxel-size, or --like" in capsys.readouterr().err
+    assert json.loads(out.with_name("ref.mrc.provenance.json").read_text())["command"][1] == "resample"
+
+
+def test_recover_at_chance_is_a_loud_failure(tmp_path, capsys):
+    """Pure-noise images cannot carry the orientations: the check says so, status 3, recorded."""
+    rng = np.random.default_rng(0)
+    noise = ParticleStack(rng.standard_normal((60, 32, 32)).astype(np.float32),
+                          np.radians(rng.uniform(0, 180, (60, 3))), np.zeros((60, 2)), 8.0)
+    star = write_particles(tmp_path / "noise", noise)
+    out = tmp_path / "recovered.star"
+    assert main(["recover", str(star), "--distances-from-angles", "-o", str(out), "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "WARNING:" in err and "chance" in err
+    check = json.loads(out.with_name("recovered.star.provenance.json").read_text())["check"]
+    assert check["diagnosis"] == "chance" and out.is_file()
