@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine_info
+from _common import machine_info, status_mib
 
 from cryoorient.alignment import align_orientations, align_orientations_reference
 from cryoorient.geometry import quaternion_distance, quaternion_distance_matrix
@@ -75,20 +75,9 @@ PAPER = {
 }
 
 
-def _status_mib(field: str) -> float:
-    """A ``kB`` field of ``/proc/self/status`` (Linux) in MiB, or NaN."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return math.nan
-
-
 def rss_mib() -> float:
     """Current resident set size of this process in MiB."""
-    return _status_mib("VmRSS")
+    return status_mib("VmRSS")
 
 
 def peak_rss_mib() -> float:
@@ -98,7 +87,7 @@ def peak_rss_mib() -> float:
     keeps ``ru_maxrss`` across ``execve``, so a worker started from a large parent would report the
     parent's peak.
     """
-    peak = _status_mib("VmHWM")
+    peak = status_mib("VmHWM")
     return peak if not math.isnan(peak) else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

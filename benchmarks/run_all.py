@@ -1,7 +1,7 @@
-"""Run the five benchmarks one after another and write ``paper/benchmarks.md`` from their results.
+"""Run the six benchmarks one after another and write ``paper/benchmarks.md`` from their results.
 
 The benchmarks (each its own interpreter, in this order, with the arguments of :func:`commands`,
-chosen so that the whole run takes about 15 minutes on 2 CPU cores):
+chosen so that the whole run takes about 20 minutes on 2 CPU cores):
 
 ``projection``
     our projector at the paper's P = 5,000 and 116 px, beside ASPIRE's (``--peer-python``);
@@ -15,14 +15,18 @@ chosen so that the whole run takes about 15 minutes on 2 CPU cores):
 ``common_lines``
     learned distances against ASPIRE's common lines (raw and on class averages) on the same 200
     test projections as notebook 04, at σ² = 0, 1, 4, 16: errors and times side by side, timed
-    afresh (``--fresh``; without it the script reads notebook 04's cached comparison).
+    afresh (``--fresh``; without it the script reads notebook 04's cached comparison);
+``recover_scale``
+    ``cryoorient recover``'s path from images (embedding, distances and recovery, gauge fixing)
+    at P = 1,000, 5,000, 20,000 of 64 px: time per stage and peak memory, each P in its own
+    interpreter.
 
-Every benchmark runs with ``--threads`` CPU threads (default 1): recovery, reconstruction and
-training get ``--threads``, and every script, ASPIRE's interpreter included, gets
-``OMP_NUM_THREADS``, so the two projectors are compared at the same thread count. Two threads next
-to another busy process wait for each other: on this 2-core machine, shared with other work, a
-two-thread run of recovery took 1,328 s where one-thread runs take minutes, and a tiny training
-step ran 45× slower. Pass ``--threads 2`` on an idle machine.
+Every benchmark runs with ``--threads`` CPU threads (default 1): recovery, reconstruction,
+training, common_lines and recover_scale get ``--threads``, and every script, ASPIRE's interpreter
+included, gets ``OMP_NUM_THREADS``, so the two projectors are compared at the same thread count.
+Two threads next to another busy process wait for each other: on this 2-core machine, shared with
+other work, a two-thread run of recovery took 1,328 s where one-thread runs take minutes, and a
+tiny training step ran 45× slower. Pass ``--threads 2`` on an idle machine.
 
 Then ``paper/benchmarks.md`` gets the machine (CPU, cores, torch and its threads, load, date,
 commit) and one section per benchmark with its numbers and the ratios measured side by side,
@@ -56,7 +60,7 @@ from cryoorient.paths import git_commit
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 REPORT = HERE.parent / "paper" / "benchmarks.md"
-BENCHMARKS = ("projection", "recovery", "reconstruction", "training", "common_lines")
+BENCHMARKS = ("projection", "recovery", "reconstruction", "training", "common_lines", "recover_scale")
 DEFAULT_PEER = os.environ.get("ASPIRE_PYTHON", "")
 
 
@@ -73,6 +77,7 @@ def commands(peer_python: str, threads: int) -> dict[str, list[str]]:
         "reconstruction": ["--repeats", "2", *t],
         "training": t,
         "common_lines": ["--size", "200", "--fresh", *t],
+        "recover_scale": ["--sizes", "1000", "5000", "20000", *t],
     }
 
 
@@ -442,12 +447,73 @@ def common_lines_section(r: dict) -> list[str]:
     return lines
 
 
+def recover_scale_section(r: dict) -> list[str]:
+    """Time per stage and peak memory of the recover path from images, at growing P."""
+    model = r["model"]
+    lines = [
+        f"`cryoorient recover`'s path from {r['box_size']}-px particles ({r['particles']}): a "
+        f"{model['architecture']} network (n_f {model['n_features']}, {model['distance']} d_f, "
+        f"{model['image_size']}-px input) with random weights, the dense (P, P) matrix up to "
+        f"{r['dense_limit']:,} particles and sampled pairs beyond, then the gauge fixing. Each P in its "
+        "own interpreter; peak memory is its resident high-water mark (VmHWM) with the particles in "
+        "memory, the simulation of the particles excluded.",
+        "",
+    ]
+    rows = [
+        ("P", "path", "embedding", "distances + recovery", "gauge", "total", "peak memory", "of which",
+         "the command: time", "its peak memory")
+    ]
+    for p in r["points"]:
+        if p["status"] != "ok":
+            rows.append((f"{p['n']:,}", p["status"], p.get("reason", "")[:60], *[""] * 7))
+            continue
+        cli = p.get("cli") or {}
+        command = (seconds_text(cli["seconds"]), f"{cli['peak_rss_mib'] / 1024:.2f} GiB") \
+            if cli.get("peak_rss_mib") is not None else ("", "")
+        s, stages = p["seconds"], p.get("stage_peak_rss_mib")
+        split = ""
+        if stages:
+            before = max(stages["embedding"], stages["recovery"])
+            split = f"{before / 1024:.2f} GiB before the gauge step"
+        rows.append(
+            (
+                f"{p['n']:,}",
+                p["path"].split(":")[0],
+                seconds_text(s["embedding"]),
+                seconds_text(s["recovery"]),
+                seconds_text(s["gauge"]),
+                seconds_text(s["total"]),
+                f"{p['peak_rss_mib'] / 1024:.2f} GiB",
+                split,
+                *command,
+            )
+        )
+    lines += table(rows, "llrrrrrlrr")
+    lines += [
+        "The command: `cryoorient recover STAR --model DIR` itself, in its own process (reading the "
+        "stack, the preprocessing, the path above, writing the STAR file); its peak memory is the "
+        "process's (ru_maxrss).",
+        "",
+    ]
+    target = r["target"]
+    if r.get("meets_target") is not None:
+        lines += [
+            f"Target: the whole path at P = {target['n']:,} within {target['peak_rss_gib']:g} GiB: "
+            + ("**met**" if r["meets_target"] else "**not met**")
+            + ("" if r.get("cli_meets_target") is None else
+               "; by the command: " + ("**met**" if r["cli_meets_target"] else "**not met**")) + ".",
+            "",
+        ]
+    return lines
+
+
 SECTIONS = {
     "projection": ("Projection: cryoorient vs ASPIRE", projection_section),
     "recovery": ("Orientation recovery and alignment", recovery_section),
     "reconstruction": ("Reconstruction: Fourier vs CGLS", reconstruction_section),
     "training": ("Distance learning throughput", training_section),
     "common_lines": ("Learned distances vs common lines", common_lines_section),
+    "recover_scale": ("Recovery from images at scale: time and memory", recover_scale_section),
 }
 
 

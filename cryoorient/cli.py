@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -46,7 +45,7 @@ from cryoorient.geometry import euler_to_matrix, quaternion_distance_matrix, qua
 from cryoorient.map_alignment import align_maps
 from cryoorient.model_cache import DEFAULT_MODEL, model_config
 from cryoorient.model_input import InputRecord, model_input, read_record, standardise_stack, write_record
-from cryoorient.paths import atomic_write, git_commit
+from cryoorient.paths import atomic_write, git_commit, sha256_file
 from cryoorient.pipeline import recover_from_images
 from cryoorient.projection import apply_ctf, ctf_2d, noise_variance, project
 from cryoorient.recipes import RECIPES
@@ -75,7 +74,7 @@ commands, in the order of a study:
   train        learn the distance d̂_p(p_i, p_j) ≈ d_q(q_i, q_j) from projections of known orientation
   recover      orientations of a particle stack from its images alone (learned distances, recovery,
                gauge fixed by common lines); input angles are neither needed nor used
-  reconstruct  a map from a STAR file's particles, angles, origins and CTF
+  reconstruct  a map from a STAR file's particles, angles and origins (and its CTF with --ctf)
   fsc          Fourier shell correlation of two maps (after a rigid alignment if asked)
 
 a workflow from a RELION project folder (its root, where RELION runs):
@@ -114,8 +113,8 @@ FLAGS = {
 }
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the overview's line breaks and shows every option's default."""
+class _Formatter(argparse.HelpFormatter):
+    """Shows every option's default."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -123,6 +122,21 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         if shown or not action.option_strings:
             return text
         return text + " (default: %(default)s)"
+
+
+class _TopFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
+    """The top-level help: the overview's line breaks kept."""
+
+
+class _Version(argparse.Action):
+    """``--version``, whose text (it asks git for the commit) is made only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(_version())
+        parser.exit()
 
 
 def _version() -> str:
@@ -147,15 +161,20 @@ def _common(
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _project_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--project-dir", type=Path, default=None, metavar="DIR",
+                   help="the RELION project folder image names are relative to (default: the working folder)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryoorient",
         description="Orientations of cryo-EM projections from learned distances (companion to "
         "arXiv:2104.06237), on RELION STAR files and MRC stacks.",
         epilog=OVERVIEW,
-        formatter_class=_Formatter,
+        formatter_class=_TopFormatter,
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_Version, help="show the version, commit, Python and PyTorch")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, text: str, description: str) -> argparse.ArgumentParser:
@@ -352,10 +371,11 @@ def _parser() -> argparse.ArgumentParser:
         "Recover the orientations of the particles of a RELION STAR file: distances between every pair "
         "(from a trained model, or from the STAR's own angles for the paper's exact/perturbed experiment), "
         "orientation recovery, then the gauge fixed from the images by common lines, checked against "
-        "random orientations on the same images. Writes the input STAR file with every column and optics "
-        "group as it was and new rlnAngleRot/Tilt/Psi (input angles are not needed, and never copied); "
-        "the result is defined up to a global rotation and the mirror image, as any ab-initio result. Exit "
-        "status 3: the check found the orientations no better than chance (the file is written anyway).",
+        "chance (the same orientations shuffled among the images). Writes the input STAR file with "
+        "every column and optics group as it was and new rlnAngleRot/Tilt/Psi (input angles are not "
+        "needed, and never copied); the result is defined up to a global rotation and the mirror image, "
+        "as any ab-initio result. Exit status 3: the check found the orientations no better than chance "
+        "(the file is written anyway).",
     )
     r.add_argument("star", type=Path, metavar="PARTICLES.star", help="RELION 3.0/3.1 STAR with images")
     source = r.add_mutually_exclusive_group(required=True)
@@ -373,20 +393,15 @@ def _parser() -> argparse.ArgumentParser:
         help="with --distances-from-angles: Gaussian errors of this variance, rad²",
     )
     r.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.star", help="output STAR file")
-    r.add_argument(
-        "--project-dir",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="the RELION project folder image names are relative to (default: the working folder)",
-    )
+    _project_dir(r)
     r.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     _common(r, quiet=True)
 
     c = command(
         "reconstruct",
-        "reconstruct a map from a particle STAR file (its angles, origins and CTF)",
-        "Reconstruct a map from the particles, angles, origins and CTF of a STAR file.",
+        "reconstruct a map from a particle STAR file (its angles and origins; its CTF with --ctf)",
+        "Reconstruct a map from the particles, angles and origins of a STAR file, and with --ctf from its "
+        "defocus columns and optics too (as relion_reconstruct, which applies no CTF unless told to).",
     )
     c.add_argument("star", type=Path, metavar="PARTICLES.star", help="RELION 3.0/3.1 STAR with images")
     c.add_argument("-o", "--output", type=Path, required=True, metavar="MAP.mrc", help="output map")
@@ -394,13 +409,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--ctf", action="store_true",
                    help="apply the CTF of the STAR file's defocus columns, as relion_reconstruct --ctf does "
                    "(without it the particles are taken as CTF-free or phase-flipped)")
-    c.add_argument(
-        "--project-dir",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="the RELION project folder image names are relative to (default: the working folder)",
-    )
+    _project_dir(c)
     _common(c, quiet=True)
 
     f = command(
@@ -495,14 +504,6 @@ def _parent(path: Path) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _provenance(output: Path, argv: list[str], inputs: list[Path], **facts: object) -> Path:
     """Write ``OUTPUT.provenance.json`` (``OUTPUT/provenance.json`` for a folder): how it was made."""
     target = (
@@ -517,7 +518,7 @@ def _provenance(output: Path, argv: list[str], inputs: list[Path], **facts: obje
         "python": platform.python_version(),
         "torch": torch.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "inputs": {str(p): _sha256(p) for p in unique if p.is_file()},
+        "inputs": {str(p): sha256_file(p) for p in unique if p.is_file()},
     } | facts
     text = (json.dumps(record, indent=2, default=str) + "\n").encode()
     atomic_write(target, lambda f: f.write(text))
@@ -780,7 +781,8 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
         initial = loaded.state_dict()
     config = _training_config(args, initial_config)
     if init_file is not None:
-        config = TrainingConfig(**(config.to_dict() | {"warm_start": "sha256:" + _sha256(init_file)[:16]}))
+        start = "sha256:" + sha256_file(init_file)[:16]  # the weights it starts from, named by their hash
+        config = TrainingConfig(**(config.to_dict() | {"warm_start": start}))
     _check_model_folder(args.output, args.dataset, args.force, args.restart)
     data = open_dataset(args.dataset, seed=args.seed)
     n_train = len(data.splits["train"])
@@ -999,7 +1001,8 @@ def _recover(args: argparse.Namespace, argv: list[str]) -> int:
     print(
         f"recovered {len(particles)} orientations ({what}): L_OR {recovery.loss:.3g} rad², gauge "
         f"{gauge.gauge_class}, common-line score {gauge.score:.3f} (other class {gauge.other_score:.3f}, "
-        f"random orientations {gauge.chance_score:.3f} ± {gauge.chance_spread:.3f}); wrote {args.output}"
+        f"chance {gauge.chance_score:.3f} ± {gauge.chance_spread:.3f}: {gauge.diagnosis}); "
+        f"wrote {args.output}"
     )
     if args.distances_from_angles:
         print(
