@@ -201,7 +201,7 @@ def cli_point(n: int, seed: int, threads: int) -> dict:
         "exit_status": proc.returncode,
         "seconds": seconds,
         "peak_rss_mib": int(peak[0]) / 1024 if peak else None,
-        "stderr_tail": proc.stderr.strip().splitlines()[-2:],
+        "stderr_tail": [line.replace(tmp, "TMP") for line in proc.stderr.strip().splitlines()[-2:]],
     }
 
 
