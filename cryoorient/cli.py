@@ -110,6 +110,7 @@ FLAGS = {
     "voxel_size": "--voxel-size",
     "defocus_range": "--defocus",
     "resume=False": "--restart",
+    "epochs": "--epochs",
 }
 
 
@@ -562,7 +563,10 @@ def _uniform_ctf(star: Path, particles, defaulted: tuple[str, ...] = ()) -> dict
 def _load_named_map(name: str, allow_fallback: bool, **resample) -> DensityMap:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MapFallbackWarning)
-        density = load_map(name, fallback=allow_fallback, **resample)
+        try:
+            density = load_map(name, fallback=allow_fallback, **resample)
+        except ValueError as error:
+            raise DatasetError(_flag_words(str(error))) from error
     for warning in caught:
         if issubclass(warning.category, MapFallbackWarning):
             print(
@@ -700,7 +704,7 @@ def _resample(args: argparse.Namespace, argv: list[str]) -> None:
             box = read_particles(args.like, angles_required=False).images.shape[-1]
     if box is None and voxel is None:
         raise DatasetError("give --box-size and/or --voxel-size, or --like PARTICLES.star")
-    density = load_map(args.map, box_size=box, voxel_size=voxel, fallback=False)
+    density = _load_named_map(args.map, False, box_size=box, voxel_size=voxel)
     write_map(_parent(args.output), density)
     _provenance(args.output, argv, [Path(args.map)] + ([args.like] if args.like else []))
     print(f"wrote {density.name} at {density.box_size} px, {density.voxel_size:g} Å/px to {args.output}")
@@ -722,6 +726,10 @@ def _training_config(args: argparse.Namespace, initial: TrainingConfig | None) -
         "learning_rate": args.lr,
     }
     changes = {k: v for k, v in given.items() if v is not None}
+    if args.image_size is not None and args.image_size < 4:
+        raise DatasetError(f"--image-size must be at least 4 pixels; got {args.image_size}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise DatasetError(f"--lr must be a positive learning rate; got {args.lr:g}")
     if initial is not None:
         network = {
             "architecture": initial.architecture,

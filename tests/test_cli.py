@@ -60,6 +60,7 @@ def test_project_reproduces_the_simulated_images(tmp_path):
         (["--noise-var", "-1"], "--noise-var must be >= 0; got -1"),
         (["--snr-db", "60"], "--snr-db 60 is outside -40 to 40 dB"),
         (["-n", "0"], "-n/--n-projections must be at least 1; got 0"),
+        (["--box-size", "0"], "--box-size must be a positive integer; got 0"),
         (["--shift", "40"], "larger than half the box"),
     ],
 )
@@ -528,3 +529,20 @@ def test_recover_at_chance_is_a_loud_failure(tmp_path, capsys):
     assert "WARNING:" in err and "chance" in err
     check = json.loads(out.with_name("recovered.star.provenance.json").read_text())["check"]
     assert check["diagnosis"] == "chance" and out.is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--epochs", "0"], "--epochs must be a positive integer; got 0"),
+        (["--lr", "-1"], "--lr must be a positive learning rate; got -1"),
+        (["--image-size", "0"], "--image-size must be at least 4 pixels; got 0"),
+        (["--batch-size", "1"], "needs --batch-size >= 2"),
+        (["--noise-var", "-2"], "--noise-var and --shift must be >= 0"),
+    ],
+)
+def test_train_bad_values_name_their_flags(tmp_path, capsys, extra, message):
+    data = tmp_path / "ds"
+    assert main([*SIMULATE, "-o", str(data)]) == 0
+    assert main(["train", str(data), "-o", str(tmp_path / "m"), "--quiet", *extra]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "m").exists()
