@@ -111,6 +111,7 @@ FLAGS = {
     "defocus_range": "--defocus",
     "resume=False": "--restart",
     "epochs": "--epochs",
+    "project_dir": "--project-dir",
 }
 
 
@@ -364,6 +365,7 @@ def _parser() -> argparse.ArgumentParser:
         "--max-steps", type=int, default=None, metavar="K", help="stop after K steps (smoke tests)"
     )
     t.add_argument("--restart", action="store_true", help="ignore a checkpoint in OUTPUT and start over")
+    _project_dir(t)
     _common(t, quiet=True)
 
     r = command(
@@ -536,7 +538,10 @@ def _read_particles_checked(star: Path, *, angles: bool, project_dir: Path | Non
     meta = read_star(star, angles_required=angles)
     if meta.image_names is None:
         raise DatasetError(f"{star}: no rlnImageName column, so no images to use; add the particle stack")
-    particles = read_particles(star, angles_required=angles, project_dir=project_dir)
+    try:
+        particles = read_particles(star, angles_required=angles, project_dir=project_dir)
+    except DatasetError as error:
+        raise DatasetError(_flag_words(str(error))) from error
     if len(particles) < MIN_PARTICLES:
         raise DatasetError(f"{star}: {len(particles)} particles; at least {MIN_PARTICLES} are needed")
     return particles, meta
@@ -792,7 +797,10 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
         start = "sha256:" + sha256_file(init_file)[:16]  # the weights it starts from, named by their hash
         config = TrainingConfig(**(config.to_dict() | {"warm_start": start}))
     _check_model_folder(args.output, args.dataset, args.force, args.restart)
-    data = open_dataset(args.dataset, seed=args.seed)
+    try:
+        data = open_dataset(args.dataset, seed=args.seed, project_dir=args.project_dir)
+    except DatasetError as error:
+        raise DatasetError(_flag_words(str(error))) from error
     n_train = len(data.splits["train"])
     if config.recipe == "inbatch" and n_train < config.batch_size:
         raise DatasetError(
@@ -844,7 +852,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
     inputs = (
         [args.dataset / "particles.star", args.dataset / "particles.mrcs"]
         if args.dataset.is_dir()
-        else [args.dataset, *_stacks(args.dataset, read_star(args.dataset).image_names, None)]
+        else [args.dataset, *_stacks(args.dataset, read_star(args.dataset).image_names, args.project_dir)]
     )
     _provenance(args.output, argv, inputs + ([init_file] if init_file else []), config=config.to_dict())
     if args.max_steps is not None and result.history and "train_losses" in result.history[-1]:

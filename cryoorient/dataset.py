@@ -284,12 +284,14 @@ def _load_cached(folder: Path, expected: dict) -> Dataset:
     return Dataset(folder, particles, quaternions, splits, record)
 
 
-def open_dataset(path: str | Path, *, seed: int = 0) -> Dataset:
+def open_dataset(path: str | Path, *, seed: int = 0, project_dir: str | Path | None = None) -> Dataset:
     """Open a dataset folder (from ``cryoorient simulate``) or any RELION particle STAR file.
 
     A folder is checked against its recorded checksums and brings its true quaternions and splits.
     A STAR file's orientations come from its Euler angles, and it is split with
-    :func:`split_indices` (the paper's fractions, ``seed``).
+    :func:`split_indices` (the paper's fractions, ``seed``); its image names are read relative to
+    ``project_dir`` (the RELION project folder; ``None``: the working directory), else beside it
+    (:func:`cryoorient.relion.resolve_image_names`).
 
     Raises
     ------
@@ -302,7 +304,7 @@ def open_dataset(path: str | Path, *, seed: int = 0) -> Dataset:
         return _load_cached(path, {})
     if not path.is_file():
         raise DatasetError(f"{path}: no such dataset folder or STAR file")
-    particles = read_particles(path)
+    particles = read_particles(path, project_dir=project_dir)
     splits = split_indices(len(particles), seed=seed)
     record = {"source": str(path), "map": {"name": path.stem}, "pixel_size": particles.pixel_size}
     return Dataset(path, particles, particles.quaternions, splits, record)
