@@ -284,7 +284,7 @@ def _parser() -> argparse.ArgumentParser:
         "simulate`, or a RELION particle STAR file whose angles are trusted), validate on its validation "
         "split and report RMSE and Pearson r on its test split. The defaults are the notebooks' model "
         f"(cryoorient.model_cache.DEFAULT_MODEL: {', '.join(f'{k} {v}' for k, v in DEFAULT_MODEL.items())}); "
-        "its 40 epochs on 2,500 training images of 64 px take about 20 min on two CPU cores. The stack is "
+        "its 40 epochs on 2,500 training images of 64 px take 22-30 min on two CPU cores. The stack is "
         "standardised (zero mean, unit variance over the stack) and OUTPUT/training_data.json records what "
         "the network saw, so that `recover` gives it the same. An interrupted run resumes when the same "
         "command is run again. Under `torchrun --nproc-per-node K -m cryoorient.cli train ...` it trains "
