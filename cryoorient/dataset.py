@@ -14,7 +14,8 @@ A dataset folder holds
 ``splits.npz``
     disjoint training / validation / test indices (the paper's 50 / 17 / 33 %);
 ``dataset.json``
-    the parameters that produced it, the map used, the package version and file checksums.
+    the parameters that produced it, the map used, the cache schema, the package version and file
+    checksums.
 
 Datasets are cached under ``data_dir()/datasets/KEY`` where ``KEY`` hashes the parameters and
 the map's content; a folder is written in a temporary place and renamed into place, and one whose
@@ -35,11 +36,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cryoorient._provenance import map_record
 from cryoorient._version import __version__
 from cryoorient.density import DensityMap, load_map
 from cryoorient.geometry import matrix_to_euler, quaternion_to_matrix
-from cryoorient.paths import atomic_dir, data_dir, sha256_file
+from cryoorient.paths import CACHE_SCHEMA, atomic_dir, data_dir, sha256_file
 from cryoorient.projection import (
     add_noise,
     apply_ctf,
@@ -49,6 +49,7 @@ from cryoorient.projection import (
     sample_defocus,
     sample_shifts,
 )
+from cryoorient.provenance import map_record
 from cryoorient.relion import CTF_OPTICS, DatasetError, ParticleStack, read_particles, write_particles
 from cryoorient.sampling import SAMPLING_SCHEMES, sample_orientations
 
@@ -252,13 +253,13 @@ def _dataset_key(params: SimulationParameters, density: DensityMap) -> str:
     """Cache key of a dataset.
 
     The parameters, what the map was made from (:attr:`DensityMap.origin`; its voxels when that
-    is unknown), its voxel size and the package version.
+    is unknown), its voxel size and the cache schema (:data:`cryoorient.paths.CACHE_SCHEMA`).
     """
     content = density.origin or hashlib.sha256(
         np.ascontiguousarray(density.data, dtype=np.float32).tobytes()
     ).hexdigest()
     blob = json.dumps(
-        {"params": params.to_dict(), "map": content, "voxel": density.voxel_size, "version": __version__},
+        {"params": params.to_dict(), "map": content, "voxel": density.voxel_size, "version": CACHE_SCHEMA},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -272,8 +273,11 @@ def _load_cached(folder: Path, expected: dict) -> Dataset:
     except (OSError, json.JSONDecodeError) as error:
         raise DatasetError(f"{record_path}: unreadable record ({error})") from error
     for key, value in expected.items():
-        if record.get(key) != value:
-            raise DatasetError(f"{folder}: recorded {key} {record.get(key)!r} does not match {value!r}")
+        recorded = record.get(key)
+        if key == "cache_schema" and recorded is None:  # written before the schema had its own field
+            recorded = record.get("cryoorient")
+        if recorded != value:
+            raise DatasetError(f"{folder}: recorded {key} {recorded!r} does not match {value!r}")
     for name, digest in record["files"].items():
         if not (folder / name).is_file() or sha256_file(folder / name) != digest:
             raise DatasetError(f"{folder / name}: missing or checksum mismatch")
@@ -396,9 +400,11 @@ def load_dataset(
 
     The cache key hashes the parameters, what the map was made from (the SHA-256 of its file, or
     the name of a generated map, and how it was resampled: :attr:`DensityMap.origin`) and the
-    package version, so a changed map or parameter never reuses an old dataset, and the same ones
-    find the same dataset on any machine, whatever FFT library resampled the map. A cached folder
-    whose record or checksums do not match is rebuilt with a :class:`CacheWarning`.
+    cache schema (:data:`cryoorient.paths.CACHE_SCHEMA`, not the package version), so a changed
+    map or parameter never reuses an old dataset, a release finds the datasets cached before it,
+    and the same parameters find the same dataset on any machine, whatever FFT library resampled
+    the map. A cached folder whose record or checksums do not match is rebuilt with a
+    :class:`CacheWarning`.
 
     Parameters
     ----------
@@ -411,7 +417,7 @@ def load_dataset(
     root = Path(cache_dir) if cache_dir is not None else data_dir() / "datasets"
     root.mkdir(parents=True, exist_ok=True)
     folder = root / _dataset_key(params, density)
-    expected = {"parameters": params.to_dict(), "cryoorient": __version__}
+    expected = {"parameters": params.to_dict(), "cache_schema": CACHE_SCHEMA}
     if folder.exists():
         try:
             return _load_cached(folder, expected)
@@ -421,7 +427,8 @@ def load_dataset(
 
     stack, quaternions, splits = simulate_dataset(params, density, device=device, progress=progress)
     try:
-        save_dataset(folder, stack, quaternions, splits, expected | map_provenance(density))
+        record = expected | {"cryoorient": __version__} | map_provenance(density)
+        save_dataset(folder, stack, quaternions, splits, record)
     except DatasetError:
         if not folder.exists():
             raise

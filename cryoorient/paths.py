@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 __all__ = [
+    "CACHE_SCHEMA",
     "atomic_dir",
     "atomic_path",
     "atomic_write",
@@ -36,6 +37,16 @@ __all__ = [
     "sha256_file",
     "umask",
 ]
+
+CACHE_SCHEMA = "0.1.0"
+"""The layout and meaning of cached datasets and models, hashed into every cache key.
+
+Bump it when what a cached dataset or model *means* changes (a projector convention, a record's
+fields, how a training configuration is interpreted), never for a release: the keys of the shipped
+models (``models/registry.json``) and of every cached dataset depend on it, and a release that
+changes nothing cached must find them. Until 0.1.0 the keys hashed the package version itself, so
+the first schema keeps that string and every existing key stays valid.
+"""
 
 
 def repo_root() -> Path | None:
