@@ -33,11 +33,13 @@ from _common import machine_info, print_table
 from cryoorient.baseline_comparison import METHODS, compare_with_common_lines, comparison_subset
 from cryoorient.common_lines import aspire_version
 from cryoorient.dataset import SimulationParameters, load_dataset
-from cryoorient.model_cache import model_config, noise_curriculum, noise_study_levels
+from cryoorient.model_cache import model_config, noise_curriculum
 from cryoorient.paths import atomic_write, git_commit
+from cryoorient.study import default_study
 
 RESULT = Path(__file__).resolve().parent / "results" / "common_lines.json"
-LEVELS = (0.0, 1.0, 4.0, 16.0)
+STUDY = default_study()
+LEVELS = (0.0, 1.0, 4.0, STUDY.paper_noise_variance)
 
 
 def main() -> None:
@@ -55,15 +57,14 @@ def main() -> None:
     load_before = os.getloadavg()
 
     def dataset(noise: float):
-        params = SimulationParameters(map="5j0n", n_projections=5000, box_size=64, noise_variance=noise)
-        return load_dataset(params)
+        return load_dataset(SimulationParameters(**STUDY.simulation(noise_variance=noise)))
 
     clean = dataset(0.0)
     if clean.map_name != "5j0n":
         raise SystemExit(f"5j0n.mrc not found (got {clean.map_name}); set CRYOORIENT_MAPS to its folder")
     test = clean.splits["test"]
-    config = model_config({}, seed=0)
-    chain = noise_curriculum(clean, config, [0.0, *noise_study_levels(None, 64)])
+    config = model_config(STUDY.model, seed=STUDY.seed)
+    chain = noise_curriculum(clean, config, [0.0, *STUDY.noise_study_levels])
     missing = [v for v in args.levels if v not in chain]
     if missing:
         raise SystemExit(f"no estimator for σ² {missing}; choose among {sorted(chain)}")

@@ -49,22 +49,22 @@ from cryoorient.model_cache import (
     dataset_model,
     model_config,
     noise_curriculum,
-    noise_study_levels,
     warm_started,
 )
 from cryoorient.paths import atomic_write, git_commit
 from cryoorient.pipeline import learned_recovery
+from cryoorient.study import default_study
 from cryoorient.training import evaluate_distances, split_pairs
 
 RESULT = Path(__file__).resolve().parent / "results" / "noise_ablation.json"
-NOISE = 16.0
-BOX = 64
+STUDY = default_study()
+NOISE = STUDY.paper_noise_variance
+BOX = STUDY.box_size
 
 
 def dataset(noise: float):
     """The default profile's dataset at σ² = ``noise`` (same orientations and splits at every σ²)."""
-    params = SimulationParameters(map="5j0n", n_projections=5000, box_size=BOX, noise_variance=noise)
-    return load_dataset(params)
+    return load_dataset(SimulationParameters(**STUDY.simulation(noise_variance=noise)))
 
 
 def contenders(clean) -> dict[str, object]:
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     clean, noisy = dataset(0.0), dataset(NOISE)
     key = clean.path.name
     configs = contenders(clean)
-    levels = [0.0, *noise_study_levels(None, BOX)]
+    levels = [0.0, *STUDY.noise_study_levels]
     start = time.perf_counter()
     chain = noise_curriculum(clean, model_config(seed=0), levels, progress=False)
     chain_seconds = time.perf_counter() - start

@@ -40,11 +40,11 @@ from pathlib import Path
 import torch
 from _common import machine_info, print_table
 
-from cryoorient._provenance import map_record
 from cryoorient.density import load_map
 from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.geometry import quaternion_to_matrix
 from cryoorient.projection import apply_ctf, ctf_2d, project, sample_defocus
+from cryoorient.provenance import map_record
 from cryoorient.reconstruction import reconstruct
 from cryoorient.sampling import sample_orientations
 

@@ -35,11 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import machine_info, print_table
-from noise_ablation import BOX, dataset, evaluate
+from noise_ablation import BOX, STUDY, dataset, evaluate
 
-from cryoorient.model_cache import model_config, noise_curriculum, noise_study_levels
+from cryoorient.model_cache import model_config, noise_curriculum
 from cryoorient.paths import atomic_write, git_commit
-from cryoorient.snr import matched_noise_variance
 
 RESULT = Path(__file__).resolve().parent / "results" / "seed_spread.json"
 
@@ -65,8 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    matched = matched_noise_variance(16.0, BOX)
-    chain_levels = [0.0, *(v for v in noise_study_levels(None, BOX) if v <= matched)]
+    matched = STUDY.matched_noise_variance
+    chain_levels = [0.0, *(v for v in STUDY.noise_study_levels if v <= matched)]
     clean, noisy = dataset(0.0), dataset(matched)
     rows: dict[str, dict] = {}
     result = {

@@ -56,13 +56,15 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from cryoorient._provenance import portable_path
 from cryoorient.dataset import PAPER_SPLIT, split_indices
 from cryoorient.density import load_map
 from cryoorient.geometry import quaternion_to_matrix
+from cryoorient.model_cache import model_config
 from cryoorient.projection import project
+from cryoorient.provenance import portable_path
 from cryoorient.recipes import epoch_steps
 from cryoorient.sampling import sample_orientations
+from cryoorient.study import load_study
 from cryoorient.training import TrainingConfig, evaluate_distances, split_pairs, train_distance
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training.json"
@@ -79,37 +81,20 @@ class Profile:
 
 
 def profiles(paper_size: int) -> dict[str, Profile]:
-    """The default profile (notebook 02's defaults) and the paper profile (``profiles/paper.yml``)."""
+    """The default and the paper studies (``cryoorient/studies/*.yml``), the paper's at ``paper_size`` px."""
+    default, paper = load_study("default"), load_study("paper")
     return {
         "default": Profile(
-            box_size=64,
-            voxel_size=None,
-            config=TrainingConfig(
-                recipe="inbatch",
-                architecture="compact",
-                n_features=128,
-                distance="orientation",
-                image_size=32,
-                epochs=40,
-                batch_size=64,
-                learning_rate=1e-3,
-            ),
-            source="notebooks/02_distance_learning.py parameters (default profile)",
+            box_size=default.box_size,
+            voxel_size=default.voxel_size,
+            config=model_config(default.model),
+            source="cryoorient/studies/default.yml (the notebooks' default study)",
         ),
         "paper": Profile(
             box_size=paper_size,
-            voxel_size=3.67,
-            config=TrainingConfig(
-                recipe="paper",
-                architecture="paper",
-                n_features=512,
-                distance="cosine",
-                image_size=None,
-                epochs=150,
-                batch_size=256,
-                learning_rate=1e-3,
-            ),
-            source="notebooks/profiles/paper.yml (paper, Table 1)",
+            voxel_size=paper.voxel_size,
+            config=model_config(paper.model),
+            source="cryoorient/studies/paper.yml (paper, Table 1)",
         ),
     }
 

@@ -1,16 +1,18 @@
 """Run the numbered notebooks with papermill (used by ``make figures`` and ``make notebooks``).
 
 ``python -m cryoorient._notebooks run --profile NAME``
-    Executes ``notebooks/NN_*.py`` in order at the parameters of ``notebooks/profiles/NAME.yml``
-    and stores the executed notebooks under ``build/notebooks/NAME/``. The ``.py`` file is the
+    Executes ``notebooks/NN_*.py`` in order at the profile ``NAME`` (``cryoorient/studies/NAME.yml``:
+    the study every notebook loads, and each notebook's own parameters) and stores the executed
+    notebooks under ``build/notebooks/NAME/``. The ``.py`` file is the
     source: it is converted afresh, so a stale paired ``.ipynb`` is never what runs.
 ``python -m cryoorient._notebooks refresh``
     Re-executes every notebook at its own defaults and writes the outputs into the paired
     ``.ipynb`` (no injected-parameters cell), so GitHub, Binder and Colab readers see results.
 
-A profile file maps a notebook stem (``01_data_generation``) to its parameters; the mapping under
-``common`` goes to every notebook. A name the notebook's ``parameters`` cell does not declare is an
-error, never a silent no-op (papermill alone would only warn).
+Each notebook gets ``profile`` (it loads the study itself, :mod:`cryoorient.study`) and the
+parameters its section of the profile's ``notebooks`` mapping sets. A name the notebook's
+``parameters`` cell does not declare is an error, never a silent no-op (papermill alone would only
+warn).
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from pathlib import Path
 import jupytext
 import nbformat
 import papermill
-import yaml
 
 from cryoorient.paths import atomic_path, build_dir, repo_root
+from cryoorient.study import Study, load_study, notebook_parameters
 
 KERNEL = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
@@ -44,39 +46,20 @@ def notebook_sources(folder: Path | None = None) -> list[Path]:
     return sorted((folder or notebooks_dir()).glob("[0-9][0-9]_*.py"))
 
 
-def load_profile(name: str, folder: Path | None = None) -> dict[str, dict]:
-    """Read ``profiles/NAME.yml``: ``{notebook stem or "common": {parameter: value}}``."""
-    path = (folder or notebooks_dir()) / "profiles" / f"{name}.yml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yml"))
-        raise ValueError(f"unknown profile {name!r}: no file {path}; known profiles: {', '.join(known)}")
-    content = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(content, dict) or not all(isinstance(v, dict) for v in content.values()):
-        raise ValueError(f"{path}: expected a mapping of notebook names to parameter mappings")
-    return content
+def profile_parameters(study: Study, stems: list[str]) -> dict[str, dict]:
+    """Parameters for each notebook stem: the profile's name and the notebook's own section.
 
-
-def profile_parameters(
-    profile: dict[str, dict], stems: list[str], declared: dict[str, set[str]] | None = None
-) -> dict[str, dict]:
-    """Parameters for each notebook stem: ``common`` overlaid with the notebook's own section.
-
-    With ``declared`` (each stem's parameter names), a ``common`` name goes only to the notebooks
-    that declare it (notebook 06 has no ``box_size``), and a ``common`` name that no notebook
-    declares is an error. Without it every notebook gets all of ``common``.
+    The study itself (map, box, model, noise levels, seeds) is not injected: every notebook loads
+    it with :func:`cryoorient.study.load_study` from the ``profile`` it is given. A section for a
+    notebook that does not exist is an error.
     """
-    unknown = set(profile) - set(stems) - {"common"}
+    unknown = set(study.notebooks) - set(stems)
     if unknown:
-        raise ValueError(f"profile names notebooks that do not exist: {', '.join(sorted(unknown))}")
-    common = profile.get("common", {})
-    if declared is not None:
-        unused = sorted(set(common) - set().union(*(declared[s] for s in stems)))
-        if unused:
-            raise ValueError(f"profile's common parameter(s) {', '.join(unused)} are declared by no notebook")
-    def shared(stem: str) -> dict:
-        return {k: v for k, v in common.items() if declared is None or k in declared[stem]}
-
-    return {stem: shared(stem) | profile.get(stem, {}) for stem in stems}
+        raise ValueError(
+            f"profile {study.profile!r} has parameters for notebooks that do not exist: "
+            f"{', '.join(sorted(unknown))}; notebooks: {', '.join(stems)}"
+        )
+    return {stem: notebook_parameters(study, stem) for stem in stems}
 
 
 def to_notebook(source: Path) -> nbformat.NotebookNode:
@@ -169,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="execute the notebooks at a profile into build/notebooks/PROFILE")
-    run_parser.add_argument("--profile", default="default", help="profile name in notebooks/profiles/")
+    run_parser.add_argument("--profile", default="default", help="profile name (cryoorient/studies/NAME.yml)")
     run_parser.add_argument("notebooks", nargs="*", help="notebook stems to run (default: all, in order)")
     refresh_parser = sub.add_parser(
         "refresh", help="re-execute notebooks at their defaults into the paired .ipynb"
@@ -187,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "run":
         every = notebook_sources()
-        declared = {s.stem: set(declared_parameters(s)) for s in every}
-        parameters = profile_parameters(load_profile(args.profile), [s.stem for s in every], declared)
+        parameters = profile_parameters(load_study(args.profile), [s.stem for s in every])
         for source in sources:  # a misspelt name in any notebook fails before the first one runs
             check_parameters(source, parameters[source.stem])
         for source in sources:

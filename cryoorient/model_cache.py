@@ -4,8 +4,9 @@
 trained on a dataset: from the cache folder ``data/models/KEY`` when it is there, else from the
 repository's shipped ``models/KEY`` (checked by SHA-256), else trained now with
 :func:`~cryoorient.training.train_distance` (resuming an interrupted run) and cached. ``KEY``
-(:func:`config_key`) hashes the configuration, the dataset's key, the package version and the
-network's layout, so a changed setting never reuses a stale model, and an unreadable model is
+(:func:`config_key`) hashes the configuration, the dataset's key, the cache schema
+(:data:`cryoorient.paths.CACHE_SCHEMA`, so a release finds the shipped models) and the network's
+layout, so a changed setting never reuses a stale model, and an unreadable model is
 retrained with a :class:`ModelCacheWarning`.
 
 The notebooks build their configurations here too: :data:`DEFAULT_MODEL` and :func:`model_config`
@@ -26,13 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryoorient._version import __version__
 from cryoorient.dataset import Dataset
 from cryoorient.model_input import TRAINING_RECORD, InputRecord, write_record
-from cryoorient.paths import atomic_write, data_dir, installed_source, repo_root, sha256_file
+from cryoorient.paths import CACHE_SCHEMA, atomic_write, data_dir, installed_source, repo_root, sha256_file
 from cryoorient.sampling import SAMPLING_SCHEMES
 from cryoorient.siamese import SiameseDistance
-from cryoorient.snr import matched_noise_variance
+from cryoorient.study import default_study
 from cryoorient.training import TrainingConfig, TrainingResult, load_model, train_distance
 
 __all__ = [
@@ -47,35 +47,28 @@ __all__ = [
     "dataset_record",
     "model_config",
     "noise_curriculum",
-    "noise_study_levels",
     "ship_model",
     "shipped_models_dir",
     "trained_model",
     "warm_started",
 ]
 
-DEFAULT_MODEL = {
-    "recipe": "inbatch",
-    "architecture": "compact",
-    "n_features": 128,
-    "distance": "orientation",
-    "image_size": 32,
-    "epochs": 40,
-    "batch_size": 64,
-    "learning_rate": 1e-3,
-}
-"""The notebooks' distance model (default profile): a profile changes it with its ``model`` mapping
-(``notebooks/profiles/paper.yml`` gives the paper's), and every notebook builds the same
-configuration with :func:`model_config`, so a model trained by one is found in the cache by the
-others."""
+_STUDY = default_study()
 
-NOISE_LEVELS = (1.0, 4.0, 16.0, 32.0)
-"""Noise variances σ² of the noise study (the paper's noise figure), beside the noiseless model."""
+DEFAULT_MODEL = dict(_STUDY.model)
+"""The default profile's distance model (``cryoorient/studies/default.yml``, its one home): a profile
+changes it with its ``model`` mapping (``paper.yml`` gives the paper's), and every notebook builds
+the same configuration with :func:`model_config`, so a model trained by one is found in the cache
+by the others. :class:`~cryoorient.training.TrainingConfig`'s defaults and the CLI's ``train``
+defaults are the same settings."""
 
-CURRICULUM_EPOCHS = 20
-"""Epochs of each stage of :func:`noise_curriculum` (notebook 03 measures shorter stages)."""
+NOISE_LEVELS = _STUDY.noise_levels
+"""Noise variances σ² of the default study's noise study, beside the noiseless model."""
 
-CURRICULUM_LEARNING_RATE = 3e-4
+CURRICULUM_EPOCHS = _STUDY.curriculum_epochs
+"""Epochs of each stage of :func:`noise_curriculum` in the default study."""
+
+CURRICULUM_LEARNING_RATE = _STUDY.curriculum_learning_rate
 """Peak learning rate of the fine-tuning stages of :func:`noise_curriculum` (the noiseless model
 trains at 1e-3; restarting each stage at 1e-3 undid part of what the previous level learnt: at σ² = 1
 after 5 epochs, E_OR 0.170 rad against 0.147 at 3e-4, and the same at σ² = 4)."""
@@ -376,21 +369,6 @@ def model_config(changes: dict | None = None, **fixed) -> TrainingConfig:
     return TrainingConfig(**(DEFAULT_MODEL | changes | fixed))
 
 
-def noise_study_levels(
-    levels: list[float] | tuple[float, ...] | None, box_size: int, paper_noise_variance: float = 16.0
-) -> list[float]:
-    """The noise study's σ² in increasing order, without the noiseless level.
-
-    ``levels`` (:data:`NOISE_LEVELS` when ``None``) and the level that matches the paper's
-    ``paper_noise_variance`` in integrated SNR at ``box_size`` pixels
-    (:func:`cryoorient.snr.matched_noise_variance`).
-    """
-    chosen = NOISE_LEVELS if levels is None else levels
-    if any(not float(v) > 0 for v in chosen):
-        raise ValueError(f"noise study levels must be > 0 (the noiseless model always runs); got {chosen}")
-    return sorted({float(v) for v in chosen} | {matched_noise_variance(paper_noise_variance, box_size)})
-
-
 def noise_curriculum(
     dataset: Dataset,
     config: TrainingConfig,
@@ -484,7 +462,7 @@ def config_key(config: TrainingConfig, dataset_key: str) -> str:
         {
             "config": config.to_dict(),
             "dataset": dataset_key,
-            "version": __version__,
+            "version": CACHE_SCHEMA,  # the field's name from when it hashed the package version
             "network": repr(network),
         },
         sort_keys=True,

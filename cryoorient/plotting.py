@@ -17,9 +17,9 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from cryoorient._provenance import portable
 from cryoorient._version import __version__
 from cryoorient.paths import atomic_write, figures_dir, git_commit
+from cryoorient.provenance import portable
 from cryoorient.sampling import haar_distance_pdf
 
 __all__ = [
@@ -70,7 +70,7 @@ def save_figure(fig: Figure, name: str, *, profile: str, **provenance: object) -
         subfolder ``PROFILE/``, so that ``make figures PROFILE=long`` does not overwrite them.
     **provenance : further facts to record (map name, sizes, seeds); must be JSON-serialisable.
         Absolute paths in it are recorded relative to the repository, or as the file's name and
-        SHA-256 when outside it (:func:`cryoorient._provenance.portable`).
+        SHA-256 when outside it (:func:`cryoorient.provenance.portable`).
 
     Returns
     -------

@@ -30,10 +30,10 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from cryoorient._provenance import portable
 from cryoorient.baseline_comparison import METHODS
 from cryoorient.claims import Claim, Claims, ClaimsError, Number, claims_path, load_claims
 from cryoorient.paths import atomic_write, paper_dir, repo_root
+from cryoorient.provenance import portable
 from cryoorient.results import Results, ResultsError, available_profiles, load_results
 
 __all__ = [

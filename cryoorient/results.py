@@ -10,7 +10,7 @@ interrupted between the two renames, a hand edit) is refused with the notebook t
 The files are committed and read on other machines, so they record no machine paths: an absolute
 path among the values or the provenance is saved relative to the repository, or as the file's
 name and SHA-256 when outside it (``/work/shared/data/5j0n.mrc`` becomes
-``5j0n.mrc (SHA-256 …)``; :func:`cryoorient._provenance.portable`).
+``5j0n.mrc (SHA-256 …)``; :func:`cryoorient.provenance.portable`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryoorient._provenance import portable
 from cryoorient._version import __version__
 from cryoorient.paths import atomic_write, git_commit, paper_dir
+from cryoorient.provenance import portable
 
 __all__ = ["Results", "ResultsError", "available_profiles", "load_results", "results_dir", "save_results"]
 

@@ -44,6 +44,7 @@ from cryoorient.projection import add_noise, rotate_images, sample_shifts, shift
 from cryoorient.recipes import RECIPES, Recipe, make_recipe
 from cryoorient.sampling import sample_uniform_distance_pairs
 from cryoorient.siamese import SiameseDistance
+from cryoorient.study import default_study
 
 __all__ = [
     "TrainingConfig",
@@ -55,6 +56,8 @@ __all__ = [
     "prepare_images",
     "train_distance",
 ]
+
+_MODEL = default_study().model
 
 
 @dataclass(frozen=True)
@@ -84,14 +87,15 @@ class TrainingConfig:
         :func:`cryoorient.model_cache.trained_model` resolves it.
     """
 
-    recipe: str = "inbatch"
-    architecture: str = "compact"
-    n_features: int = 128
-    distance: str = "cosine"
-    image_size: int | None = 32
-    epochs: int = 20
-    batch_size: int = 64
-    learning_rate: float = 1e-3
+    # the model's settings default to the default study's (cryoorient/studies/default.yml)
+    recipe: str = _MODEL["recipe"]
+    architecture: str = _MODEL["architecture"]
+    n_features: int = _MODEL["n_features"]
+    distance: str = _MODEL["distance"]
+    image_size: int | None = _MODEL["image_size"]
+    epochs: int = _MODEL["epochs"]
+    batch_size: int = _MODEL["batch_size"]
+    learning_rate: float = _MODEL["learning_rate"]
     weight_decay: float = 1e-4
     rotations: bool | None = None
     noise_variance: float = 0.0

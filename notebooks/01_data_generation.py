@@ -32,16 +32,10 @@ if "google.colab" in sys.modules:
     )
 
 # %% tags=["parameters"]
-profile = "default"  # parameter profile, recorded with every figure
-map_name = "5j0n"  # density map: "5j0n", a PDB ID, an MRC path, or "pseudo[:SEED]"
-box_size = 64  # image size D in pixels (paper: 116)
-voxel_size = None  # Å per pixel; None keeps the map's field of view in box_size pixels
-n_projections = 5000  # P, projections in the dataset (paper: 5,000)
+profile = "default"  # the study (cryoorient/studies/PROFILE.yml): map, box, P, model, noise, seeds
 n_orientations = 2000  # orientations per scheme in the sampling figure
 shift_limit = 5.0  # ± pixels, triangular in-plane shifts in the examples
-noise_variance = 16.0  # σ² of the noisy examples (the paper's noisiest setting)
 defocus = 15000.0  # Å, defocus of the CTF example
-seed = 0  # seed of every random draw in this notebook
 
 # %%
 import matplotlib.pyplot as plt
@@ -59,7 +53,6 @@ from cryoorient import (
     sample_orientations,
     viewing_direction,
 )
-from cryoorient._provenance import portable_path
 from cryoorient.dataset import SimulationParameters, load_dataset, simulate_particles
 from cryoorient.plotting import (
     plot_directions,
@@ -70,9 +63,13 @@ from cryoorient.plotting import (
     use_style,
 )
 from cryoorient.projection import ctf_2d, snr_db
+from cryoorient.provenance import portable_path
 from cryoorient.results import save_results
+from cryoorient.study import load_study
 
 use_style()
+study = load_study(profile)
+print(study)
 
 # %% [markdown]
 # ## 1 · The density map
@@ -83,9 +80,9 @@ use_style()
 # (Fourier cropping) to `box_size` voxels, keeping its field of view.
 
 # %%
-density = load_map(map_name, box_size=box_size, voxel_size=voxel_size)
+density = load_map(study.map_name, box_size=study.box_size, voxel_size=study.voxel_size)
 print(f"map used: {density.name}  (source: {portable_path(density.source)})")
-print(f"voxel size {density.voxel_size:.2f} Å, field of view {density.voxel_size * box_size:.0f} Å")
+print(f"voxel size {density.voxel_size:.2f} Å, field of view {density.voxel_size * study.box_size:.0f} Å")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -94,11 +91,13 @@ print(f"map shape {density.shape}, values in [{density.data.min():.0f}, {density
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
 plot_map_slices(axes, density.data, density.voxel_size)
-fig.suptitle(f"Density map {density.name}: central slices ({box_size}³ voxels of {density.voxel_size:.2f} Å)")
+fig.suptitle(
+    f"Density map {density.name}: central slices ({study.box_size}³ voxels of {density.voxel_size:.2f} Å)"
+)
 fig.tight_layout()
 save_figure(
     fig, "map_slices", profile=profile, map=density.name, map_source=portable_path(density.source),
-    box_size=box_size,
+    box_size=study.box_size,
 )
 plt.show()
 
@@ -119,7 +118,9 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-orientations = {scheme: sample_orientations(n_orientations, scheme, seed=seed) for scheme in SAMPLING_SCHEMES}
+orientations = {
+    scheme: sample_orientations(n_orientations, scheme, seed=study.seed) for scheme in SAMPLING_SCHEMES
+}
 for scheme, q in orientations.items():
     rot, tilt, psi = quaternion_to_euler(q).rad2deg().unbind(-1)
     rot = rot % 360
@@ -151,9 +152,9 @@ for k, scheme in enumerate(SAMPLING_SCHEMES):
     ax = fig.add_subplot(2, n_schemes, k + 1 + n_schemes)
     plot_distance_histogram(ax, pairwise[scheme], color=f"C{k}")
     ax.set_title(f"{scheme}: pairwise $d_q$")
-fig.suptitle(f"Orientation sampling schemes ({n_orientations} orientations each, seed {seed})")
+fig.suptitle(f"Orientation sampling schemes ({n_orientations} orientations each, study.seed {study.seed})")
 fig.tight_layout()
-save_figure(fig, "orientation_sampling", profile=profile, n_orientations=n_orientations, seed=seed)
+save_figure(fig, "orientation_sampling", profile=profile, n_orientations=n_orientations, seed=study.seed)
 plt.show()
 
 # %% [markdown]
@@ -196,7 +197,8 @@ assert abs(pairwise["uniform"].mean() - (np.pi / 2 + 2 / np.pi)) < 0.02
 # The examples use the first 200 orientations of a uniform draw (normalisation is over those 200).
 
 # %%
-examples = sample_orientations(200, "uniform", seed=seed)
+examples = sample_orientations(200, "uniform", seed=study.seed)
+noise_variance = study.paper_noise_variance  # the paper's noisiest σ²
 variants = {
     "clean": {},
     f"noise σ²={noise_variance:g}": {"noise_variance": noise_variance},
@@ -205,7 +207,7 @@ variants = {
     f"CTF {defocus / 1e4:g} µm": {"ctf": True, "defocus_range": (defocus, defocus)},
 }
 stacks = {
-    name: simulate_particles(density, examples, seed=seed, progress=False, **kw)
+    name: simulate_particles(density, examples, seed=study.seed, progress=False, **kw)
     for name, kw in variants.items()
 }
 
@@ -229,11 +231,11 @@ for row, (name, stack) in zip(axes, stacks.items(), strict=True):
 for col in range(n_show):
     rot, tilt, psi = quaternion_to_euler(examples[col]).rad2deg().tolist()
     axes[0, col].set_title(f"rot {rot:.0f}°, tilt {tilt:.0f}°\npsi {psi:.0f}°", fontsize=8)
-fig.suptitle(f"Projections of {density.name} ({box_size} px)")
+fig.suptitle(f"Projections of {density.name} ({study.box_size} px)")
 fig.tight_layout()
 save_figure(
-    fig, "projection_examples", profile=profile, map=density.name, box_size=box_size,
-    noise_variance=noise_variance, shift_limit=shift_limit, defocus=defocus, seed=seed,
+    fig, "projection_examples", profile=profile, map=density.name, box_size=study.box_size,
+    noise_variance=noise_variance, shift_limit=shift_limit, defocus=defocus, seed=study.seed,
 )
 plt.show()
 
@@ -244,8 +246,8 @@ plt.show()
 # contrast of whole frequency bands, which is why the CTF example above looks so different.
 
 # %%
-transfer = ctf_2d(box_size, density.voxel_size, defocus_u=defocus)  # (D, D), origin at [0, 0]
-frequencies = np.fft.fftfreq(box_size, d=density.voxel_size)  # 1/Å
+transfer = ctf_2d(study.box_size, density.voxel_size, defocus_u=defocus)  # (D, D), origin at [0, 0]
+frequencies = np.fft.fftfreq(study.box_size, d=density.voxel_size)  # 1/Å
 fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [1, 2]})
 nyquist = 1 / (2 * density.voxel_size)
 left.imshow(np.fft.fftshift(transfer.numpy()), cmap="RdBu_r", vmin=-1, vmax=1, origin="lower",
@@ -253,9 +255,10 @@ left.imshow(np.fft.fftshift(transfer.numpy()), cmap="RdBu_r", vmin=-1, vmax=1, o
 left.set_xlabel("$u_x$ (1/Å)")
 left.set_ylabel("$u_y$ (1/Å)")
 left.set_title(f"CTF, defocus {defocus / 1e4:g} µm")
-right.plot(frequencies[: box_size // 2], transfer[0, : box_size // 2].numpy(), label=f"{box_size} px grid")
-fine = ctf_2d(8 * box_size, density.voxel_size, defocus_u=defocus)[0, : 4 * box_size]
-right.plot(np.fft.fftfreq(8 * box_size, d=density.voxel_size)[: 4 * box_size], fine.numpy(), "k", lw=0.6,
+box = study.box_size
+right.plot(frequencies[: box // 2], transfer[0, : box // 2].numpy(), label=f"{box} px grid")
+fine = ctf_2d(8 * box, density.voxel_size, defocus_u=defocus)[0, : 4 * box]
+right.plot(np.fft.fftfreq(8 * box, d=density.voxel_size)[: 4 * box], fine.numpy(), "k", lw=0.6,
            label="finely sampled")
 right.axhline(0, color="grey", lw=0.5)
 right.set_xlabel("spatial frequency (1/Å)")
@@ -264,7 +267,7 @@ right.legend(frameon=False)
 right.set_title("radial profile")
 fig.tight_layout()
 save_figure(
-    fig, "ctf_example", profile=profile, voxel_size=density.voxel_size, defocus=defocus, box_size=box_size
+    fig, "ctf_example", profile=profile, voxel_size=density.voxel_size, defocus=defocus, box_size=box
 )
 plt.show()
 
@@ -282,9 +285,7 @@ plt.show()
 # distinct pairs in a split of $n$ projections is $n(n-1)/2$.
 
 # %%
-parameters = SimulationParameters(
-    map=map_name, n_projections=n_projections, box_size=box_size, voxel_size=voxel_size, seed=seed
-)
+parameters = SimulationParameters(**study.simulation())
 dataset = load_dataset(parameters)
 print(f"dataset folder: {portable_path(dataset.path)}")
 print(f"map used: {dataset.map_name}")
@@ -295,9 +296,9 @@ print(f"images {dataset.particles.images.shape}, quaternions {tuple(dataset.quat
 print(f"{'split':12s} {'projections':>12s} {'share':>6s} {'distinct pairs':>15s}")
 for name, indices in dataset.splits.items():
     n = len(indices)
-    print(f"{name:12s} {n:12d} {n / n_projections:6.0%} {n * (n - 1) // 2:15,d}")
+    print(f"{name:12s} {n:12d} {n / study.n_projections:6.0%} {n * (n - 1) // 2:15,d}")
 joined = np.concatenate(list(dataset.splits.values()))
-print(f"disjoint and complete: {np.array_equal(np.sort(joined), np.arange(n_projections))}")
+print(f"disjoint and complete: {np.array_equal(np.sort(joined), np.arange(study.n_projections))}")
 
 # %% [markdown]
 # ## 5 · Results for the figures notebook and the report
@@ -310,12 +311,12 @@ saved = save_results(
     "01_data_generation",
     {
         "map": dataset.map_name,
-        "box_size": box_size,
+        "box_size": study.box_size,
         "pixel_size": float(dataset.particles.pixel_size),
-        "n_projections": n_projections,
+        "n_projections": study.n_projections,
         "splits": {name: len(indices) for name, indices in dataset.splits.items()},
         "n_orientations": n_orientations,
-        "seed": seed,
+        "seed": study.seed,
         "ks_pvalue": ks,
         "mean_pairwise_distance": {scheme: float(d.mean()) for scheme, d in pairwise.items()},
     },

@@ -43,17 +43,8 @@ if "google.colab" in sys.modules:
     )
 
 # %% tags=["parameters"]
-profile = "default"  # parameter profile, recorded with every figure
-map_name = "5j0n"  # density map: "5j0n", a PDB ID, an MRC path, or "pseudo[:SEED]"
-box_size = 64  # image size D of the dataset, pixels (paper: 116)
-voxel_size = None  # Å per pixel; None keeps the map's field of view in box_size pixels
-n_projections = 5000  # P, projections in the dataset (paper: 5,000)
-model = {}  # changes to the distance model (cryoorient.model_cache.DEFAULT_MODEL); profiles set them
-noise_levels = None  # σ² of the noise study; None: cryoorient.model_cache.NOISE_LEVELS
-curriculum_epochs = None  # epochs per noise level; None: cryoorient.model_cache.CURRICULUM_EPOCHS
-paper_noise_variance = 16.0  # the paper's σ² at 116 px whose integrated SNR we match
+profile = "default"  # the study (cryoorient/studies/PROFILE.yml): map, box, P, model, noise, seeds
 n_test_pairs = 4000  # test pairs with uniform d_q for the accuracy figures
-seed = 0  # seed of the dataset and of training
 device = None  # torch device; None picks CUDA when available
 
 # %%
@@ -63,21 +54,22 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from cryoorient._provenance import portable_path
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.model_cache import (
-    CURRICULUM_EPOCHS,
     dataset_model,
     model_config,
     noise_curriculum,
-    noise_study_levels,
 )
 from cryoorient.plotting import plot_distance_agreement, plot_learning_curves, save_figure, use_style
+from cryoorient.provenance import portable_path
 from cryoorient.results import save_results
-from cryoorient.snr import PAPER_BOX_SIZE, integrated_snr, matched_noise_variance
+from cryoorient.snr import integrated_snr
+from cryoorient.study import load_study
 from cryoorient.training import evaluate_distances, split_pairs
 
 use_style()
+study = load_study(profile)
+print(study)
 
 # %% [markdown]
 # ## 1 · The data
@@ -88,11 +80,9 @@ use_style()
 
 # %%
 dataset = load_dataset(
-    SimulationParameters(
-        map=map_name, n_projections=n_projections, box_size=box_size, voxel_size=voxel_size, seed=seed
-    )
+    SimulationParameters(**study.simulation())
 )
-print(f"map used: {dataset.map_name}; images {box_size} px of {dataset.particles.pixel_size:.2f} Å")
+print(f"map used: {dataset.map_name}; images {study.box_size} px of {dataset.particles.pixel_size:.2f} Å")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -104,7 +94,7 @@ print({name: len(indices) for name, indices in dataset.splits.items()})
 # dataset; an interrupted run resumes from its last completed epoch.
 
 # %%
-config = model_config(model, seed=seed)
+config = model_config(study.model, seed=study.seed)
 image_size = config.image_size
 print(config)
 tic = time.perf_counter()
@@ -126,12 +116,12 @@ epoch = [h["epoch"] for h in history]
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
 plot_learning_curves(ax, epoch, [h["train_loss"] for h in history], [h["validation_loss"] for h in history])
 noise_tag = f"noise{config.noise_variance:g}"
-ax.set_title(f"{dataset.map_name}, σ² = {config.noise_variance:g}, {image_size or box_size} px, "
+ax.set_title(f"{dataset.map_name}, σ² = {config.noise_variance:g}, {image_size or study.box_size} px, "
              f"{config.distance} $d_f$")
 fig.tight_layout()
 save_figure(
     fig, f"distance_learning_loss_{dataset.map_name.replace(':', '-')}_{noise_tag}", profile=profile,
-    map=dataset.map_name, config=config.to_dict(), n_projections=n_projections, box_size=box_size,
+    map=dataset.map_name, config=config.to_dict(), n_projections=study.n_projections, box_size=study.box_size,
 )
 plt.show()
 
@@ -147,10 +137,10 @@ plt.show()
 # %%
 test = dataset.splits["test"]
 images = torch.from_numpy(dataset.particles.images)
-degrade = {"noise_variance": config.noise_variance, "shift_limit": config.shift_limit, "seed": seed + 1}
-pairs = split_pairs(dataset.quaternions, test, n_test_pairs, seed=seed)
+degrade = {"noise_variance": config.noise_variance, "shift_limit": config.shift_limit, "seed": study.seed + 1}
+pairs = split_pairs(dataset.quaternions, test, n_test_pairs, seed=study.seed)
 uniform = evaluate_distances(result.model, images, dataset.quaternions, pairs, image_size, **degrade)
-rng = np.random.default_rng(seed)
+rng = np.random.default_rng(study.seed)
 random_pairs = torch.from_numpy(test[rng.integers(0, len(test), (n_test_pairs, 2))])
 random_pairs = random_pairs[random_pairs[:, 0] != random_pairs[:, 1]]
 natural = evaluate_distances(result.model, images, dataset.quaternions, random_pairs, image_size, **degrade)
@@ -195,18 +185,20 @@ plt.show()
 # Notebook 03 measures what this and other choices are worth.
 
 # %%
-matched = matched_noise_variance(paper_noise_variance, box_size)
-levels = noise_study_levels(noise_levels, box_size, paper_noise_variance)
-stage_epochs = CURRICULUM_EPOCHS if curriculum_epochs is None else curriculum_epochs
-print(f"paper: σ² = {paper_noise_variance:g} at {PAPER_BOX_SIZE} px, integrated SNR "
-      f"{integrated_snr(paper_noise_variance, PAPER_BOX_SIZE):.0f}")
+matched = study.matched_noise_variance
+levels = list(study.noise_study_levels)
+stage_epochs = study.curriculum_epochs
+print(f"paper: σ² = {study.paper_noise_variance:g} at {study.paper_box_size} px, integrated SNR "
+      f"{integrated_snr(study.paper_noise_variance, study.paper_box_size):.0f}")
 for level in levels:
-    print(f"  σ² = {level:5.2f} at {box_size} px: integrated SNR {integrated_snr(level, box_size):7.0f}, "
-          f"the paper's σ² ≈ {level * (PAPER_BOX_SIZE / box_size) ** 2:5.1f}")
+    snr = integrated_snr(level, study.box_size)
+    print(f"  σ² = {level:5.2f} at {study.box_size} px: integrated SNR {snr:7.0f}, "
+          f"the paper's σ² ≈ {level * (study.paper_box_size / study.box_size) ** 2:5.1f}")
 
 # %%
 tic = time.perf_counter()
-chain = noise_curriculum(dataset, config, [0.0, *levels], epochs=stage_epochs, device=device)
+chain = noise_curriculum(dataset, config, [0.0, *levels], epochs=stage_epochs,
+                         learning_rate=study.curriculum_learning_rate, device=device)
 print(f"{len(levels)} noisy estimators, {stage_epochs} epochs each "
       f"(this session: {time.perf_counter() - tic:.0f} s)")
 
@@ -226,7 +218,7 @@ ax.set_xlabel("epoch (stages one after another)")
 ax.set_ylabel(r"validation $L_{DE}$ (MSE, rad$^2$)")
 ax.set_yscale("log")
 ax.legend(fontsize=8, ncol=2)
-ax.set_title(f"{dataset.map_name}: the noise curriculum, {image_size or box_size} px network input")
+ax.set_title(f"{dataset.map_name}: the noise curriculum, {image_size or study.box_size} px network input")
 fig.tight_layout()
 save_figure(fig, f"distance_learning_curriculum_{dataset.map_name.replace(':', '-')}", profile=profile,
             map=dataset.map_name, levels=levels, epochs=stage_epochs,
@@ -238,19 +230,19 @@ plt.show()
 # once from a fixed seed).
 
 # %%
-study = {}
+by_level = {}
 for level, trained in chain.items():
     e = evaluate_distances(trained.model, images, dataset.quaternions, pairs, image_size,
-                           noise_variance=level, seed=seed + 1)
+                           noise_variance=level, seed=study.seed + 1)
     minutes_level = trained.history[-1]["seconds"] / 60
-    study[level] = {k: e[k] for k in ("rmse", "mae", "pearson", "loss")} | {
+    by_level[level] = {k: e[k] for k in ("rmse", "mae", "pearson", "loss")} | {
         "minutes": minutes_level, "epochs": len(trained.history), "model": trained.folder.name}
     print(f"σ² = {level:5.2f}: RMSE {e['rmse']:.3f} rad, MAE {e['mae']:.3f} rad, r {e['pearson']:.3f} "
           f"({len(trained.history)} epochs, {minutes_level:.1f} min)")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-rmse = [study[level]["rmse"] for level in chain]
+rmse = [by_level[level]["rmse"] for level in chain]
 assert all(r < guess for r in rmse), f"an estimator is worse than the constant guess: {rmse}"
 assert rmse[0] <= min(rmse) + 0.01, f"the noiseless estimator should be the most accurate: {rmse}"
 print(f"{len(chain)} estimators (σ² = 0 … {max(chain):g}), each better than the constant guess; "
@@ -277,10 +269,10 @@ saved = save_results(
         | {"pairs": len(u["d_q"])},
         "test_random": {k: n[k] for k in ("rmse", "mae", "pearson", "loss")} | {"pairs": len(n["d_q"])},
         "matched_noise_variance": matched,
-        "paper_noise_variance": paper_noise_variance,
+        "paper_noise_variance": study.paper_noise_variance,
         "curriculum_epochs": stage_epochs,
-        "noise_study": {f"{level:g}": values for level, values in study.items()},
-        "matched": study[matched] | {"noise_variance": matched},
+        "noise_study": {f"{level:g}": values for level, values in by_level.items()},
+        "matched": by_level[matched] | {"noise_variance": matched},
     },
     profile=profile,
     arrays={
@@ -293,7 +285,7 @@ saved = save_results(
     | {f"curriculum/{v:g}": np.array([h["validation_loss"] for h in r.history]) for v, r in chain.items()},
     map=dataset.map_name,
     model=result.folder.name,
-    n_projections=n_projections,
-    box_size=box_size,
+    n_projections=study.n_projections,
+    box_size=study.box_size,
 )
 print(f"saved {portable_path(saved)} and its .npz")

@@ -31,12 +31,7 @@ if "google.colab" in sys.modules:
     )
 
 # %% tags=["parameters"]
-profile = "default"  # parameter profile, recorded with every figure
-map_name = "5j0n"  # density map: "5j0n", a PDB ID, an MRC path, or "pseudo[:SEED]"
-box_size = 64  # image size D of the dataset, pixels (paper: 116)
-voxel_size = None  # Å per pixel; None keeps the map's field of view in box_size pixels
-n_projections = 5000  # P, projections in the main dataset (as in notebook 02)
-model = {}  # changes to the distance model (cryoorient.model_cache.DEFAULT_MODEL); profiles set them
+profile = "default"  # the study (cryoorient/studies/PROFILE.yml): map, box, P, model, noise, seeds
 n_test_pairs = 1000  # test pairs in the d_p vs d_q figure (paper: 1,000)
 n_references = 5  # reference projections in the one-to-all view (paper: 5)
 d2_map = "pseudo-d2"  # a D2-symmetric map ("5a1a" is the paper's; offline it is pseudo-d2:0)
@@ -48,7 +43,6 @@ grid_epochs = 12  # epochs per grid model
 shift_limits = [0.0, 4.0, 8.0]  # ± pixels (paper: up to 20 at 116 px)
 noise_variances = [0.0, 4.0, 16.0]  # σ² (paper: up to 16 and beyond)
 feature_dims = [4, 128]  # n_f in the ablation (paper: 4 vs 512)
-seed = 0  # seed of datasets, training and pair draws
 device = None  # torch device; None picks CUDA when available
 
 # %%
@@ -58,26 +52,26 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from cryoorient._provenance import portable_path
 from cryoorient.baselines import calibrate, free_embedding, image_distance_matrix, image_distances
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.geometry import quaternion_distance
 from cryoorient.model_cache import dataset_model, model_config
 from cryoorient.plotting import plot_distance_agreement, plot_squared_errors, save_figure, use_style
+from cryoorient.provenance import portable_path
 from cryoorient.results import save_results
 from cryoorient.siamese import DISTANCES
+from cryoorient.study import load_study
 from cryoorient.training import TrainingConfig, embed, evaluate_distances, split_pairs
 
 use_style()
+study = load_study(profile)
+print(study)
 
 
-def dataset_at(n: int, map_name: str = map_name, orientations: str = "uniform"):
-    """The clean cached dataset of ``n`` projections (simulated now if missing)."""
-    params = SimulationParameters(
-        map=map_name, n_projections=n, box_size=box_size, voxel_size=voxel_size,
-        orientations=orientations, seed=seed,
-    )
-    return load_dataset(params, progress=False)
+def dataset_at(n: int, map_name: str = study.map_name, orientations: str = "uniform"):
+    """The clean cached dataset of ``n`` projections of ``map_name`` (simulated now if missing)."""
+    params = study.simulation(map=map_name, n_projections=n, orientations=orientations)
+    return load_dataset(SimulationParameters(**params), progress=False)
 
 
 def tag(name: str) -> str:
@@ -92,16 +86,16 @@ def tag(name: str) -> str:
 # that is best on training pairs — the most favourable treatment a baseline can get.
 
 # %%
-data = dataset_at(n_projections)
-main_config = model_config(model, seed=seed)
+data = dataset_at(study.n_projections)
+main_config = model_config(study.model, seed=study.seed)
 image_size, distance, n_features, recipe = (main_config.image_size, main_config.distance,
                                             main_config.n_features, main_config.recipe)
 model = dataset_model(data, main_config, device=device).model
 images = torch.from_numpy(data.particles.images)
 q = data.quaternions
-test_pairs = split_pairs(q, data.splits["test"], n_test_pairs, seed=seed)
+test_pairs = split_pairs(q, data.splits["test"], n_test_pairs, seed=study.seed)
 learned = evaluate_distances(model, images, q, test_pairs, image_size)
-train_pairs = split_pairs(q, data.splits["train"], n_test_pairs, seed=seed)
+train_pairs = split_pairs(q, data.splits["train"], n_test_pairs, seed=study.seed)
 a, b = calibrate(
     image_distances(images, train_pairs).numpy(),
     quaternion_distance(q[train_pairs[:, 0]], q[train_pairs[:, 1]]).numpy(),
@@ -133,7 +127,7 @@ axes[0].set_ylabel("estimated distance (rad)")
 fig.suptitle(f"{data.map_name}, noiseless, {len(test_pairs)} test pairs")
 fig.tight_layout()
 save_figure(fig, f"dpdq_{tag(data.map_name)}_noise0", profile=profile, map=data.map_name,
-            config=main_config.to_dict(), n_projections=n_projections, n_pairs=len(test_pairs))
+            config=main_config.to_dict(), n_projections=study.n_projections, n_pairs=len(test_pairs))
 plt.show()
 
 # %% [markdown]
@@ -188,7 +182,7 @@ for ax, coverage in zip(axes, ("uniform", "quarter"), strict=True):
     near_typical = np.median(d_img[d_q2 < 0.3])
     odd = (d_q2 > 1.5) & (d_img < near_typical)
     lookalikes[coverage] = float(odd.mean())
-    keep = np.random.default_rng(seed).choice(len(d_img), min(20000, len(d_img)), replace=False)
+    keep = np.random.default_rng(study.seed).choice(len(d_img), min(20000, len(d_img)), replace=False)
     ax.scatter(d_q2[keep], d_img[keep], s=2, alpha=0.25)
     ax.scatter(d_q2[odd], d_img[odd], s=4, color="C3", label="look-alikes")
     ax.set_xlabel(r"$d_q$ (rad)")
@@ -222,11 +216,11 @@ print("quarter coverage has fewer look-alike pairs than full coverage")
 # NBVAL_IGNORE_OUTPUT
 from cryoorient.sampling import sample_orientations  # noqa: E402
 
-orientations = sample_orientations(embedding_orientations, seed=seed)
+orientations = sample_orientations(embedding_orientations, seed=study.seed)
 bounds = {}
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
 for d_f in DISTANCES:
-    fit = free_embedding(orientations, d_f, embedding_features, seed=seed)
+    fit = free_embedding(orientations, d_f, embedding_features, seed=study.seed)
     bounds[d_f] = fit.loss**0.5
     ax.plot(np.sqrt(fit.history), label=f"{d_f}: {bounds[d_f]:.3f} rad")
 ax.set_yscale("log")
@@ -259,7 +253,7 @@ print("cosine floor above 0.4 rad; orientation floor below 0.05 rad")
 # %%
 grid = dataset_at(grid_projections)
 grid_images = torch.from_numpy(grid.particles.images)
-grid_pairs = split_pairs(grid.quaternions, grid.splits["test"], n_test_pairs, seed=seed)
+grid_pairs = split_pairs(grid.quaternions, grid.splits["test"], n_test_pairs, seed=study.seed)
 grid_base = main_config.to_dict() | {"epochs": grid_epochs}
 results = {}
 histories = {}  # each grid model's learning curve (one entry per epoch)
@@ -270,7 +264,9 @@ def grid_run(label: str, **change) -> dict:
     config = TrainingConfig(**grid_base | change)
     tic = time.perf_counter()
     trained = dataset_model(grid, config, device=device, progress=False)
-    degrade = {"noise_variance": config.noise_variance, "shift_limit": config.shift_limit, "seed": seed + 1}
+    degrade = {
+        "noise_variance": config.noise_variance, "shift_limit": config.shift_limit, "seed": study.seed + 1
+    }
     out = evaluate_distances(trained.model, grid_images, grid.quaternions, grid_pairs, image_size, **degrade)
     results[label] = out
     histories[label] = trained.history

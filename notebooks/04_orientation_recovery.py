@@ -32,16 +32,7 @@ if "google.colab" in sys.modules:
     )
 
 # %% tags=["parameters"]
-profile = "default"  # parameter profile, recorded with every figure
-map_name = "5j0n"  # density map: "5j0n", a PDB ID, an MRC path, or "pseudo[:SEED]"
-box_size = 64  # image size D of the dataset, pixels (paper: 116)
-voxel_size = None  # Å per pixel; None keeps the map's field of view in box_size pixels
-n_projections = 5000  # P of the dataset; the test split (33 %) is recovered
-model = {}  # changes to the distance model (cryoorient.model_cache.DEFAULT_MODEL); profiles set them
-noise_levels = None  # σ² of the noise study; None: cryoorient.model_cache.NOISE_LEVELS
-curriculum_epochs = None  # epochs per noise level; None: cryoorient.model_cache.CURRICULUM_EPOCHS
-paper_noise_variance = 16.0  # the paper's σ² at 116 px whose integrated SNR we match
-noisy_variance = 16.0  # σ² of the noisy panels (the paper's noisiest, at our pixel count)
+profile = "default"  # the study (cryoorient/studies/PROFILE.yml): map, box, P, model, noise, seeds
 perturbation_variances = [0.0, 0.1, 0.2, 0.4, 0.6, 0.8]  # variances of the errors added to d_q
 nonuniform_schemes = ["euler", "half"]  # orientation schemes of section 3's non-uniform datasets
 paper_coverage = "paper_half"  # orientations of the noise study run the paper's way (None: skip it)
@@ -50,7 +41,6 @@ n_boxes = 1000  # pairs per box in the L_DE panels
 common_lines_levels = [0.0, 1.0, 4.0, 16.0]  # σ² of the comparison with common lines (section 5)
 common_lines_size = 200  # projections both methods recover there (and class averages made), P
 common_lines_box = 32  # px: common lines run on Fourier-downsampled images
-seed = 0  # seed of the dataset, training, perturbations and random starts
 device = None  # torch device for the network; None picks CUDA when available
 
 # %%
@@ -61,7 +51,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from cryoorient._provenance import portable_path
 from cryoorient.alignment import align_orientations, registration_error
 from cryoorient.baseline_comparison import METHODS, compare_with_common_lines, comparison_subset
 from cryoorient.common_lines import ASPIRE_PIN, aspire_version
@@ -75,7 +64,7 @@ from cryoorient.geometry import (
     quaternion_to_matrix,
     viewing_direction,
 )
-from cryoorient.model_cache import CURRICULUM_EPOCHS, model_config, noise_curriculum, noise_study_levels
+from cryoorient.model_cache import model_config, noise_curriculum
 from cryoorient.paths import data_dir, repo_root
 from cryoorient.pipeline import learned_recovery
 from cryoorient.plotting import (
@@ -90,23 +79,23 @@ from cryoorient.plotting import (
     save_figure,
     use_style,
 )
+from cryoorient.provenance import portable_path
 from cryoorient.reconstruction import reconstruct
 from cryoorient.recovery import orientation_loss, perturb_distances, recover_orientations, reliability_weights
 from cryoorient.relion import write_orientations
 from cryoorient.results import ResultsError, load_results, save_results
 from cryoorient.sampling import sample_orientations
-from cryoorient.snr import matched_noise_variance
+from cryoorient.study import load_study
 from cryoorient.training import evaluate_distances, split_pairs
 
 use_style()
+study = load_study(profile)
+print(study)
 
 
 def dataset_at(noise: float, orientations: str = "uniform"):
     """The cached dataset at noise variance ``noise`` (same orientations and splits for every σ²)."""
-    params = SimulationParameters(
-        map=map_name, n_projections=n_projections, box_size=box_size, voxel_size=voxel_size,
-        orientations=orientations, noise_variance=noise, seed=seed,
-    )
+    params = SimulationParameters(**study.simulation(orientations=orientations, noise_variance=noise))
     return load_dataset(params)
 
 
@@ -122,7 +111,7 @@ print(f"map {clean.map_name}: recovering the {len(test)} orientations of the tes
 # two random orientations, to the level printed here. Every $E_{OR}$ below is read against it.
 
 # %%
-chance = align_orientations(q_test, sample_orientations(len(test), seed=seed + 7), seed=seed)
+chance = align_orientations(q_test, sample_orientations(len(test), seed=study.chance_seed), seed=study.seed)
 print(f"E_OR of random orientations after the O(4) alignment: {chance.error:.3f} rad "
       f"(median {chance.errors.median():.3f})")
 
@@ -134,8 +123,8 @@ print(f"E_OR of random orientations after the O(4) alignment: {chance.error:.3f}
 
 # %%
 exact_d = quaternion_distance_matrix(q_test)
-exact = recover_orientations(exact_d, seed=seed)
-exact_alignment = align_orientations(q_test, exact.quaternions.cpu(), seed=seed)
+exact = recover_orientations(exact_d, seed=study.seed)
+exact_alignment = align_orientations(q_test, exact.quaternions.cpu(), seed=study.seed)
 raw_errors = quaternion_distance(q_test, exact.quaternions.cpu())
 print(
     f"L_OR {exact.loss:.2e} rad² after {exact.steps} steps "
@@ -204,9 +193,9 @@ def perturbation_sweep(q: torch.Tensor, name: str) -> tuple[list[dict], dict]:
     exact_q = quaternion_distance_matrix(q)
     rows, recovered = [], {}
     for v in perturbation_variances:
-        noisy_d = perturb_distances(exact_q, v**0.5, seed=seed + 1) if v > 0 else exact_q
-        result = recover_orientations(noisy_d, seed=seed)
-        aligned = align_orientations(q, result.quaternions.cpu(), seed=seed)
+        noisy_d = perturb_distances(exact_q, v**0.5, seed=study.seed + 1) if v > 0 else exact_q
+        result = recover_orientations(noisy_d, seed=study.seed)
+        aligned = align_orientations(q, result.quaternions.cpu(), seed=study.seed)
         recovered[v] = (result.quaternions.cpu(), aligned.error)
         rows.append({"variance": v, "e_or": aligned.error, "median": float(aligned.errors.median()),
                      "l_or": result.loss, "l_or_true": orientation_loss(q, noisy_d)})
@@ -216,7 +205,7 @@ def perturbation_sweep(q: torch.Tensor, name: str) -> tuple[list[dict], dict]:
 
 
 sweep, swept = perturbation_sweep(q_test, "full coverage")
-q_half = sample_orientations(len(test), "paper_half", seed=seed + 2)
+q_half = sample_orientations(len(test), "paper_half", seed=study.seed + 2)
 sweep_half, _ = perturbation_sweep(q_half, "the paper's half coverage")
 
 # %%
@@ -257,22 +246,23 @@ plt.show()
 # median (the statistic of the paper's plots).
 
 # %%
-matched = matched_noise_variance(paper_noise_variance, box_size)
-levels = noise_study_levels(noise_levels, box_size, paper_noise_variance)
-config = model_config(model, seed=seed)
+matched = study.matched_noise_variance
+levels = list(study.noise_study_levels)
+config = model_config(study.model, seed=study.seed)
 image_size = config.image_size
-stage_epochs = CURRICULUM_EPOCHS if curriculum_epochs is None else curriculum_epochs
-chain = noise_curriculum(clean, config, [0.0, *levels], epochs=stage_epochs, device=device)
+stage_epochs = study.curriculum_epochs
+chain = noise_curriculum(clean, config, [0.0, *levels], epochs=stage_epochs,
+                         learning_rate=study.curriculum_learning_rate, device=device)
 learned = {}
 for noise, trained in chain.items():
     data = dataset_at(noise)
     images = torch.from_numpy(data.particles.images)
     run = learned_recovery(
-        trained.model, images, data.quaternions, test, image_size, seed=seed, device=device
+        trained.model, images, data.quaternions, test, image_size, seed=study.seed, device=device
     )
     boxes = {
         split: evaluate_distances(trained.model, images, data.quaternions,
-                                  split_pairs(data.quaternions, data.splits[split], n_boxes, seed=seed),
+                                  split_pairs(data.quaternions, data.splits[split], n_boxes, seed=study.seed),
                                   image_size)
         for split in ("train", "validation")
     }
@@ -298,7 +288,7 @@ x = list(learned)
 plot_error_vs_noise(
     ax, x, [learned[v]["run"].alignment.error for v in x],
     [float(learned[v]["run"].alignment.errors.median()) for v in x],
-    chance=chance.error, matched=matched, box_size=box_size,
+    chance=chance.error, matched=matched, box_size=study.box_size,
 )
 ax.set_title(f"{clean.map_name}, P = {len(test)}: recovery from learned distances")
 fig.tight_layout()
@@ -324,16 +314,17 @@ if paper_coverage is not None:
     half_levels = [0.0, *(v for v in levels if v <= matched)]
     half_clean = dataset_at(0.0, paper_coverage)
     half_test = half_clean.splits["test"]
-    half_chain = noise_curriculum(half_clean, config, half_levels, epochs=stage_epochs, device=device)
+    half_chain = noise_curriculum(half_clean, config, half_levels, epochs=stage_epochs,
+                              learning_rate=study.curriculum_learning_rate, device=device)
     half_chance = align_orientations(
         half_clean.quaternions[half_test],
-        sample_orientations(len(half_test), paper_coverage, seed=seed + 7), seed=seed,
+        sample_orientations(len(half_test), paper_coverage, seed=study.chance_seed), seed=study.seed,
     )
     paper_way = {"coverage": paper_coverage, "p": len(half_test), "chance": half_chance.error, "levels": {}}
     for noise, trained in half_chain.items():
         data = dataset_at(noise, paper_coverage)
         run = learned_recovery(trained.model, torch.from_numpy(data.particles.images), data.quaternions,
-                               half_test, image_size, seed=seed, device=device)
+                               half_test, image_size, seed=study.seed, device=device)
         paper_way["levels"][f"{noise:g}"] = {
             "noise_variance": noise, "e_or": run.alignment.error,
             "median": float(run.alignment.errors.median()), "l_or": run.recovery.loss,
@@ -371,7 +362,7 @@ if paper_way:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, (title, (xs, means, medians, level, star)) in zip(axes, panels.items(), strict=True):
         plot_error_vs_noise(ax, xs, means, medians, chance=level, matched=matched, paper=star,
-                            box_size=box_size)
+                            box_size=study.box_size)
         ax.set_title(title, fontsize=9)
     fig.suptitle(f"{clean.map_name}: each coverage compared with the paper's experiment on it")
     fig.tight_layout()
@@ -389,13 +380,13 @@ if paper_way:
 # %%
 variants = {"Gaussian, τ = 1 rad": {"scale": 1.0}, "100 nearest": {"neighbours": 100}}
 robust = {}
-for noise in (matched, noisy_variance):
+for noise in (matched, study.paper_noise_variance):
     run = learned[noise]["run"]
     row = {"unweighted": run.alignment.error}
     for name, option in variants.items():
         weighted = recover_orientations(run.distances, weights=reliability_weights(run.distances, **option),
-                                        seed=seed)
-        row[name] = align_orientations(q_test, weighted.quaternions.cpu(), seed=seed).error
+                                        seed=study.seed)
+        row[name] = align_orientations(q_test, weighted.quaternions.cpu(), seed=study.seed).error
     robust[f"{noise:g}"] = row
     print(f"σ² = {noise:5.2f}: " + ", ".join(f"{k} E_OR {v:.3f}" for k, v in row.items()))
 
@@ -476,7 +467,7 @@ else:
 # with their mean ($E_{OR}$) and median marked.
 
 # %%
-for noise in (0.0, noisy_variance):
+for noise in (0.0, study.paper_noise_variance):
     entry = learned[noise]
     run, boxes = entry["run"], entry["boxes"]
     fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
@@ -509,7 +500,7 @@ for noise in (0.0, noisy_variance):
 # FSC; noiseless projections would put every curve at Nyquist, a bound rather than a result.
 
 # %%
-truth_map = load_map(map_name, box_size=box_size, voxel_size=voxel_size)
+truth_map = load_map(study.map_name, box_size=study.box_size, voxel_size=study.voxel_size)
 pixel = clean.particles.pixel_size
 nonuniform, nonuniform_curves, nonuniform_errors = {}, {}, {}
 for scheme in ["uniform", *nonuniform_schemes]:
@@ -522,7 +513,8 @@ for scheme in ["uniform", *nonuniform_schemes]:
             run = learned[level]["run"]
         else:
             run = learned_recovery(
-                chain[level].model, images, data.quaternions, split, image_size, seed=seed, device=device
+                chain[level].model, images, data.quaternions, split, image_size, seed=study.seed,
+                device=device,
             )
         row |= {f"e_or{key}": run.alignment.error, f"median{key}": float(run.alignment.errors.median())}
     for kind, q in (("true", data.quaternions[split]), ("recovered", run.alignment.aligned)):
@@ -604,21 +596,21 @@ def test_images(level: float) -> torch.Tensor:
 # (name, σ² of the images the gauge is fixed from, raw orientations, O(4) E_OR, learned level or None)
 experiments = [
     ("exact distances", 0.0, exact.quaternions.cpu(), exact_alignment.error, None),
-    ("exact distances", noisy_variance, exact.quaternions.cpu(), exact_alignment.error, None),
+    ("exact distances", study.paper_noise_variance, exact.quaternions.cpu(), exact_alignment.error, None),
     (f"perturbed, variance {gauge_perturbation:g}", 0.0, *swept[gauge_perturbation], None),
 ]
 keys = ["exact_clean", "exact_noisy", "perturbed"]
-gauge_levels = {0.0: "learned_clean", matched: "learned_matched", noisy_variance: "learned_noisy"}
+gauge_levels = {0.0: "learned_clean", matched: "learned_matched", study.paper_noise_variance: "learned_noisy"}
 for v in gauge_levels:
     run = learned[v]["run"]
     experiments.append((f"learned σ² = {v:.3g}", v, run.recovery.quaternions.cpu(), run.alignment.error, v))
     keys.append(gauge_levels[v])
 # the same orientations, the gauge fixed from the clean images of the same particles
-experiments.append((f"learned σ² = {noisy_variance:g}", 0.0, *experiments[-1][2:4], None))
+experiments.append((f"learned σ² = {study.paper_noise_variance:g}", 0.0, *experiments[-1][2:4], None))
 keys.append("learned_noisy_clean_images")
 gauge_rows, gauge_fixed = [], {}
 for key, (name, image_level, raw, o4_error, level) in zip(keys, experiments, strict=True):
-    fixed = fix_gauge(test_images(image_level), raw, seed=seed, device=device, progress=False)
+    fixed = fix_gauge(test_images(image_level), raw, seed=study.seed, device=device, progress=False)
     row = {
         "key": key, "experiment": name, "images": image_level, "e_or": o4_error,
         "e_or_reg_raw": registration_error(q_test, raw),
@@ -686,7 +678,7 @@ plt.show()
 # where ASPIRE cannot be installed the section shows the committed numbers.
 
 # %%
-subset = comparison_subset(test, common_lines_size, seed=seed)
+subset = comparison_subset(test, common_lines_size, seed=study.seed)
 missing = [v for v in common_lines_levels if v not in learned]
 if missing:
     raise ValueError(f"common_lines_levels {missing} have no estimator; choose among {sorted(learned)}")
@@ -694,7 +686,7 @@ if aspire_version() is not None:
     comparison = {
         f"{noise:g}": compare_with_common_lines(
             chain[noise].model, learned[noise]["model"], learned[noise]["data"], subset, test, image_size,
-            class_averaging=noise > 0, box_size=common_lines_box, seed=seed, device=device,
+            class_averaging=noise > 0, box_size=common_lines_box, seed=study.seed, device=device,
         )
         for noise in common_lines_levels
     }
@@ -742,7 +734,7 @@ for ax, (measure, label) in zip(axes, measures, strict=True):
         ax.plot(*np.array(points).T, marker, label=name)
     ax.axhline(chance.error, color="0.5", lw=0.8, ls=":", label=f"random, O(4): {chance.error:.2f}")
     ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlabel(f"noise variance σ² (per pixel, {box_size} px images)")
+    ax.set_xlabel(f"noise variance σ² (per pixel, {study.box_size} px images)")
     ax.set_title(label, fontsize=9)
 axes[0].set_ylabel("mean orientation error (rad)")
 axes[0].legend(fontsize=7)

@@ -33,19 +33,9 @@ if "google.colab" in sys.modules:
     )
 
 # %% tags=["parameters"]
-profile = "default"  # parameter profile, recorded with every figure
-map_name = "5j0n"  # density map: "5j0n", a PDB ID, an MRC path, or "pseudo[:SEED]"
-box_size = 64  # image size D of the dataset, pixels (paper: 116)
-voxel_size = None  # Å per pixel; None keeps the map's field of view in box_size pixels
-n_projections = 5000  # P of the dataset; the test split (33 %) is reconstructed
-model = {}  # changes to the distance model (cryoorient.model_cache.DEFAULT_MODEL); profiles set them
-noise_levels = None  # σ² of the noise study; None: cryoorient.model_cache.NOISE_LEVELS
-curriculum_epochs = None  # epochs per noise level; None: cryoorient.model_cache.CURRICULUM_EPOCHS
-paper_noise_variance = 16.0  # the paper's σ² at 116 px whose integrated SNR we match
-noisy_variance = 16.0  # σ² of the noisy reconstruction shown beside the SNR-matched one
+profile = "default"  # the study (cryoorient/studies/PROFILE.yml): map, box, P, model, noise, seeds
 method = "cgls"  # "cgls" (least squares, the paper's) or "fourier" (direct)
 n_iterations = 20  # conjugate-gradient iterations at most
-seed = 0  # seed of the dataset, training, random orientations and random starts
 device = None  # torch device; None picks CUDA when available
 
 # %%
@@ -53,41 +43,40 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from cryoorient._provenance import portable_path
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.density import load_map
 from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.geometry import quaternion_to_matrix
 from cryoorient.map_alignment import align_maps
-from cryoorient.model_cache import CURRICULUM_EPOCHS, model_config, noise_curriculum, noise_study_levels
+from cryoorient.model_cache import model_config, noise_curriculum
 from cryoorient.paths import data_dir
 from cryoorient.pipeline import recovered_or_saved
 from cryoorient.plotting import plot_fsc, save_figure, show_images, use_style
+from cryoorient.provenance import portable_path
 from cryoorient.reconstruction import reconstruct
 from cryoorient.relion import write_reconstruction
 from cryoorient.results import save_results
 from cryoorient.sampling import sample_orientations
-from cryoorient.snr import matched_noise_variance
+from cryoorient.study import load_study
 
 use_style()
+study = load_study(profile)
+print(study)
 
 
 def dataset_at(noise: float):
     """The cached dataset at noise variance ``noise`` (same orientations and splits for every σ²)."""
-    params = SimulationParameters(
-        map=map_name, n_projections=n_projections, box_size=box_size, voxel_size=voxel_size,
-        noise_variance=noise, seed=seed,
-    )
+    params = SimulationParameters(**study.simulation(noise_variance=noise))
     return load_dataset(params)
 
 
-truth = load_map(map_name, box_size=box_size, voxel_size=voxel_size)
+truth = load_map(study.map_name, box_size=study.box_size, voxel_size=study.voxel_size)
 clean = dataset_at(0.0)
 test = clean.splits["test"]
 pixel = clean.particles.pixel_size
 tag = clean.map_name.replace(":", "-")
 print(
-    f"map {truth.name}: {len(test)} test projections of {box_size} px at {pixel:.2f} Å "
+    f"map {truth.name}: {len(test)} test projections of {study.box_size} px at {pixel:.2f} Å "
     f"(Nyquist {2 * pixel:.2f} Å)"
 )
 
@@ -98,18 +87,18 @@ print(
 # the truth by the O(4) transform, as the paper does before reconstructing.
 
 # %%
-matched = matched_noise_variance(paper_noise_variance, box_size)
-levels = [0.0, *noise_study_levels(noise_levels, box_size, paper_noise_variance)]
-config = model_config(model, seed=seed)
-stage_epochs = CURRICULUM_EPOCHS if curriculum_epochs is None else curriculum_epochs
-chain = noise_curriculum(clean, config, levels, epochs=stage_epochs, device=device)
+matched = study.matched_noise_variance
+levels = [0.0, *study.noise_study_levels]
+config = model_config(study.model, seed=study.seed)
+chain = noise_curriculum(clean, config, levels, epochs=study.curriculum_epochs,
+                         learning_rate=study.curriculum_learning_rate, device=device)
 gauge_levels = {0.0: "clean", matched: "matched"}  # section 3: levels and their names in the results
 recovered = recovered_or_saved(
     {v: r.model for v, r in chain.items()}, {v: r.folder.name for v, r in chain.items()}, dataset_at, test,
-    config.image_size, profile=profile, gauge_levels=gauge_levels, seed=seed, device=device,
+    config.image_size, profile=profile, gauge_levels=gauge_levels, seed=study.seed, device=device,
 )
 orientations, notes = {"true": clean.quaternions[test]}, {}
-orientations["random"] = sample_orientations(len(test), seed=seed + 7)
+orientations["random"] = sample_orientations(len(test), seed=study.chance_seed)
 for level, saved_run in recovered.items():
     label = f"recovered, σ² = {level:.3g}"
     orientations[label] = saved_run.aligned
@@ -135,7 +124,9 @@ def images_at(level: float) -> torch.Tensor:
 runs = [(name, images_at(0.0), q) for name, q in list(orientations.items())[:2]]
 runs += [(f"recovered, σ² = {v:.3g}", images_at(v), orientations[f"recovered, σ² = {v:.3g}"]) for v in levels]
 # the paper's protocol (§ 3.5): the noiseless projections with the orientations recovered from noisy ones
-paper_protocol = {v: f"recovered, σ² = {v:.3g}, noiseless images" for v in (matched, noisy_variance)}
+paper_protocol = {
+    v: f"recovered, σ² = {v:.3g}, noiseless images" for v in (matched, study.paper_noise_variance)
+}
 runs += [(name, images_at(0.0), orientations[name.removesuffix(", noiseless images")])
          for name in paper_protocol.values()]
 maps, curves, seconds = {}, {}, {}
@@ -158,10 +149,10 @@ print(f"recovered orientations beat random ones: {at_half[noiseless] < at_half['
 
 # %%
 shown = ["true", "random", f"recovered, σ² = {0.0:.3g}", f"recovered, σ² = {matched:.3g}",
-         f"recovered, σ² = {noisy_variance:.3g}"]
+         f"recovered, σ² = {study.paper_noise_variance:.3g}"]
 volumes = {"ground truth": torch.as_tensor(truth.data)} | {name: maps[name] for name in shown}
 fig, axes = plt.subplots(3, len(volumes), figsize=(2.3 * len(volumes), 7.2))
-c = box_size // 2
+c = study.box_size // 2
 for col, (name, vol) in enumerate(volumes.items()):
     v = vol.numpy()
     show_images(axes[:, col], np.stack([v[c], v[:, c], v[:, :, c]]))
@@ -179,7 +170,7 @@ plt.show()
 fig, ax = plt.subplots(figsize=(9, 4))
 plot_fsc(ax, {name: c[:2] for name, c in curves.items()}, {name: c[2] for name, c in curves.items()},
          ylabel="FSC with the ground truth", fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-ax.set_title(f"{truth.name}, {box_size} px at {pixel:.2f} Å; resolutions at FSC 0.5")
+ax.set_title(f"{truth.name}, {study.box_size} px at {pixel:.2f} Å; resolutions at FSC 0.5")
 fig.tight_layout()
 save_figure(fig, f"fsc_{tag}", profile=profile, map=truth.name, resolution_05=at_half)
 plt.show()
@@ -210,7 +201,7 @@ for level in gauge_levels:
         rotations = quaternion_to_matrix(q).float()
         result = reconstruct(images, rotations, method=method, n_iterations=n_iterations, device=device,
                              progress=False)
-        fit = align_maps(result.volume.cpu(), truth.data, seed=seed, device=device)
+        fit = align_maps(result.volume.cpu(), truth.data, seed=study.seed, device=device)
         resampled = resolution(*fourier_shell_correlation(fit.aligned.cpu(), truth.data, pixel), 0.5)
         # project(V(Mᵀ x), A Mᵀ) = project(V, A): the same images with A_i Mᵀ give the aligned map directly
         framed = reconstruct(images, rotations @ torch.from_numpy(fit.matrix.T).float(), method=method,
@@ -229,7 +220,7 @@ for level in gauge_levels:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-shell = 1 / (box_size * pixel)  # width of one Fourier shell, 1/Å
+shell = 1 / (study.box_size * pixel)  # width of one Fourier shell, 1/Å
 row = alone["clean"]
 gap = abs(1 / row["gauge_fixed"] - 1 / row["truth_aligned"])
 assert gap <= shell + 1e-9, f"gauge-fixed vs truth-aligned map: {row}"

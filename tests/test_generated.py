@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from cryoorient import report
-from cryoorient._provenance import MACHINE_PATH
+from cryoorient.provenance import MACHINE_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
 DIRTY = re.compile(r"\b[0-9a-f]{7,40}-dirty\b")
@@ -73,7 +73,7 @@ def test_no_machine_paths(path):
     found = offending_lines(path, MACHINE_PATH)
     assert found == [], (
         "a generated file records where this machine keeps things; record names, SHA-256 and "
-        "repository-relative paths (cryoorient._provenance) and regenerate:\n" + "\n".join(found)
+        "repository-relative paths (cryoorient.provenance) and regenerate:\n" + "\n".join(found)
     )
 
 

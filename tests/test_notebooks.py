@@ -9,15 +9,14 @@ from cryoorient._notebooks import (
     check_parameters,
     declared_parameters,
     execute,
-    load_profile,
     notebook_sources,
-    notebooks_dir,
     profile_parameters,
     strip_run_metadata,
 )
+from cryoorient.study import Study, StudyError, available_studies, load_study
 
 SOURCES = notebook_sources()
-PROFILES = sorted(p.stem for p in (notebooks_dir() / "profiles").glob("*.yml"))
+PROFILES = available_studies()
 TINY = """\
 # %% tags=["parameters"]
 x = 1
@@ -69,8 +68,7 @@ def test_parameters_and_colab_cells(source):
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_profiles_use_declared_parameters_only(profile):
-    declared = {s.stem: set(declared_parameters(s)) for s in SOURCES}
-    parameters = profile_parameters(load_profile(profile), [s.stem for s in SOURCES], declared)
+    parameters = profile_parameters(load_study(profile), [s.stem for s in SOURCES])
     for source in SOURCES:
         check_parameters(source, parameters[source.stem])  # raises on an unknown name
         assert parameters[source.stem]["profile"] == profile
@@ -86,17 +84,29 @@ def test_unknown_parameter_is_an_error(tmp_path):
     assert not (tmp_path / "out" / "01_tiny.ipynb").exists()
 
 
-def test_unknown_profile_and_notebook_names(tmp_path):
-    with pytest.raises(ValueError, match="unknown profile 'gpu'"):
-        load_profile("gpu")
+def test_unknown_profile_and_notebook_names():
+    with pytest.raises(StudyError, match="unknown profile 'gpu'"):
+        load_study("gpu")
+    fields = load_study("default").to_dict() | {"profile": "x"}
     with pytest.raises(ValueError, match="notebooks that do not exist: 99_nope"):
-        profile_parameters({"99_nope": {"x": 1}}, ["01_tiny"])
-    with pytest.raises(ValueError, match="common parameter.* boxsize are declared by no notebook"):
-        profile_parameters({"common": {"boxsize": 1}}, ["01_tiny"], {"01_tiny": {"box_size"}})
-    assert profile_parameters({"common": {"x": 1}}, ["01_a", "06_b"], {"01_a": {"x"}, "06_b": set()}) == {
-        "01_a": {"x": 1},
-        "06_b": {},
-    }
+        profile_parameters(Study(**fields | {"notebooks": {"99_nope": {"x": 1}}}), ["01_tiny"])
+    study = Study(**fields | {"notebooks": {"01_a": {"x": 1}}})
+    expected = {"01_a": {"profile": "x", "x": 1}, "06_b": {"profile": "x"}}
+    assert profile_parameters(study, ["01_a", "06_b"]) == expected
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=stem)
+def test_notebooks_own_only_their_parameters(source):
+    """The study's settings come from the profile: no notebook declares them (issue 30)."""
+    study_fields = set(load_study("default").to_dict()) - {"profile", "notebooks"} | {"model", "noise_levels"}
+    assert not study_fields & set(declared_parameters(source))
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=stem)
+def test_notebooks_import_no_private_module(source):
+    """A reader can import what a notebook imports: no ``cryoorient._*`` module."""
+    code = "\n".join(c.source for c in jupytext.read(source).cells if c.cell_type == "code")
+    assert "cryoorient._" not in code, f"{source.name} imports a private cryoorient module"
 
 
 @pytest.mark.slow

@@ -60,3 +60,20 @@ def test_python_versions_allow_colab():
     assert project["requires-python"] == ">=3.10"  # Colab runs 3.12/3.13
     versions = {c.rsplit(" :: ", 1)[1] for c in project["classifiers"] if c.count("::") == 2 and "3." in c}
     assert versions == {"3.10", "3.11", "3.12", "3.13"}
+
+
+def test_wheel_carries_the_study_profiles(tmp_path):
+    """Colab installs a wheel built from git, not the checkout: the profiles must be package data."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
+         str(ROOT)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("cryoorient-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"cryoorient/studies/{p.name}" for p in (ROOT / "cryoorient" / "studies").glob("*.yml")}
+    assert {"cryoorient/studies/default.yml"} <= shipped <= names

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from cryoorient import report
-from cryoorient._provenance import MACHINE_PATH, map_record, portable, portable_path, portable_text
 from cryoorient.dataset import map_provenance
 from cryoorient.density import DensityMap, load_map, write_map
 from cryoorient.paths import repo_root
 from cryoorient.plotting import save_figure
+from cryoorient.provenance import MACHINE_PATH, map_record, portable, portable_path, portable_text
 from cryoorient.results import load_results, save_results
 
 ROOT = repo_root()

@@ -370,27 +370,20 @@ def test_ship_model_copies_a_cached_model_and_pins_it_in_the_registry(data, tmp_
     assert exit_.value.code == 1 and "train the model first" in capsys.readouterr().err
 
 
-def _curriculum_keys(
-    orientations: str, levels: list[float], density, profile: dict | None = None
-) -> list[str]:
-    """The cache keys of a profile's noiseless model and curriculum on ``orientations``.
+def _curriculum_keys(orientations: str, levels: list[float], density, study) -> list[str]:
+    """The cache keys of a study's noiseless model and curriculum on ``orientations``.
 
-    ``profile`` holds the parameters a profile file sets (``box_size``, ``model``,
-    ``curriculum_epochs``); ``None`` is the default profile. ``density`` is 5j0n at that box size.
+    ``density`` is the study's map at its box size.
     """
     from cryoorient.dataset import SimulationParameters, _dataset_key
 
-    profile = profile or {}
-    params = SimulationParameters(
-        map="5j0n", n_projections=5000, box_size=profile.get("box_size", 64), orientations=orientations,
-        seed=0,
-    )
-    key = _dataset_key(params, density)
-    config = model_cache.model_config(profile.get("model", {}), seed=0)
+    key = _dataset_key(SimulationParameters(**study.simulation(orientations=orientations)), density)
+    config = model_cache.model_config(study.model, seed=study.seed)
     found = [model_cache.config_key(config, key)]
-    epochs = profile.get("curriculum_epochs", model_cache.CURRICULUM_EPOCHS)
     for level in levels:  # the chain noise_curriculum builds
-        config = model_cache.curriculum_stage(config, key, level, epochs=epochs)
+        config = model_cache.curriculum_stage(
+            config, key, level, epochs=study.curriculum_epochs, learning_rate=study.curriculum_learning_rate
+        )
         found.append(model_cache.config_key(config, key))
     return found
 
@@ -400,29 +393,27 @@ def test_shipped_models_are_the_notebooks_models():
     any FFT library) loads them instead of training. The default profile: the noiseless model and
     noise curriculum on uniform orientations (every level of the noise study), and on the paper's half
     coverage (notebook 04's noise study the paper's way) the levels up to the SNR-matched σ². The
-    long profile (notebooks/profiles/long.yml, issue 12): its noiseless model and curriculum on
+    long profile (cryoorient/studies/long.yml, issue 12): its noiseless model and curriculum on
     uniform orientations (notebook 02)."""
-    from cryoorient._notebooks import load_profile
     from cryoorient.density import load_map
-    from cryoorient.snr import matched_noise_variance
+    from cryoorient.study import load_study
 
     shipped = model_cache.shipped_models_dir()
-    density = load_map("5j0n", box_size=64, fallback=False) if os.environ.get("CRYOORIENT_MAPS") else None
+    default, long = load_study("default"), load_study("long")
+    maps = os.environ.get("CRYOORIENT_MAPS")
+    density = load_map("5j0n", box_size=default.box_size, fallback=False) if maps else None
     if shipped is None or density is None or density.name != "5j0n":
         pytest.skip("needs a checkout's models/ and 5j0n.mrc (CRYOORIENT_MAPS)")
     registry = json.loads((shipped / "registry.json").read_text())
-    levels = model_cache.noise_study_levels(None, 64)
-    matched = matched_noise_variance(16.0, 64)
-    long = load_profile("long")["common"]
-    long_density = load_map("5j0n", box_size=long["box_size"], fallback=False)
+    levels = default.noise_study_levels
+    matched = default.matched_noise_variance
+    long_density = load_map("5j0n", box_size=long.box_size, fallback=False)
     chains = {
-        ("default", "uniform"): _curriculum_keys("uniform", levels, density),
+        ("default", "uniform"): _curriculum_keys("uniform", levels, density, default),
         ("default", "paper_half"): _curriculum_keys(
-            "paper_half", [v for v in levels if v <= matched], density
+            "paper_half", [v for v in levels if v <= matched], density, default
         ),
-        ("long", "uniform"): _curriculum_keys(
-            "uniform", model_cache.noise_study_levels(None, long["box_size"]), long_density, long
-        ),
+        ("long", "uniform"): _curriculum_keys("uniform", long.noise_study_levels, long_density, long),
     }
     assert [k for chain in chains.values() for k in chain] == list(registry), (
         "models/registry.json no longer matches the keys the notebooks ask for"
