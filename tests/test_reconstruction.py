@@ -9,8 +9,8 @@ from cryoorient.density import DensityMap, load_map, read_map
 from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.geometry import euler_to_matrix, quaternion_to_matrix
 from cryoorient.projection import apply_ctf, ctf_2d, project
-from cryoorient.reconstruction import ReconstructionResult, reconstruct, reconstruct_particles
-from cryoorient.relion import read_particles, read_star, write_reconstruction
+from cryoorient.reconstruction import ReconstructionResult, reconstruct
+from cryoorient.relion import read_particles, read_star, reconstruct_particles, write_reconstruction
 from cryoorient.sampling import sample_orientations
 
 D = 32  # box of the reconstruction tests; 0.8 Nyquist is shell 12.8
