@@ -37,8 +37,9 @@ test: install lint  ## unit tests, notebook pairing checks and nbval on the note
 test-fast: install  ## unit tests not marked slow (no notebooks): the edit-test loop, < 2 min
 	$(PY) -m pytest -m "not slow" tests
 
-lint: install  ## ruff on the package, tests and notebook sources
+lint: install  ## ruff on the package, tests and notebook sources; the package's import layers
 	$(PY) -m ruff check cryoorient tests notebooks benchmarks conftest.py
+	$(VENV)/bin/lint-imports --no-cache
 
 figures: install  ## run notebooks 01-06 at PROFILE (default|paper): figures/, paper/ report, README table
 	$(PY) -m cryoorient._notebooks run --profile $(PROFILE)

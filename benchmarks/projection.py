@@ -2,7 +2,7 @@
 
 Times ``project`` for ``--n`` images (default 5,000, the paper's P) of ``--size`` px (default 116)
 from a synthetic ``size³`` map, checks its per-image accuracy against the real-space line integral
-:func:`cryoorient.projection.project_real_space` on a small subset, and runs ASPIRE's
+:func:`cryoorient._reference.project_real_space` on a small subset, and runs ASPIRE's
 ``Volume.project`` (a NUFFT projector) on the same map and angles in a *separate* interpreter
 (``--peer-python``, a throwaway virtual environment with ``pip install aspire``; ASPIRE is not a
 dependency of cryoorient). ASPIRE samples the volume's transform at ``R (k_x, k_y, 0)``, so it gets
@@ -33,8 +33,9 @@ import numpy as np
 import torch
 from _common import machine_info, print_table
 
+from cryoorient._reference import project_real_space
 from cryoorient.geometry import quaternion_to_matrix
-from cryoorient.projection import project, project_real_space
+from cryoorient.projection import project
 from cryoorient.sampling import sample_orientations
 
 RESULTS = Path(__file__).resolve().parent / "results" / "projection.json"
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "accuracy_subset": {
             "n_images": k,
-            "reference": "cryoorient.projection.project_real_space (float64 line sum)",
+            "reference": "cryoorient._reference.project_real_space (float64 line sum)",
             "reference_seconds": reference_seconds,
             "max_relative_error": float(ours_vs_reference.max()),
             "mean_relative_error": float(ours_vs_reference.mean()),

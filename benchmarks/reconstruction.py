@@ -58,7 +58,7 @@ def run(images, rotations, ctf, truth, repeats: int, **kwargs) -> dict:
         start = time.perf_counter()
         result = reconstruct(images, rotations, ctf=ctf, device="cpu", progress=False, **kwargs)
         timings.append(time.perf_counter() - start)
-    frequencies, fsc = fourier_shell_correlation(result.volume, truth)
+    frequencies, fsc = fourier_shell_correlation(result.volume, truth.data, truth.voxel_size)
     last = len(fsc) - 1
     return {
         "settings": kwargs | {"ctf": ctf is not None},

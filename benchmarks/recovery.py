@@ -19,7 +19,7 @@ Sections (all with Haar-random orientations, ``cryoorient.sampling.sample_orient
     initialisation.
 ``alignment``
     :func:`cryoorient.alignment.align_orientations` against the paper's approach
-    (:func:`~cryoorient.alignment.align_orientations_reference`) at ``P = 1,650``.
+    (:func:`cryoorient._reference.align_orientations_reference`) at ``P = 1,650``.
 ``scale``
     :func:`cryoorient.recovery.recover_orientations_sampled` from a distance *function* (exact
     ``d_q`` computed on the fly from hidden true quaternions) at ``P`` = 10k, 30k, 100k, each in a
@@ -51,7 +51,8 @@ import numpy as np
 import torch
 from _common import machine_info, status_mib
 
-from cryoorient.alignment import align_orientations, align_orientations_reference
+from cryoorient._reference import align_orientations_reference
+from cryoorient.alignment import align_orientations
 from cryoorient.geometry import quaternion_distance, quaternion_distance_matrix
 from cryoorient.recovery import (
     orientation_loss,

@@ -5,7 +5,15 @@ A rerunnable companion to Banjac, Donati & Defferrard (2021), arXiv:2104.06237.
 
 from cryoorient._version import __version__
 from cryoorient.alignment import AlignmentResult, align_orientations
-from cryoorient.density import DensityMap, MapError, MapFallbackWarning, load_map, read_map, write_map
+from cryoorient.density import (
+    DensityMap,
+    MapError,
+    MapFallbackWarning,
+    load_map,
+    map_fsc,
+    read_map,
+    write_map,
+)
 from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.geometry import (
     canonical_quaternion,
@@ -57,6 +65,7 @@ __all__ = [
     "apply_ctf",
     "ctf_2d",
     "load_map",
+    "map_fsc",
     "normalize_images",
     "project",
     "read_map",

@@ -27,8 +27,8 @@ with ``d_q(q_1, q_2) = 2 arccos |<q_1, q_2>|`` in radians.
    the bound is a Procrustes problem weighted by ``1 / sin(θ_i / 2)`` (a Weiszfeld-like scheme that
    never increases the error).
 
-:func:`align_orientations_reference` is the paper's own approach, kept to check the fast solver:
-stochastic gradient descent over the six plane-rotation angles of ``T`` for ``m = ±1``.
+The paper's own approach, stochastic gradient descent over the six plane-rotation angles of ``T``
+for ``m = ±1``, is the test oracle :func:`cryoorient._reference.align_orientations_reference`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ __all__ = [
     "AlignmentResult",
     "RegistrationResult",
     "align_orientations",
-    "align_orientations_reference",
     "o4_transform",
     "orientation_errors",
     "orientation_recovery_error",
@@ -64,8 +63,6 @@ __all__ = [
 
 # q ↦ q̄ as a 4×4 matrix: the reflection that turns proper transforms into improper ones.
 _CONJUGATION = (1.0, -1.0, -1.0, -1.0)
-# The six coordinate planes of R⁴ (the paper's R_{x_i x_j}).
-_PLANES = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
 
 
 @dataclass(frozen=True)
@@ -346,90 +343,6 @@ def align_orientations(
             error = float(quaternion_distance(q, r @ t.T).mean())
         if best is None or error < best[0]:
             best = (error, t)
-    return _result(q, r, best[1], device, start)
-
-
-def _plane_rotations(angles: torch.Tensor, det_sign: float) -> torch.Tensor:
-    """The paper's ``T = diag(m, 1, 1, 1) Π_{i<j} R_{x_i x_j}(θ_ij)`` from six angles."""
-    t = torch.diag(angles.new_tensor([det_sign, 1.0, 1.0, 1.0]))
-    for (i, j), theta in zip(_PLANES, angles.unbind(0), strict=True):
-        c, s = torch.cos(theta), torch.sin(theta)
-        rot = torch.eye(4, dtype=angles.dtype, device=angles.device)
-        rot = rot.index_put(
-            (torch.tensor([i, j, i, j]), torch.tensor([i, j, j, i])), torch.stack((c, c, -s, s))
-        )
-        t = t @ rot
-    return t
-
-
-def align_orientations_reference(
-    true_q: torch.Tensor | np.ndarray,
-    recovered_q: torch.Tensor | np.ndarray,
-    *,
-    n_runs: int = 3,
-    steps: int = 300,
-    batch_size: int | None = 256,
-    lr: float = 1.0,
-    seed: int = 0,
-) -> AlignmentResult:
-    """The paper's alignment: stochastic gradient descent on six plane-rotation angles, ``m = ±1``.
-
-    ``T = diag(m, 1, 1, 1) Π_{i<j} R_{x_i x_j}(θ_ij)``; for each ``m`` the six angles start uniform
-    in ``[0, 2π)`` and minimise the mean ``d_q(q_i, T q̂_i)`` over random batches of orientations.
-    The paper used FTRL (learning rate 2, power -2), batches of 256 and 300 steps, and reported the
-    lowest of 3 runs per ``m``; PyTorch has no FTRL, so this uses Adam with the same batches, steps
-    and runs, its learning rate decayed to zero on a cosine schedule (large early steps explore,
-    late ones converge). Kept as a reference to check :func:`align_orientations` against; it is slower and can
-    end in a local minimum.
-
-    Parameters
-    ----------
-    true_q, recovered_q : (P, 4) unit quaternions, scalar first, ``P >= 4``.
-    n_runs : runs per reflection class (random starting angles).
-    steps : optimisation steps per run.
-    batch_size : orientations per step; ``None`` uses all of them (full-batch gradient descent).
-    lr : initial Adam learning rate (radians).
-    seed : seed of the :class:`torch.Generator` for starting angles and batches.
-
-    Returns
-    -------
-    :class:`AlignmentResult` of the run with the lowest mean error over all orientations.
-    """
-    for name, value in (("n_runs", n_runs), ("steps", steps)):
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive; got {lr!r}")
-    start = time.perf_counter()
-    q, r = _check_pair(true_q, recovered_q)
-    device = q.device
-    n = q.shape[0]
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    best = None
-    for det_sign in (1.0, -1.0):
-        for _ in range(int(n_runs)):
-            angles = (torch.rand(6, generator=generator, dtype=torch.float64) * 2 * math.pi).to(device)
-            angles.requires_grad_(True)
-            optimizer = torch.optim.Adam([angles], lr=lr)
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, int(steps))
-            for _ in range(int(steps)):
-                if batch_size is None or batch_size >= n:
-                    idx = slice(None)
-                else:
-                    idx = torch.randint(n, (int(batch_size),), generator=generator).to(device)
-                t = _plane_rotations(angles, det_sign)
-                loss = quaternion_distance(q[idx], r[idx] @ t.T).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-            with torch.no_grad():
-                t = _plane_rotations(angles, det_sign)
-                error = float(quaternion_distance(q, r @ t.T).mean())
-            if best is None or error < best[0]:
-                best = (error, t.detach())
     return _result(q, r, best[1], device, start)
 
 

@@ -38,17 +38,15 @@ from cryoorient.gauge import fix_gauge
 from cryoorient.paths import atomic_write, data_dir
 from cryoorient.pipeline import estimated_distances
 from cryoorient.recovery import recover_orientations
+from cryoorient.results import COMPARISON_METHODS
 from cryoorient.siamese import SiameseDistance
 
 __all__ = ["METHODS", "compare_with_common_lines", "comparison_subset"]
 
-METHODS = {
-    "learned": "learned distances, recovery, gauge",
-    "common_lines": "common lines (ASPIRE) on the projections",
-    "class_averages": "common lines on class averages (ASPIRE)",
-}
+METHODS = COMPARISON_METHODS
 """The compared methods, by the keys of :func:`compare_with_common_lines`' rows, and their names
-in notebook 04, its figure and the report."""
+in notebook 04, its figure and the report: :data:`cryoorient.results.COMPARISON_METHODS`, which the
+report reads from there (it renders saved results and imports no study)."""
 
 
 def comparison_subset(indices: np.ndarray, size: int, seed: int = 0) -> np.ndarray:

@@ -49,13 +49,14 @@ from cryoorient.paths import atomic_write, git_commit, sha256_file
 from cryoorient.pipeline import recover_from_images
 from cryoorient.projection import apply_ctf, ctf_2d, noise_variance, project
 from cryoorient.recipes import RECIPES
-from cryoorient.reconstruction import RECONSTRUCTION_METHODS, reconstruct_particles
+from cryoorient.reconstruction import RECONSTRUCTION_METHODS
 from cryoorient.recovery import perturb_distances, recover_orientations
 from cryoorient.relion import (
     CTF_OPTICS,
     CTF_OPTICS_COLUMNS,
     read_particles,
     read_star,
+    reconstruct_particles,
     resolve_image_names,
     write_stack,
     write_star_like,

@@ -48,6 +48,7 @@ import numpy as np
 import scipy.fft
 import torch
 
+from cryoorient.fsc import fourier_shell_correlation
 from cryoorient.paths import atomic_path, data_dir, map_dirs, sha256_file
 from cryoorient.pseudo_protein import pseudo_protein
 
@@ -62,6 +63,7 @@ __all__ = [
     "MapFallbackWarning",
     "atoms_to_map",
     "load_map",
+    "map_fsc",
     "normalize_map",
     "pad_to_cube",
     "read_map",
@@ -397,6 +399,35 @@ def normalize_map(data: np.ndarray) -> np.ndarray:
     if peak <= 0:
         raise ValueError(f"cannot normalise a map without positive density (maximum {peak})")
     return np.clip(data, 0.0, None) / np.float32(peak)
+
+
+def map_fsc(map1: DensityMap, map2: DensityMap) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fourier shell correlation of two maps of one box and voxel size, frequencies in 1/Å.
+
+    :func:`cryoorient.fsc.fourier_shell_correlation` of their data at their voxel size (which
+    takes arrays; this reads them off the maps and checks that the voxel sizes agree).
+
+    Parameters
+    ----------
+    map1, map2 : cubic maps of the same box, voxel sizes within 0.01 % of each other.
+
+    Returns
+    -------
+    frequencies : (D // 2 + 1,) float64 shell frequencies in 1/Å (at ``map1``'s voxel size).
+    fsc : (D // 2 + 1,) float64 correlations in ``[-1, 1]``.
+
+    Raises
+    ------
+    ValueError
+        Maps of different voxel sizes (resample one with :func:`resample_map`), or what
+        :func:`~cryoorient.fsc.fourier_shell_correlation` refuses.
+    """
+    if not math.isclose(map1.voxel_size, map2.voxel_size, rel_tol=1e-4):
+        raise ValueError(
+            f"maps of different voxel sizes: {map1.name} {map1.voxel_size!r} Å, "
+            f"{map2.name} {map2.voxel_size!r} Å; resample one (cryoorient.density.resample_map)"
+        )
+    return fourier_shell_correlation(map1.data, map2.data, voxel_size=map1.voxel_size)
 
 
 # --------------------------------------------------------------------------------------------

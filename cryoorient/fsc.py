@@ -3,6 +3,9 @@
 Against a noise-free reference map the criterion is FSC 0.5; between two half-maps, each made from
 half of the particles, it is 0.143 (Rosenthal & Henderson 2003). Frequencies are in 1/Å when the
 voxel size is known, else in cycles per voxel.
+
+The functions take arrays and a voxel size; two :class:`cryoorient.density.DensityMap` s are compared
+with :func:`cryoorient.density.map_fsc`, which passes their data and voxel size here.
 """
 
 from __future__ import annotations
@@ -13,22 +16,13 @@ import numpy as np
 import torch
 
 from cryoorient._checks import check_volume
-from cryoorient.density import DensityMap
 
 __all__ = ["fourier_shell_correlation", "resolution"]
 
 
-def _as_map(volume, name: str) -> tuple[torch.Tensor, float | None]:
-    """A cubic floating tensor and the voxel size a :class:`DensityMap` carries (else ``None``)."""
-    voxel = None
-    if isinstance(volume, DensityMap):
-        volume, voxel = volume.data, volume.voxel_size
-    return check_volume(volume, name, integer_dtype=torch.float64), voxel
-
-
 def fourier_shell_correlation(
-    map1: torch.Tensor | np.ndarray | DensityMap,
-    map2: torch.Tensor | np.ndarray | DensityMap,
+    map1: torch.Tensor | np.ndarray,
+    map2: torch.Tensor | np.ndarray,
     voxel_size: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fourier shell correlation of two maps of the same box.
@@ -41,10 +35,10 @@ def fourier_shell_correlation(
 
     Parameters
     ----------
-    map1, map2 : (D, D, D) maps (tensors, arrays or :class:`~cryoorient.density.DensityMap`).
-        Computed on ``map1``'s device in float64.
-    voxel_size : Å per voxel. Taken from the maps when they are ``DensityMap`` s; when neither says,
-        frequencies are in 1/voxel.
+    map1, map2 : (D, D, D) maps ``[z, y, x]`` (tensors or arrays). Computed on ``map1``'s device in
+        float64.
+    voxel_size : Å per voxel; ``None`` gives frequencies in 1/voxel. (Two
+        :class:`~cryoorient.density.DensityMap` s: :func:`cryoorient.density.map_fsc`.)
 
     Returns
     -------
@@ -55,22 +49,24 @@ def fourier_shell_correlation(
     Raises
     ------
     ValueError
-        Non-cubic or non-finite maps, maps of different shapes, ``DensityMap`` s of different voxel
-        sizes, or a ``voxel_size`` that contradicts the maps' or is not positive.
+        Non-cubic or non-finite maps, maps of different shapes, or a ``voxel_size`` that is not
+        positive.
+    TypeError
+        A map given as a :class:`~cryoorient.density.DensityMap` (use :func:`~cryoorient.density.map_fsc`).
     """
-    v1, s1 = _as_map(map1, "map1")
-    v2, s2 = _as_map(map2, "map2")
+    for name, volume in (("map1", map1), ("map2", map2)):
+        if hasattr(volume, "voxel_size"):  # a DensityMap, which this numerical module does not import
+            raise TypeError(
+                f"{name} is a {type(volume).__name__}; pass its .data and voxel_size=, or compare two maps "
+                "with cryoorient.density.map_fsc"
+            )
+    v1 = check_volume(map1, "map1", integer_dtype=torch.float64)
+    v2 = check_volume(map2, "map2", integer_dtype=torch.float64)
     if v1.shape != v2.shape:
         raise ValueError(f"maps of different shapes: {tuple(v1.shape)} and {tuple(v2.shape)}")
-    sizes = [s for s in (s1, s2, voxel_size) if s is not None]
     if voxel_size is not None and not (math.isfinite(voxel_size) and voxel_size > 0):
         raise ValueError(f"voxel_size must be a positive number of Å; got {voxel_size!r}")
-    if sizes and not all(math.isclose(s, sizes[0], rel_tol=1e-4) for s in sizes):
-        raise ValueError(
-            f"maps of different voxel sizes: map1 {s1!r} Å, map2 {s2!r} Å, voxel_size {voxel_size!r} Å; "
-            "resample one (cryoorient.density.resample_map)"
-        )
-    voxel = sizes[0] if sizes else 1.0
+    voxel = 1.0 if voxel_size is None else voxel_size
     d = v1.shape[0]
     f1 = torch.fft.fftn(v1.to(torch.float64))
     f2 = torch.fft.fftn(v2.to(v1.device, torch.float64))

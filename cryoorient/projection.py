@@ -85,7 +85,6 @@ __all__ = [
     "noise_variance",
     "normalize_images",
     "project",
-    "project_real_space",
     "sample_defocus",
     "rotate_images",
     "sample_shifts",
@@ -172,51 +171,6 @@ def project(
     if not images:
         return torch.zeros(0, d, d, dtype=torch.float32, device=out_device)
     return torch.cat(images).to(out_device)
-
-
-def project_real_space(
-    volume: torch.Tensor | np.ndarray, rotations: torch.Tensor | np.ndarray
-) -> torch.Tensor:
-    """Reference projector: the line sum through the rotated volume, computed directly.
-
-    Samples ``V`` with trilinear interpolation (zero outside the box) at ``A^T (x, y, z)`` for every
-    pixel ``(x, y)`` and every integer ``z`` along a ray long enough to cross the whole box, and
-    sums over ``z``. Independent of the Fourier machinery of :func:`project` and slow
-    (``O(N D³)``); used to validate :func:`project` and for teaching.
-
-    Parameters
-    ----------
-    volume : (D, D, D) density, ``[z, y, x]``, origin at index ``D // 2``.
-    rotations : (N, 3, 3) RELION matrices ``A``.
-
-    Returns
-    -------
-    (N, D, D) images ``[y, x]`` on the volume's device, in the volume's floating dtype (float32
-    for integer volumes). No shift, CTF or gridding correction.
-    """
-    vol = check_volume(volume)
-    rot = check_rotations(rotations).to(vol.device, vol.dtype)
-    d = vol.shape[0]
-    c = d // 2
-    reach = math.ceil(math.sqrt(3) * d / 2) + 1
-    axis = torch.arange(d, device=vol.device, dtype=vol.dtype) - c
-    z = torch.arange(-reach, reach + 1, device=vol.device, dtype=vol.dtype)
-    gy, gx, gz = torch.meshgrid(axis, axis, z, indexing="ij")
-    rays = torch.stack((gx, gy, gz), dim=-1).reshape(d * d, z.numel(), 3)  # (D², L, 3) image (x, y, z)
-    batch = max(1, int(4e6 // rays[..., 0].numel()))
-    out = []
-    for start in range(0, rot.shape[0], batch):
-        a = rot[start : start + batch]  # (B, 3, 3)
-        # u = A^T r for column vectors r, i.e. r @ A for row vectors
-        u = torch.einsum("plj,bjk->bplk", rays, a)  # (B, D², L, 3) volume (x, y, z)
-        grid = (u + c) * (2.0 / (d - 1)) - 1.0  # align_corners=True: index 0 -> -1, D-1 -> +1
-        sampled = F.grid_sample(
-            vol[None, None], grid[None], mode="bilinear", padding_mode="zeros", align_corners=True
-        )  # (1, 1, B, D², L)
-        out.append(sampled[0, 0].sum(-1).reshape(-1, d, d))
-    if not out:
-        return vol.new_zeros(0, d, d)
-    return torch.cat(out)
 
 
 def shift_images(images: torch.Tensor | np.ndarray, shifts: torch.Tensor | np.ndarray) -> torch.Tensor:

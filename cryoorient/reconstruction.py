@@ -53,10 +53,9 @@ Orientation frame
     ground-truth map by FSC (:mod:`cryoorient.fsc`), or the FSC measures the misalignment rather
     than the reconstruction.
 
-The resolution of a map (FSC) is :mod:`cryoorient.fsc`.
-
-At ~640 lines this module is a little over the package's ~600: both solvers share the
-Fourier-slice insertion and its weights, kept beside them.
+The resolution of a map (FSC) is :mod:`cryoorient.fsc`. The module takes arrays only: a RELION
+particle set is reconstructed with :func:`cryoorient.relion.reconstruct_particles`, which passes
+its images, angles, shifts and CTF here.
 """
 
 from __future__ import annotations
@@ -80,16 +79,13 @@ from cryoorient._checks import (
     resolve_device,
 )
 from cryoorient._fourier import padded_size, slice_frequencies
-from cryoorient.geometry import euler_to_matrix
-from cryoorient.projection import apply_ctf, ctf_2d, project
-from cryoorient.relion import ParticleStack
+from cryoorient.projection import apply_ctf, project
 
 __all__ = [
     "RECONSTRUCTION_METHODS",
     "WEIGHT_FLOOR",
     "ReconstructionResult",
     "reconstruct",
-    "reconstruct_particles",
 ]
 
 RECONSTRUCTION_METHODS = ("cgls", "fourier")
@@ -591,49 +587,3 @@ def reconstruct(
         seconds=time.perf_counter() - start,
         method="cgls",
     )
-
-
-# --- particle stacks -------------------------------------------------------------------------------------
-
-
-def reconstruct_particles(
-    stack: ParticleStack, rotations: torch.Tensor | np.ndarray | None = None, **kwargs
-) -> ReconstructionResult:
-    """Reconstruct a :class:`~cryoorient.relion.ParticleStack` with its shifts and CTF.
-
-    Parameters
-    ----------
-    stack : the particles; its ``shifts`` and, when present, its CTF parameters (rebuilt with
-        :func:`~cryoorient.projection.ctf_2d` at the stack's pixel size) are used.
-    rotations : (N, 3, 3) RELION matrices to use instead of the stack's angles, e.g. recovered and
-        aligned orientations (``quaternion_to_matrix(aligned_q)``).
-    **kwargs : passed to :func:`reconstruct` (``method``, ``n_iterations``, ``device``, ...).
-
-    Returns
-    -------
-    :class:`ReconstructionResult`.
-    """
-    images = torch.as_tensor(stack.images)
-    n, d = images.shape[0], images.shape[-1]
-    if rotations is None:
-        rotations = euler_to_matrix(torch.as_tensor(np.asarray(stack.angles, dtype=np.float64)))
-    ctf = None
-    if stack.ctf is not None:
-        params = stack.ctf
-        ctf = ctf_2d(
-            d,
-            stack.pixel_size,
-            defocus_u=torch.as_tensor(np.asarray(params["defocus_u"], dtype=np.float64)),
-            defocus_v=torch.as_tensor(np.asarray(params["defocus_v"], dtype=np.float64)),
-            astigmatism_angle=torch.as_tensor(np.asarray(params["astigmatism_angle"], dtype=np.float64)),
-            voltage=params["voltage"],
-            spherical_aberration=params["spherical_aberration"],
-            amplitude_contrast=params["amplitude_contrast"],
-            device=images.device,
-        )
-        if ctf.shape != (n, d, d):
-            raise ValueError(
-                f"the stack's CTF parameters give CTFs of shape {tuple(ctf.shape)} for {n} images"
-            )
-    shifts = torch.as_tensor(np.asarray(stack.shifts, dtype=np.float64))
-    return reconstruct(images, rotations, shifts, ctf, **kwargs)

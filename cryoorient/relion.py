@@ -3,7 +3,9 @@
 Every file the package exchanges with RELION (and with other cryo-EM programs) is read or written
 here; the numerical modules (:mod:`cryoorient.projection`, :mod:`cryoorient.reconstruction`,
 :mod:`cryoorient.pipeline`) do no file I/O. Maps themselves are read and written by
-:func:`cryoorient.density.read_map` / :func:`~cryoorient.density.write_map`.
+:func:`cryoorient.density.read_map` / :func:`~cryoorient.density.write_map`. The numerical core
+takes arrays, not the types defined here (``make lint`` checks its imports):
+:func:`reconstruct_particles` hands a :class:`ParticleStack` to the reconstruction as arrays.
 
 Conventions at the file boundary: Euler angles are RELION's ZYZ ``(rot, tilt, psi)`` in degrees
 (radians in memory), origins are ``rlnOriginX/YAngst`` in Å (pixels in memory), image stacks are
@@ -43,8 +45,10 @@ import torch
 
 from cryoorient._checks import check_rotations, check_shifts, check_volume
 from cryoorient.density import DensityMap, write_map
-from cryoorient.geometry import euler_to_quaternion, matrix_to_euler, quaternion_to_euler
+from cryoorient.geometry import euler_to_matrix, euler_to_quaternion, matrix_to_euler, quaternion_to_euler
 from cryoorient.paths import atomic_path
+from cryoorient.projection import ctf_2d
+from cryoorient.reconstruction import ReconstructionResult, reconstruct
 
 __all__ = [
     "ANGLE_COLUMNS",
@@ -59,6 +63,7 @@ __all__ = [
     "read_particles",
     "read_stack",
     "read_star",
+    "reconstruct_particles",
     "resolve_image_names",
     "write_orientations",
     "write_particles",
@@ -808,3 +813,50 @@ def write_reconstruction(
         ctf,
     )
     return map_path, star_path
+
+
+def reconstruct_particles(
+    stack: ParticleStack, rotations: torch.Tensor | np.ndarray | None = None, **kwargs
+) -> ReconstructionResult:
+    """Reconstruct a :class:`ParticleStack` with its shifts and CTF.
+
+    The stack handed to :func:`cryoorient.reconstruction.reconstruct` as arrays: its images, its
+    angles as RELION matrices (unless ``rotations`` are given), its shifts and its CTFs.
+
+    Parameters
+    ----------
+    stack : the particles; its ``shifts`` and, when present, its CTF parameters (rebuilt with
+        :func:`~cryoorient.projection.ctf_2d` at the stack's pixel size) are used.
+    rotations : (N, 3, 3) RELION matrices to use instead of the stack's angles, e.g. recovered and
+        aligned orientations (``quaternion_to_matrix(aligned_q)``).
+    **kwargs : passed to :func:`~cryoorient.reconstruction.reconstruct` (``method``,
+        ``n_iterations``, ``device``, ...).
+
+    Returns
+    -------
+    :class:`~cryoorient.reconstruction.ReconstructionResult`.
+    """
+    images = torch.as_tensor(stack.images)
+    n, d = images.shape[0], images.shape[-1]
+    if rotations is None:
+        rotations = euler_to_matrix(torch.as_tensor(np.asarray(stack.angles, dtype=np.float64)))
+    ctf = None
+    if stack.ctf is not None:
+        params = stack.ctf
+        ctf = ctf_2d(
+            d,
+            stack.pixel_size,
+            defocus_u=torch.as_tensor(np.asarray(params["defocus_u"], dtype=np.float64)),
+            defocus_v=torch.as_tensor(np.asarray(params["defocus_v"], dtype=np.float64)),
+            astigmatism_angle=torch.as_tensor(np.asarray(params["astigmatism_angle"], dtype=np.float64)),
+            voltage=params["voltage"],
+            spherical_aberration=params["spherical_aberration"],
+            amplitude_contrast=params["amplitude_contrast"],
+            device=images.device,
+        )
+        if ctf.shape != (n, d, d):
+            raise ValueError(
+                f"the stack's CTF parameters give CTFs of shape {tuple(ctf.shape)} for {n} images"
+            )
+    shifts = torch.as_tensor(np.asarray(stack.shifts, dtype=np.float64))
+    return reconstruct(images, rotations, shifts, ctf, **kwargs)

@@ -30,11 +30,10 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from cryoorient.baseline_comparison import METHODS
 from cryoorient.claims import Claim, Claims, ClaimsError, Number, claims_path, load_claims
 from cryoorient.paths import atomic_write, paper_dir, repo_root
 from cryoorient.provenance import portable
-from cryoorient.results import Results, ResultsError, available_profiles, load_results
+from cryoorient.results import COMPARISON_METHODS, Results, ResultsError, available_profiles, load_results
 
 __all__ = [
     "Claim",
@@ -158,8 +157,9 @@ def collect(profile: str, claims: Claims | None = None) -> dict:
 def common_lines_section(comparison: dict, profile: str) -> list[str]:
     """``## Against common lines``: notebook 04's table and, in words, which method wins where."""
     saved = comparison["levels"]  # results are saved with sorted keys: σ² in numeric order, methods ours
+    names = COMPARISON_METHODS
     levels = {
-        level: {m: saved[level][m] for m in (*METHODS, *sorted(set(saved[level]) - set(METHODS)))
+        level: {m: saved[level][m] for m in (*names, *sorted(set(saved[level]) - set(names)))
                 if m in saved[level]}
         for level in sorted(saved, key=float)
     }
@@ -177,7 +177,7 @@ def common_lines_section(comparison: dict, profile: str) -> list[str]:
     for level, methods in levels.items():
         for method, row in methods.items():
             o4, reg = (f"{row[k]:.3f} ({row[k + '_median']:.3f})" for k in ("e_or", "e_reg"))
-            rows.append([level, METHODS.get(method, method), o4, reg, _duration(row["seconds"])])
+            rows.append([level, names.get(method, method), o4, reg, _duration(row["seconds"])])
     header = ["σ²", "method", "E_OR (O(4), the paper's)", "E_OR,reg (rotation + mirror)", "time"]
     lines += [_markdown_table(header, rows), ""]
     wins: dict[str, list[str]] = {}
@@ -186,7 +186,7 @@ def common_lines_section(comparison: dict, profile: str) -> list[str]:
         best, runner = ranked[0], ranked[1] if len(ranked) > 1 else None
         gap = f" ({methods[best]['e_reg']:.3f} rad against {methods[runner]['e_reg']:.3f})" if runner else ""
         wins.setdefault(best, []).append(f"σ² = {level}{gap}")
-    verdict_text = "; ".join(f"{METHODS.get(m, m)} is best at {', '.join(w)}" for m, w in wins.items())
+    verdict_text = "; ".join(f"{names.get(m, m)} is best at {', '.join(w)}" for m, w in wins.items())
     failed = [lv for lv, m in levels.items() if m["common_lines"]["e_reg"] > 1.0 > m["learned"]["e_reg"]]
     if failed:
         top = max(levels, key=float)

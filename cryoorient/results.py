@@ -30,7 +30,24 @@ from cryoorient._version import __version__
 from cryoorient.paths import atomic_write, git_commit, paper_dir
 from cryoorient.provenance import portable
 
-__all__ = ["Results", "ResultsError", "available_profiles", "load_results", "results_dir", "save_results"]
+__all__ = [
+    "COMPARISON_METHODS",
+    "Results",
+    "ResultsError",
+    "available_profiles",
+    "load_results",
+    "results_dir",
+    "save_results",
+]
+
+COMPARISON_METHODS = {
+    "learned": "learned distances, recovery, gauge",
+    "common_lines": "common lines (ASPIRE) on the projections",
+    "class_averages": "common lines on class averages (ASPIRE)",
+}
+"""Notebook 04's comparison with common lines: the methods, by the keys its saved rows use
+(:func:`cryoorient.baseline_comparison.compare_with_common_lines`, which computes them), and their
+names in notebook 04, its figure and the report (:mod:`cryoorient.report`, which renders them)."""
 
 
 class ResultsError(RuntimeError):

@@ -5,10 +5,10 @@ import pytest
 import torch
 from scipy.stats import ortho_group
 
+from cryoorient._reference import align_orientations_reference
 from cryoorient.alignment import (
     AlignmentResult,
     align_orientations,
-    align_orientations_reference,
     o4_transform,
     orientation_errors,
     orientation_recovery_error,

@@ -5,6 +5,7 @@ import pytest
 import torch
 from scipy import stats
 
+from cryoorient._reference import project_real_space
 from cryoorient.density import load_map
 from cryoorient.geometry import (
     euler_to_matrix,
@@ -20,7 +21,6 @@ from cryoorient.projection import (
     noise_variance,
     normalize_images,
     project,
-    project_real_space,
     rotate_images,
     sample_defocus,
     sample_shifts,
