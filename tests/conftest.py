@@ -43,3 +43,11 @@ def toy_projections() -> tuple[torch.Tensor, torch.Tensor]:
     q = sample_orientations(48, seed=1)
     images = project(volume, quaternion_to_matrix(q).float())
     return (images - images.mean()) / images.std(), q
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request) -> str:
+    """Each torch device a test runs on: the CPU, and CUDA where this machine has it (skipped else)."""
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    return request.param

@@ -15,7 +15,6 @@ from cryoorient.sampling import sample_orientations
 
 D = 32  # box of the reconstruction tests; 0.8 Nyquist is shell 12.8
 N = 400
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,6 @@ def fsc_up_to(volume, reference, fraction=0.8) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("method", ["fourier", "cgls"])
-@pytest.mark.parametrize("device", DEVICES)
 def test_reconstruct_known_map_from_exact_projections(truth, rotations, images, method, device):
     result = reconstruct(
         images.to(device), rotations, method=method, n_iterations=8, device=device, progress=False
