@@ -1,4 +1,4 @@
-"""``paper/claims.yml``, the reproduction report's data: loaded, validated, and read from results.
+"""``cryoorient/claims.yml``, the reproduction report's data: loaded, validated, and read from results.
 
 The file lists every number the notebooks measure (where in their saved results it is, its unit
 and format), every claim of the paper (its value, where the paper states it, which way is better,
@@ -12,11 +12,10 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import yaml
-
-from cryoorient.paths import paper_dir, repo_root
 
 __all__ = ["Claim", "Claims", "ClaimsError", "Number", "claims_path", "load_claims"]
 
@@ -170,11 +169,8 @@ class Claims:
 
 
 def claims_path() -> Path:
-    """``paper/claims.yml`` of the repository checkout, else of :func:`paper_dir` (a Colab clone)."""
-    root = repo_root()
-    if root is not None and (root / "paper" / "claims.yml").is_file():
-        return root / "paper" / "claims.yml"
-    return paper_dir() / "claims.yml"
+    """``cryoorient/claims.yml``: package data, so an installed copy (Colab) has the paper's values."""
+    return Path(str(resources.files("cryoorient") / "claims.yml"))
 
 
 def load_claims(path: Path | None = None) -> Claims:
@@ -191,8 +187,8 @@ def load_claims(path: Path | None = None) -> Claims:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ClaimsError(
-            f"{path}: cannot read the claims file ({error}); it comes with the repository "
-            "(paper/claims.yml): run the report from a checkout or set CRYOORIENT_PAPER to one's paper/"
+            f"{path}: cannot read the claims file ({error}); the package carries it as "
+            "cryoorient/claims.yml: reinstall the package (pip install -e . in a checkout)"
         ) from error
     except yaml.YAMLError as error:
         raise ClaimsError(f"{path}: not valid YAML ({error})") from error

@@ -1,6 +1,6 @@
 """The reproduction report: the paper's claims beside our numbers, generated from saved results.
 
-What to report lives in a data file, ``paper/claims.yml``, which :mod:`cryoorient.claims` loads
+What to report lives in a data file, ``cryoorient/claims.yml``, which :mod:`cryoorient.claims` loads
 and validates: every number the notebooks measure (where in their saved results it is, its unit
 and format), every claim of the paper (its value, where the paper states it, which way is better,
 what limits the comparison) and the paper's setup. This module renders it with what notebooks

@@ -203,7 +203,7 @@ plt.show()
 # resolution of the map reconstructed from the noisy test projections with their recovered
 # orientations (the paper's own value was measured from the noiseless projections). The dotted line
 # is the paper's σ² = 16 matched in integrated SNR; the paper's values at its σ² = 16 (116 px, read
-# from `paper/claims.yml`) are drawn there.
+# from `cryoorient/claims.yml`) are drawn there.
 
 # %%
 paper_value = {c.key: c.paper for c in load_claims().claims}  # the paper's values, from claims.yml

@@ -62,8 +62,8 @@ def test_python_versions_allow_colab():
     assert versions == {"3.10", "3.11", "3.12", "3.13"}
 
 
-def test_wheel_carries_the_study_profiles(tmp_path):
-    """Colab installs a wheel built from git, not the checkout: the profiles must be package data."""
+def test_wheel_carries_the_study_profiles_and_the_claims(tmp_path):
+    """Colab installs a wheel built from git, not the checkout: profiles and claims are package data."""
     import subprocess
     import sys
     import zipfile
@@ -77,3 +77,4 @@ def test_wheel_carries_the_study_profiles(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {f"cryoorient/studies/{p.name}" for p in (ROOT / "cryoorient" / "studies").glob("*.yml")}
     assert {"cryoorient/studies/default.yml"} <= shipped <= names
+    assert "cryoorient/claims.yml" in names

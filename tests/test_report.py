@@ -12,7 +12,7 @@ from cryoorient.results import save_results
 
 @pytest.fixture(scope="module")
 def raw_claims() -> dict:
-    """The committed paper/claims.yml, parsed but not validated (tests mutate copies)."""
+    """The committed cryoorient/claims.yml, parsed but not validated (tests mutate copies)."""
     return yaml.safe_load(claims_path().read_text(encoding="utf-8"))
 
 
