@@ -32,12 +32,12 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install -e ".[notebooks,test]"
 	touch $@
 
-# The book extra beside the others, for make book
+# The book extra beside the others, for make book and for make test (tests/test_book.py builds it)
 $(BOOK_INSTALLED): $(INSTALLED)
 	$(PY) -m pip install -e ".[book]"
 	touch $@
 
-test: install lint  ## unit tests, notebook pairing checks and nbval on the notebooks
+test: install $(BOOK_INSTALLED) lint  ## unit tests, notebook pairing checks and nbval on the notebooks
 	$(PY) -m pytest
 
 test-fast: install  ## unit tests not marked slow (no notebooks): the edit-test loop, < 2 min
