@@ -14,11 +14,12 @@ PROFILE ?= default
 VENV    := .venv
 PY      := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+BOOK_INSTALLED := $(VENV)/.installed-book
 # The paper's 5j0n map, when ../shared/data holds it (searched, never copied); else the notebooks
 # download it or fall back to the embedded pseudo-protein with a warning.
 export CRYOORIENT_MAPS ?= $(abspath $(wildcard ../shared/data))
 
-.PHONY: help install test test-fast lint figures notebooks paper benchmark clean
+.PHONY: help install test test-fast lint figures notebooks book paper benchmark clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -31,14 +32,19 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install -e ".[notebooks,test]"
 	touch $@
 
-test: install lint  ## unit tests, notebook pairing checks and nbval on the notebooks
+# The book extra beside the others, for make book and for make test (tests/test_book.py builds it)
+$(BOOK_INSTALLED): $(INSTALLED)
+	$(PY) -m pip install -e ".[book]"
+	touch $@
+
+test: install $(BOOK_INSTALLED) lint  ## unit tests, notebook pairing checks and nbval on the notebooks
 	$(PY) -m pytest
 
 test-fast: install  ## unit tests not marked slow (no notebooks): the edit-test loop, < 2 min
 	$(PY) -m pytest -m "not slow" tests
 
 lint: install  ## ruff on the package, tests and notebook sources; the package's import layers
-	$(PY) -m ruff check cryoorient tests notebooks benchmarks conftest.py
+	$(PY) -m ruff check cryoorient tests notebooks benchmarks book conftest.py
 	$(VENV)/bin/lint-imports --no-cache
 
 figures: install  ## run notebooks 01-06 at PROFILE (default|paper): figures/, paper/ report, README table
@@ -50,6 +56,9 @@ notebooks: install  ## re-execute every notebook at its defaults and refresh the
 
 benchmark: install  ## projection, recovery, reconstruction, training and common-lines benchmarks -> paper/benchmarks.md
 	$(PY) benchmarks/run_all.py
+
+book: $(BOOK_INSTALLED)  ## the course: executed notebooks (as stored, none re-run), results, figures, report -> build/book/
+	$(PY) book/build.py --out build/book
 
 paper: paper/main.pdf  ## the companion note paper/main.pdf (needs LaTeX; numbers and figures from make figures)
 
