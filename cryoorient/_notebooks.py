@@ -120,14 +120,25 @@ def execute(source: Path, output: Path, parameters: dict) -> Path:
     return output
 
 
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
 def strip_run_metadata(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop papermill's timings, status and empty tags: the stored notebook changes only with its content."""
+    """Drop papermill's timings, status and empty tags, and live widgets (tqdm's progress bars).
+
+    The stored notebook then changes only with its content. A progress bar is a widget whose state
+    only a live kernel has; stored, it is a frozen "0 %" line, and a page rendered from it (the
+    book) would need require.js and the widget manager from a CDN.
+    """
     nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
         if cell.metadata.get("tags") == []:
             del cell.metadata["tags"]
+        if "outputs" in cell:
+            cell.outputs = [o for o in cell.outputs if WIDGET not in o.get("data", {})]
     return nb
 
 

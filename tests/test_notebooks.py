@@ -6,6 +6,7 @@ import pytest
 from papermill.exceptions import PapermillExecutionError
 
 from cryoorient._notebooks import (
+    WIDGET,
     check_parameters,
     declared_parameters,
     execute,
@@ -54,6 +55,8 @@ def test_paired_notebook_carries_a_clean_run(source):
     assert nb.metadata.kernelspec.name == "python3"
     assert "papermill" not in nb.metadata
     assert not any(t == "injected-parameters" for c in nb.cells for t in c.metadata.get("tags", []))
+    assert "widgets" not in nb.metadata, "live widget state stored: refresh with make notebooks"
+    assert not [o for c in code for o in c.outputs if WIDGET in o.get("data", {})], "a progress bar stored"
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=stem)
