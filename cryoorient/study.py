@@ -23,6 +23,7 @@ This module reads YAML and does arithmetic only: it imports nothing heavier than
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -51,11 +52,6 @@ CHANCE_SEED_OFFSET = 7
 """Added to the study's seed for the random orientations that give ``E_OR``'s chance level, so the
 recovery (notebook 04) and the reconstruction from random orientations (notebook 05) use the same
 draw, and that draw differs from the dataset's own orientations (drawn with the seed itself)."""
-
-_STUDY_FIELDS = (
-    "map_name", "box_size", "voxel_size", "n_projections", "seed", "model", "noise_levels",
-    "curriculum_epochs", "curriculum_learning_rate", "paper_noise_variance", "paper_box_size",
-)  # fmt: skip
 
 
 class StudyError(ValueError):
@@ -156,6 +152,10 @@ class Study:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
+_STUDY_FIELDS = tuple(f.name for f in dataclasses.fields(Study) if f.name not in ("profile", "notebooks"))
+"""The fields a profile's ``study`` section sets (every :class:`Study` field but its name and notebooks)."""
+
+
 def _studies_folder(folder: Path | None) -> Traversable:
     return resources.files("cryoorient") / "studies" if folder is None else Path(folder)
 
@@ -236,8 +236,9 @@ def load_study(profile: str = "default", folder: Path | None = None) -> Study:
     return Study(profile=profile, notebooks=notebooks, **study)
 
 
+@functools.cache
 def default_study() -> Study:
-    """The default profile's study (read once per call; cheap)."""
+    """The default profile's study, read once: the package's defaults (model, training) derive from it."""
     return load_study("default")
 
 
