@@ -8,7 +8,7 @@ projections (Fourier-downsampled to 32 px); ASPIRE's class averages of the whole
 common lines on as many averages as the subset has images. Errors: ``E_OR`` (O(4), the paper's)
 and ``E_OR,reg`` (global rotation and mirror only), mean and median, radians. The estimators are
 the notebooks' (``models/``, trained once: their training time is listed apart). Results are
-cached in ``data/baselines``, where notebook 04 caches the same comparison (same subset at
+cached in ``data/baselines``, where notebook 08 caches the same comparison (same subset at
 ``--size 200``): without ``--fresh`` the script reads what the notebook measured, with it
 everything is timed again. Written to ``benchmarks/results/common_lines.json``.
 

@@ -21,7 +21,7 @@ mean and median, O(4) alignment). The contenders differ only in how training rea
 Models are cached by their configuration (``data/models``; the curriculum's come with the
 repository), so a rerun only evaluates. The JSON goes to ``benchmarks/results/noise_ablation.json``
 with the machine, the commit and each training's wall time (its epochs', recorded when it was
-trained; for the curriculum, its last stage's); notebook 04 shows the table.
+trained; for the curriculum, its last stage's); notebook 05 shows the table.
 
 Usage::
 

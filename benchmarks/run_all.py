@@ -14,8 +14,8 @@ chosen so that the whole run takes about 20 minutes on 2 CPU cores):
     distance-learning throughput, default and paper configurations;
 ``common_lines``
     learned distances against ASPIRE's common lines (raw and on class averages) on the same 200
-    test projections as notebook 04, at σ² = 0, 1, 4, 16: errors and times side by side, timed
-    afresh (``--fresh``; without it the script reads notebook 04's cached comparison);
+    test projections as notebook 08, at σ² = 0, 1, 4, 16: errors and times side by side, timed
+    afresh (``--fresh``; without it the script reads notebook 08's cached comparison);
 ``recover_scale``
     ``cryoorient recover``'s path from images (embedding, distances and recovery, gauge fixing)
     at P = 1,000, 5,000, 20,000 of 64 px: time per stage and peak memory, each P in its own
@@ -440,7 +440,7 @@ def common_lines_section(r: dict) -> list[str]:
         "learned method's include the distances, the recovery and the gauge search, not the training of "
         f"the estimators (done once: {seconds_text(training)} for the whole noise curriculum on this "
         "machine, recorded when they were trained). Class averages: classification and averaging, then "
-        "common lines." + (" Read from the cache of notebook 04's identical run (`--fresh` times again)."
+        "common lines." + (" Read from the cache of notebook 08's identical run (`--fresh` times again)."
                          if r.get("cached") else ""),
         "",
     ]

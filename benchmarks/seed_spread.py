@@ -17,7 +17,7 @@ distances. Two levels, in this order, so that an interrupted run keeps what it f
 
 Seed 0's models come with the repository; the others are trained here and cached (``data/models``),
 so a rerun only evaluates. The JSON (``benchmarks/results/seed_spread.json``) is rewritten after
-every model, with the machine and the commit; notebook 04 shows its table.
+every model, with the machine and the commit; the reproduction report shows the seed ranges.
 
 Usage::
 

@@ -1,4 +1,4 @@
-"""Learned distances against common lines, on the same projections (notebook 04, ``make benchmark``).
+"""Learned distances against common lines, on the same projections (notebook 08, ``make benchmark``).
 
 At one noise level, on one subset of test projections (the same images, the same noise draw):
 
@@ -45,7 +45,7 @@ __all__ = ["METHODS", "compare_with_common_lines", "comparison_subset"]
 
 METHODS = COMPARISON_METHODS
 """The compared methods, by the keys of :func:`compare_with_common_lines`' rows, and their names
-in notebook 04, its figure and the report: :data:`cryoorient.results.COMPARISON_METHODS`, which the
+in notebook 08, its figure and the report: :data:`cryoorient.results.COMPARISON_METHODS`, which the
 report reads from there (it renders saved results and imports no study)."""
 
 

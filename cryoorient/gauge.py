@@ -3,7 +3,7 @@
 Distances ``d_q`` are invariant under all of O(4), so orientations recovered from them
 (:func:`cryoorient.recovery.recover_orientations`) are the true ones up to ``q ↦ a·q·b`` or
 ``q ↦ a·q̄·b``. With RELION's ``A = R(q)`` (volume → image coordinates) the images fix part of that
-group (see notebook 04, section 4):
+group (see notebook 06):
 
 * the right factor ``b`` rotates the whole map; the images are the same. Unresolvable, harmless;
 * ``q ↦ k·q·k̄``, ``k = (0, 0, 0, 1)`` (``A ↦ J A J``, ``J = diag(1, 1, -1)``) gives the same images of

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import warnings
 from dataclasses import replace
@@ -92,7 +93,9 @@ def shipped_models_dir() -> Path | None:
 
 
 RAW_URL = "https://raw.githubusercontent.com/{owner}/{name}/{commit}/"
-"""Where a GitHub repository's files are served at a commit (:func:`_fetch_shipped`)."""
+"""Where a GitHub repository's files are served at a commit (:func:`_fetch_shipped`). The
+environment variable ``CRYOORIENT_RAW_URL`` replaces it (same placeholders): a mirror, or the local
+server of ``benchmarks/colab_like.py``, which stands in for GitHub."""
 
 
 def ship_model(
@@ -212,7 +215,8 @@ def _models_url() -> tuple[str, str] | None:
     match = re.fullmatch(r"(?:git\+)?https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", repository)
     if match is None:
         return None
-    return RAW_URL.format(owner=match[1], name=match[2], commit=commit) + "models/", commit
+    base = os.environ.get("CRYOORIENT_RAW_URL") or RAW_URL
+    return base.format(owner=match[1], name=match[2], commit=commit) + "models/", commit
 
 
 def _fetch_shipped(folder: Path) -> bool:

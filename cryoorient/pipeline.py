@@ -28,7 +28,7 @@ from cryoorient.alignment import AlignmentResult, align_orientations
 from cryoorient.dataset import Dataset
 from cryoorient.gauge import fix_gauge
 from cryoorient.recovery import RecoveryResult, recover_orientations, recover_orientations_sampled
-from cryoorient.results import ResultsError, load_results
+from cryoorient.results import Results, ResultsError, load_results
 from cryoorient.siamese import SiameseDistance
 from cryoorient.training import embed
 
@@ -316,7 +316,7 @@ def recover_from_images(
 
 @dataclass
 class SavedRecovery:
-    """One noise level's recovered orientations, as notebook 04 saved them or computed now.
+    """One noise level's recovered orientations, as notebooks 04 and 06 saved them or computed now.
 
     Attributes
     ----------
@@ -325,7 +325,7 @@ class SavedRecovery:
     gauge_fixed : (P, 4) float64 the same with the gauge fixed from the images alone
         (:func:`cryoorient.gauge.fix_gauge`), or ``None`` when not asked for.
     e_or : ``E_OR`` of ``aligned``, radians.
-    origin : ``"saved"`` (read from notebook 04's results) or ``"computed"``.
+    origin : ``"saved"`` (read from notebooks 04 and 06's results) or ``"computed"``.
     """
 
     recovered: torch.Tensor
@@ -333,6 +333,31 @@ class SavedRecovery:
     gauge_fixed: torch.Tensor | None
     e_or: float
     origin: str
+
+
+def _saved_orientations(profile: str) -> Results | None:
+    """Notebook 04's results at ``profile`` with notebook 06's gauge-fixed orientations added.
+
+    A level's ``noiseK/gauge_fixed`` is added only where notebook 06 fixed the gauge of the same
+    estimator's orientations (its ``models`` agree with notebook 04's). ``None`` without notebook 04.
+    """
+    try:
+        recovery = load_results("04_orientation_recovery", profile)
+    except ResultsError:
+        return None
+    try:
+        gauge = load_results("06_gauge_fixing", profile)
+    except ResultsError:
+        return recovery
+    learned, fixed_models = recovery.values.get("learned", {}), gauge.values.get("models", {})
+    added = {
+        name: array
+        for name, array in gauge.arrays.items()
+        if (key := name.removeprefix("noise").removesuffix("/gauge_fixed")) in learned
+        and fixed_models.get(key) == learned[key].get("model")
+    }
+    return Results(recovery.notebook, recovery.profile, recovery.values, recovery.arrays | added,
+                   recovery.provenance)
 
 
 def recovered_or_saved(
@@ -347,10 +372,11 @@ def recovered_or_saved(
     seed: int = 0,
     device: torch.device | str | None = None,
 ) -> dict[float, SavedRecovery]:
-    """Orientations recovered at each noise level: notebook 04's, else computed now.
+    """Orientations recovered at each noise level: notebooks 04 and 06's, else computed now.
 
-    Notebook 04 saves the raw, aligned and gauge-fixed orientations of the levels it recovered; a
-    later notebook reads them when they come from the same models (the cache keys agree) and
+    Notebook 04 saves the raw and aligned orientations of the levels it recovered, and notebook 06
+    the gauge-fixed ones of the levels it fixed; a later notebook reads them when they come from the
+    same models (the cache keys agree, and notebook 06 ran on notebook 04's saved run) and
     recovers the others with :func:`learned_recovery` (and :func:`cryoorient.gauge.fix_gauge`,
     from that level's images), so it still runs on its own (e.g. in Colab).
 
@@ -360,7 +386,7 @@ def recovered_or_saved(
     datasets : ``σ² ↦`` the dataset whose images carry that noise (same orientations and splits).
     indices : the projections to recover (the test split).
     image_size : the estimators' input size.
-    profile : the results profile to read notebook 04's orientations from.
+    profile : the results profile to read notebooks 04 and 06's orientations from.
     gauge_levels : the levels whose gauge-fixed orientations are wanted too.
     seed, device : as for :func:`learned_recovery`.
 
@@ -368,10 +394,7 @@ def recovered_or_saved(
     -------
     ``{σ²: SavedRecovery}``.
     """
-    try:
-        saved = load_results("04_orientation_recovery", profile)
-    except ResultsError:
-        saved = None
+    saved = _saved_orientations(profile)
     wanted = {f"{level:g}" for level in gauge_levels}
     out = {}
     for level, model in models.items():

@@ -148,14 +148,14 @@ def collect(profile: str, claims: Claims | None = None) -> dict:
     spreads = seed_spreads(profile, claims)
     if spreads:
         collected["spreads"] = spreads
-    recovery = loaded.get("04_orientation_recovery")
-    if recovery is not None and "common_lines" in recovery.values:
-        collected["common_lines"] = portable(recovery.values["common_lines"])
+    baseline = loaded.get("08_common_lines")
+    if baseline is not None and "common_lines" in baseline.values:
+        collected["common_lines"] = portable(baseline.values["common_lines"])
     return collected
 
 
 def common_lines_section(comparison: dict, profile: str) -> list[str]:
-    """``## Against common lines``: notebook 04's table and, in words, which method wins where."""
+    """``## Against common lines``: notebook 08's table and, in words, which method wins where."""
     saved = comparison["levels"]  # results are saved with sorted keys: σ² in numeric order, methods ours
     names = COMPARISON_METHODS
     levels = {
@@ -164,7 +164,7 @@ def common_lines_section(comparison: dict, profile: str) -> list[str]:
         for level in sorted(saved, key=float)
     }
     lines = [
-        f"Notebook 04, section 5 ({profile} profile): the same {comparison['p']} test projections "
+        f"Notebook 08 ({profile} profile): the same {comparison['p']} test projections "
         f"(the same noise draw) for learned distances and for ASPIRE's common lines (`CLSyncVoting`, "
         f"images downsampled to {comparison['box_size']} px; ASPIRE {comparison['aspire']}); class "
         "averages are made from the whole test split and as many of them are oriented, each scored "

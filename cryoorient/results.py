@@ -3,7 +3,7 @@
 A notebook ends with :func:`save_results`: its numbers (a JSON-serialisable mapping) and the arrays
 behind its plots go to ``paper/results/PROFILE/NOTEBOOK.json`` and ``.npz``
 (:func:`cryoorient.paths.paper_dir`), stamped with the profile, map and commit. Notebook
-``06_figures`` and :mod:`cryoorient.report` read them back with :func:`load_results` and never
+``99_figures`` and :mod:`cryoorient.report` read them back with :func:`load_results` and never
 retrain anything. The JSON records the SHA-256 of its ``.npz``; a pair that does not match (a run
 interrupted between the two renames, a hand edit) is refused with the notebook to rerun.
 
@@ -38,6 +38,7 @@ __all__ = [
     "load_results",
     "results_dir",
     "save_results",
+    "write_record",
 ]
 
 COMPARISON_METHODS = {
@@ -45,9 +46,9 @@ COMPARISON_METHODS = {
     "common_lines": "common lines (ASPIRE) on the projections",
     "class_averages": "common lines on class averages (ASPIRE)",
 }
-"""Notebook 04's comparison with common lines: the methods, by the keys its saved rows use
+"""Notebook 08's comparison with common lines: the methods, by the keys its saved rows use
 (:func:`cryoorient.baseline_comparison.compare_with_common_lines`, which computes them), and their
-names in notebook 04, its figure and the report (:mod:`cryoorient.report`, which renders them)."""
+names in notebook 08, its figure and the report (:mod:`cryoorient.report`, which renders them)."""
 
 
 class ResultsError(RuntimeError):
@@ -138,6 +139,26 @@ def save_results(
     the module docstring).
     """
     _check_name(notebook, "notebook")
+    return write_record(notebook, profile, values, arrays, commit=git_commit(), version=__version__,
+                        provenance=provenance)
+
+
+def write_record(
+    notebook: str,
+    profile: str,
+    values: Mapping[str, object],
+    arrays: Mapping[str, np.ndarray | torch.Tensor] | None,
+    *,
+    commit: str,
+    version: str,
+    provenance: Mapping[str, object],
+) -> Path:
+    """Write one notebook's results with the given ``commit`` and package ``version`` (atomically).
+
+    :func:`save_results` stamps the current checkout; a migration of saved results
+    (:mod:`cryoorient._results_migration`) keeps the stamps of the run that measured them.
+    """
+    _check_name(notebook, "notebook")
     folder = results_dir(profile)
     buffer = io.BytesIO()
     packed = {
@@ -149,8 +170,8 @@ def save_results(
     record = {
         "notebook": notebook,
         "profile": profile,
-        "commit": git_commit(),
-        "cryoorient": __version__,
+        "commit": commit,
+        "cryoorient": version,
         "provenance": portable(_plain(dict(provenance), "provenance"), with_sha256=True),
         "values": portable(_plain(dict(values), "values"), with_sha256=True),
         "arrays": sorted(packed),

@@ -50,7 +50,7 @@ __all__ = [
 
 CHANCE_SEED_OFFSET = 7
 """Added to the study's seed for the random orientations that give ``E_OR``'s chance level, so the
-recovery (notebook 04) and the reconstruction from random orientations (notebook 05) use the same
+recovery (notebook 04) and the reconstruction from random orientations (notebook 07) use the same
 draw, and that draw differs from the dataset's own orientations (drawn with the seed itself)."""
 
 

@@ -303,7 +303,7 @@ print(f"disjoint and complete: {np.array_equal(np.sort(joined), np.arange(study.
 # %% [markdown]
 # ## 5 · Results for the figures notebook and the report
 # The numbers above and the arrays behind the sampling figure go to `paper/results/PROFILE/`,
-# where notebook 06 and the reproduction report (`paper/README.md`) read them.
+# where notebook 99 and the reproduction report (`paper/README.md`) read them.
 
 # %%
 bins = np.linspace(0.0, np.pi, 51)

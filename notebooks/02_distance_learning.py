@@ -251,9 +251,9 @@ print(f"{len(chain)} estimators (σ² = 0 … {max(chain):g}), each better than 
 # %% [markdown]
 # ## 6 · Results for the figures notebook and the report
 # The numbers above, the learning curves and the test pairs go to `paper/results/PROFILE/`, where
-# notebook 06 and the reproduction report (`paper/README.md`) read them, next to the paper's.
+# notebook 99 and the reproduction report (`paper/README.md`) read them, next to the paper's.
 # The model lives in the printed cache folder (`model.pt`, `history.json`);
-# `cryoorient.training.load_model` reads it, and notebooks 03 and 04 find it by the same
+# `cryoorient.training.load_model` reads it, and notebooks 03-08 find it by the same
 # parameters.
 
 # %%

@@ -370,7 +370,7 @@ print("every model trained and tested with shifts or noise has a higher test RMS
 # %% [markdown]
 # ## 6 · Results for the figures notebook and the report
 # The numbers above and, per grid setting, the per-pair losses behind the box plots go to
-# `paper/results/PROFILE/` (read by notebook 06 and the reproduction report).
+# `paper/results/PROFILE/` (read by notebook 99 and the reproduction report).
 
 # %%
 grid = {label: {k: out[k] for k in ("loss", "rmse", "pearson")} for label, out in results.items()}

@@ -95,8 +95,8 @@ def markdown_rows(text: str) -> list[list[str]]:
     return rows
 
 
-def notebook_06_table() -> str:
-    nb = nbformat.read(ROOT / "notebooks" / "06_figures.ipynb", as_version=4)
+def figures_notebook_table() -> str:
+    nb = nbformat.read(ROOT / "notebooks" / "99_figures.ipynb", as_version=4)
     tables = [
         output["data"]["text/markdown"]
         for cell in nb.cells
@@ -105,7 +105,7 @@ def notebook_06_table() -> str:
         if "text/markdown" in output.get("data", {})
         and "| claim | paper |" in output["data"]["text/markdown"]
     ]
-    assert len(tables) == 1, "notebook 06 should store exactly one claims table"
+    assert len(tables) == 1, "notebook 99 should store exactly one claims table"
     return tables[0]
 
 
@@ -124,11 +124,11 @@ def disagreements(a: tuple[str, str], b: tuple[str, str]) -> list[str]:
     ]
 
 
-def test_notebook_06_readme_and_numbers_json_state_the_same_claims():
+def test_figures_notebook_readme_and_numbers_json_state_the_same_claims():
     numbers = json.loads((ROOT / "paper" / "numbers.json").read_text(encoding="utf-8"))
     from_json = ("paper/numbers.json", report.readme_table(numbers))
     readme = ("README.md", generated_text(ROOT / "README.md"))
-    notebook = ("notebooks/06_figures.ipynb", notebook_06_table())
+    notebook = ("notebooks/99_figures.ipynb", figures_notebook_table())
     report_md = (
         "paper/README.md",
         # the claims section only: the sections after it hold tables of their own

@@ -60,7 +60,7 @@ def test_written_orientations_read_back(stack, tmp_path):
     assert quaternion_distance(back.quaternions, q).max() < 1e-4  # via Euler angles in degrees
 
 
-def test_recovered_or_saved_reads_notebook_04_only_for_the_same_models(
+def test_recovered_or_saved_reads_notebooks_04_and_06_only_for_the_same_models(
     toy_projections, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("CRYOORIENT_PAPER", str(tmp_path))
@@ -74,9 +74,17 @@ def test_recovered_or_saved_reads_notebook_04_only_for_the_same_models(
     assert computed.origin == "computed" and computed.gauge_fixed.shape == (40, 4)
     assert computed.recovered.dtype == torch.float64 and computed.aligned.shape == (40, 4)
     stamp = {"learned": {"0": {"model": "key-a", "e_or": 0.5}}}
-    arrays = {"noise0/recovered": computed.recovered + 0, "noise0/aligned": q[test],
-              "noise0/gauge_fixed": q[test]}
+    arrays = {"noise0/recovered": computed.recovered + 0, "noise0/aligned": q[test]}
     save_results("04_orientation_recovery", stamp, profile="unit", arrays=arrays)
+    # notebook 04's orientations but no gauge from notebook 06: the level is computed again
+    partly = recovered_or_saved(*args, profile="unit", gauge_levels=[0.0])[0.0]
+    assert partly.origin == "computed" and partly.gauge_fixed.shape == (40, 4)
+    assert recovered_or_saved(*args, profile="unit")[0.0].origin == "saved"  # no gauge wanted
+    # notebook 06 fixed the gauge of another estimator's orientations: not used
+    gauge = {"noise0/gauge_fixed": q[test]}
+    save_results("06_gauge_fixing", {"models": {"0": "key-old"}}, profile="unit", arrays=gauge)
+    assert recovered_or_saved(*args, profile="unit", gauge_levels=[0.0])[0.0].origin == "computed"
+    save_results("06_gauge_fixing", {"models": {"0": "key-a"}}, profile="unit", arrays=gauge)
     saved = recovered_or_saved(*args, profile="unit", gauge_levels=[0.0])[0.0]
     assert saved.origin == "saved" and saved.e_or == 0.5
     assert torch.equal(saved.aligned, q[test].double()) and torch.equal(saved.gauge_fixed, q[test].double())

@@ -178,7 +178,7 @@ def test_report_from_saved_results(tmp_path, monkeypatch):
     assert claims["eor_learned_clean"]["verdict"] == {"default": "better", "paper": "not run"}
     assert claims["eor_learned_matched"]["verdict"]["default"] == "worse"
     assert claims["eor_learned_noisy"]["verdict"]["default"] == "not comparable"  # another SNR
-    assert claims["res_clean"]["verdict"]["default"] == "not run"  # notebook 05 did not run
+    assert claims["res_clean"]["verdict"]["default"] == "not run"  # notebook 07 did not run
     text = report.render_report(document)
     row = "| E_OR from learned distances, 5j0n at our σ² = 16 (a harder task than the paper's) | 0.25 rad | "
     assert row + "1.180 rad | not comparable | not run |" in text

@@ -33,8 +33,8 @@ def test_non_finite_values_are_saved_as_none():
 
 
 def test_missing_results_name_the_notebook_to_run():
-    with pytest.raises(ResultsError, match=r"notebooks/05_reconstruction\.py.*make figures PROFILE=paper"):
-        load_results("05_reconstruction", "paper")
+    with pytest.raises(ResultsError, match=r"notebooks/07_reconstruction\.py.*make figures PROFILE=paper"):
+        load_results("07_reconstruction", "paper")
 
 
 def test_arrays_that_do_not_match_their_record_are_refused(paper):

@@ -392,7 +392,7 @@ def test_shipped_models_are_the_notebooks_models():
     """models/ holds the models the notebooks ask for, under their keys, so a fresh clone (any Python,
     any FFT library) loads them instead of training. The default profile: the noiseless model and
     noise curriculum on uniform orientations (every level of the noise study), and on the paper's half
-    coverage (notebook 04's noise study the paper's way) the levels up to the SNR-matched σ². The
+    coverage (notebook 05's noise study the paper's way) the levels up to the SNR-matched σ². The
     long profile (cryoorient/studies/long.yml, issue 12): its noiseless model and curriculum on
     uniform orientations (notebook 02)."""
     from cryoorient.density import load_map
@@ -459,6 +459,9 @@ def test_shipped_models_are_downloaded_outside_a_checkout(data, tmp_path, monkey
     finally:
         server.shutdown()
         server.server_close()
+    # a mirror named by CRYOORIENT_RAW_URL replaces GitHub's raw files (same placeholders)
+    monkeypatch.setenv("CRYOORIENT_RAW_URL", "http://mirror.invalid/{owner}/{name}/{commit}/")
+    assert model_cache._models_url() == (f"http://mirror.invalid/owner/repo/{commit}/models/", commit)
     # not a GitHub install (an index or editable install): nothing is fetched
     monkeypatch.setattr(model_cache, "installed_source", lambda: ("file:///somewhere", commit))
     assert model_cache._models_url() is None

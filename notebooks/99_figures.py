@@ -1,13 +1,14 @@
 # %% [markdown]
-# # 06 · The paper's figures, and the reproduction report
+# # 99 · The paper's figures, and the reproduction report
 #
-# Notebooks 01–05 each end by saving what they measured — numbers, and the arrays behind their
-# plots — under `paper/results/PROFILE/`. This notebook trains nothing and recomputes nothing: it
+# The last chapter, whatever studies come before it (hence 99). Notebooks 01–08 each end by saving
+# what they measured — numbers, and the arrays behind their plots — under
+# `paper/results/PROFILE/`. This notebook trains nothing and recomputes nothing: it
 # reads those results and assembles the multi-panel figures of the paper (method overview aside),
 # then writes the claim-by-claim report `paper/README.md`, `paper/numbers.json` and the LaTeX
 # macros `paper/numbers.tex` that `paper/main.tex` uses.
 #
-# `figures/README.md` maps every paper figure to the files made here and by notebooks 01–05, with
+# `figures/README.md` maps every paper figure to the files made here and by notebooks 01–08, with
 # what differs from the paper. Each figure's JSON sidecar records the profile, map and commit of
 # the runs it was drawn from.
 
@@ -26,7 +27,7 @@ if "google.colab" in sys.modules:
     os.environ.setdefault("CRYOORIENT_PAPER", "/content/cryoorient/paper")
 
 # %% tags=["parameters"]
-profile = "default"  # profile whose saved results are drawn (notebooks 01-05 must have run at it)
+profile = "default"  # profile whose saved results are drawn (notebooks 01-08 must have run at it)
 
 # %%
 import matplotlib.pyplot as plt
@@ -60,7 +61,7 @@ sampling = load_results("01_data_generation", profile)
 learning = load_results("02_distance_learning", profile)
 accuracy = load_results("03_distance_accuracy", profile)
 recovery = load_results("04_orientation_recovery", profile)
-reconstruction = load_results("05_reconstruction", profile)
+reconstruction = load_results("07_reconstruction", profile)
 tag = recovery.values["map"].replace(":", "-").replace("/", "-")
 made = []
 
@@ -73,7 +74,7 @@ def stamp(name: str, *sources) -> None:
     made.append(name)
 
 
-print(f"profile {profile}: results of 01-05 found; map {recovery.values['map']}")
+print(f"profile {profile}: results of 01-07 found; map {recovery.values['map']}")
 
 # %% [markdown]
 # ## Orientation sampling (paper appendix)
