@@ -177,7 +177,6 @@ plt.show()
 # paper's curve with the second.
 
 
-
 # %%
 def perturbation_sweep(q: torch.Tensor, name: str) -> tuple[list[dict], dict]:
     """Recover ``q`` from its distances plus errors of each variance; E_OR, median and L_OR."""
