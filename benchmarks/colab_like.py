@@ -437,6 +437,16 @@ def installed_from(venv: Path) -> list[str] | None:
     return json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else None
 
 
+def runtime_path(path: str | None, folder: Path) -> str | None:
+    """``path`` inside the throwaway runtime ``folder`` as ``RUNTIME/...`` (no machine path in the JSON)."""
+    if path is None:
+        return None
+    try:
+        return str(Path("RUNTIME") / Path(path).relative_to(folder))
+    except ValueError:
+        return Path(path).name
+
+
 def measure(name: str, commit: str, base: Path, python: Path, work: Path, gitconfig: Path, raw_url: str,
             served: Served, keep: bool, timeout: float) -> Measurement:
     """Run one notebook in a fresh runtime and measure it."""
@@ -458,7 +468,7 @@ def measure(name: str, commit: str, base: Path, python: Path, work: Path, gitcon
             notebook=name, commit=commit, ok=code == 0, wall_seconds=round(wall, 1),
             install_seconds=None if executed is None else install_seconds(executed),
             peak_kernel_tree_rss_bytes=poller.peak_kernel, peak_total_rss_bytes=poller.peak_total,
-            kernel_python=poller.kernel_python, installed_from=installed_from(venv),
+            kernel_python=runtime_path(poller.kernel_python, folder), installed_from=installed_from(venv),
             error=None if code == 0 else (f"timed out after {timeout:.0f} s" if code == -9 else
                                           notebook_error(executed, log)),
             warnings=notebook_warnings(executed), downloads=served.summary(),
@@ -484,7 +494,7 @@ def environment_info(python: Path, base: Path, base_seconds: float) -> dict:
         "memory_bytes": psutil.virtual_memory().total,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "platform": platform.platform(),
-        "maps": str(SHARED_MAPS) if SHARED_MAPS.is_dir() else None,
+        "maps": os.path.relpath(SHARED_MAPS, ROOT) if SHARED_MAPS.is_dir() else None,  # no machine path
         "memory_method": MEMORY_METHOD,
     }
 

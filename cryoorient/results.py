@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from cryoorient._version import __version__
-from cryoorient.paths import atomic_write, git_commit, paper_dir
+from cryoorient.paths import atomic_write, git_commit, paper_dir, repo_root
 from cryoorient.provenance import portable
 
 __all__ = [
@@ -182,6 +182,24 @@ def write_record(
     return atomic_write(folder / f"{notebook}.json", lambda f: f.write(text.encode()))
 
 
+def notebook_duration(notebook: str, profile: str) -> str:
+    """`` (about N min …)``: how long ``notebook`` took in the Colab-like check, or ``""``.
+
+    Read from ``benchmarks/results/colab_like.json`` (``benchmarks/colab_like.py``: a fresh runtime,
+    the default profile, two CPU cores) in a checkout; nothing for other profiles or without it.
+    """
+    root = repo_root()
+    path = root / "benchmarks" / "results" / "colab_like.json" if root is not None else None
+    if profile != "default" or path is None or not path.is_file():
+        return ""
+    try:
+        entries = {e["notebook"]: e for e in json.loads(path.read_text())["notebooks"]}
+        seconds = float(entries[notebook]["wall_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f" (about {max(1, round(seconds / 60))} min on two CPU cores from a fresh runtime)"
+
+
 def load_results(notebook: str, profile: str) -> Results:
     """Read what :func:`save_results` wrote for ``notebook`` at ``profile``.
 
@@ -193,7 +211,7 @@ def load_results(notebook: str, profile: str) -> Results:
     folder = paper_dir() / "results" / profile
     path = folder / f"{notebook}.json"
     rerun = (
-        f"run notebooks/{notebook}.py at profile {profile!r} first "
+        f"run notebooks/{notebook}.py at profile {profile!r} first{notebook_duration(notebook, profile)} "
         f"(`make figures PROFILE={profile}` runs every notebook in order)"
     )
     if not path.is_file():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from cryoorient import results
 from cryoorient.results import ResultsError, available_profiles, load_results, save_results
 
 
@@ -66,3 +67,20 @@ def test_the_json_is_plain_and_sorted(paper):
     save_results("01_x", {"b": 1, "a": [1, 2]}, profile="default")
     record = json.loads((paper / "results" / "default" / "01_x.json").read_text())
     assert record["values"] == {"a": [1, 2], "b": 1} and record["arrays"] == []
+
+
+def test_a_missing_result_says_how_long_its_notebook_takes(tmp_path, monkeypatch):
+    """The Colab-like check's time for the notebook, when the checkout has it (default profile)."""
+    monkeypatch.setenv("CRYOORIENT_PAPER", str(tmp_path / "paper"))
+    root = tmp_path / "checkout"
+    (root / "benchmarks" / "results").mkdir(parents=True)
+    timed = {"notebooks": [{"notebook": "07_reconstruction", "wall_seconds": 412.0}]}
+    (root / "benchmarks" / "results" / "colab_like.json").write_text(json.dumps(timed))
+    monkeypatch.setattr(results, "repo_root", lambda: root)
+    with pytest.raises(ResultsError, match=r"07_reconstruction\.py at profile 'default' first \(about 7 min"):
+        load_results("07_reconstruction", "default")
+    with pytest.raises(ResultsError, match=r"at profile 'paper' first \(`make figures"):
+        load_results("07_reconstruction", "paper")  # measured at the default profile only
+    monkeypatch.setattr(results, "repo_root", lambda: None)  # an installed copy: no timing
+    with pytest.raises(ResultsError, match=r"at profile 'default' first \(`make figures"):
+        load_results("07_reconstruction", "default")
