@@ -232,10 +232,10 @@ plt.show()
 # ## 4 · What limits the noisy estimator? Training-side ablations
 # `benchmarks/noise_ablation.py`
 # trains the default network to σ² = 16 in five ways and evaluates each exactly as above (test
-# pairs' RMSE and MAE, $E_{OR}$ of the 1,650 test projections). Its models take about 5-10 minutes
-# each on two CPU cores, too long for this notebook, so the table below is read from the committed
-# run (`benchmarks/results/noise_ablation.json`, with its commit and machine); rerun it with
-# `python benchmarks/noise_ablation.py`.
+# pairs' RMSE and MAE, $E_{OR}$ of the 1,650 test projections). Its models take minutes each on
+# two CPU cores (their times are printed below), too long for this notebook, so the table is read
+# from the committed run (`benchmarks/results/noise_ablation.json`, with its commit and machine);
+# rerun it with `python benchmarks/noise_ablation.py`.
 
 # %%
 ablation_file = repo_root() / "benchmarks" / "results" / "noise_ablation.json" if repo_root() else None
@@ -259,7 +259,7 @@ else:
 # training and validation losses stay within a few percent of each other (the JSON has both): **the
 # noisy estimator is limited by training time, not by overfitting or by the recovery** (the
 # weighted recoveries above change nothing, and gauge fixing, notebook 06, adds nothing). The default
-# profile's budget (20 epochs per stage, about 5-10 minutes each on two cores) is what stops it;
+# profile's budget (20 epochs per stage; the training times are printed above) is what stops it;
 # the `long` profile (longer stages, larger images) is where more of it goes. Contenders not run
 # here: more distinct training orientations, other input sizes, a denoising front end, an estimator
 # of its own uncertainty.

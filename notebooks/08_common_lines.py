@@ -8,7 +8,7 @@
 # **What it needs.** The estimators of notebook 02 (cached or shipped), notebook 04's chance level
 # (its saved results), the test projections of notebook 01's datasets, and ASPIRE (the
 # `notebooks` extra, which this notebook's Colab cell installs). The comparison is cached in
-# `data/baselines/` (about 10 minutes on two cores the first time); where ASPIRE is missing the
+# `data/baselines/` (its time the first time: README, the Colab-like table); where ASPIRE is missing the
 # notebook shows the committed numbers.
 #
 
