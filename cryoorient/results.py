@@ -138,7 +138,6 @@ def save_results(
     Absolute paths in ``values`` and ``provenance`` are saved without the machine's folders (see
     the module docstring).
     """
-    _check_name(notebook, "notebook")
     return write_record(notebook, profile, values, arrays, commit=git_commit(), version=__version__,
                         provenance=provenance)
 
@@ -200,6 +199,14 @@ def notebook_duration(notebook: str, profile: str) -> str:
     return f" (about {max(1, round(seconds / 60))} min on two CPU cores from a fresh runtime)"
 
 
+def _rerun(notebook: str, profile: str) -> str:
+    """What to do when ``notebook``'s results at ``profile`` are missing or broken (error path only)."""
+    return (
+        f"run notebooks/{notebook}.py at profile {profile!r} first{notebook_duration(notebook, profile)} "
+        f"(`make figures PROFILE={profile}` runs every notebook in order)"
+    )
+
+
 def load_results(notebook: str, profile: str) -> Results:
     """Read what :func:`save_results` wrote for ``notebook`` at ``profile``.
 
@@ -210,20 +217,20 @@ def load_results(notebook: str, profile: str) -> Results:
     _check_name(notebook, "notebook")
     folder = paper_dir() / "results" / profile
     path = folder / f"{notebook}.json"
-    rerun = (
-        f"run notebooks/{notebook}.py at profile {profile!r} first{notebook_duration(notebook, profile)} "
-        f"(`make figures PROFILE={profile}` runs every notebook in order)"
-    )
     if not path.is_file():
-        raise ResultsError(f"no results of {notebook} at profile {profile!r} in {folder}: {rerun}")
+        raise ResultsError(f"no results of {notebook} at profile {profile!r} in {folder}: "
+                           f"{_rerun(notebook, profile)}")
     try:
         record = json.loads(path.read_text())
         blob = (folder / f"{notebook}.npz").read_bytes()
     except (OSError, ValueError) as error:
-        raise ResultsError(f"{path} or its .npz cannot be read ({error}): {rerun}") from error
+        raise ResultsError(
+            f"{path} or its .npz cannot be read ({error}): {_rerun(notebook, profile)}"
+        ) from error
     if hashlib.sha256(blob).hexdigest() != record.get("arrays_sha256"):
         raise ResultsError(
-            f"{path.with_suffix('.npz')} does not match {path.name} (interrupted run?): {rerun}"
+            f"{path.with_suffix('.npz')} does not match {path.name} (interrupted run?): "
+            f"{_rerun(notebook, profile)}"
         )
     with np.load(io.BytesIO(blob), allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
