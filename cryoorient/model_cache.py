@@ -33,7 +33,7 @@ from cryoorient.model_input import TRAINING_RECORD, InputRecord, write_record
 from cryoorient.paths import CACHE_SCHEMA, atomic_write, data_dir, installed_source, repo_root, sha256_file
 from cryoorient.sampling import SAMPLING_SCHEMES
 from cryoorient.siamese import SiameseDistance
-from cryoorient.study import default_study
+from cryoorient.study import Study, default_study
 from cryoorient.training import TrainingConfig, TrainingResult, load_model, train_distance
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "dataset_record",
     "model_config",
     "noise_curriculum",
+    "paper_method_config",
     "ship_model",
     "shipped_models_dir",
     "trained_model",
@@ -371,6 +372,15 @@ def model_config(changes: dict | None = None, **fixed) -> TrainingConfig:
         known = ", ".join(sorted(fields))
         raise ValueError(f"unknown model parameter(s) {', '.join(unknown)}; known: {known}")
     return TrainingConfig(**(DEFAULT_MODEL | changes | fixed))
+
+
+def paper_method_config(study: Study, **fixed) -> TrainingConfig:
+    """The paper's own distance model at ``study``'s images (``study.paper_method``), then ``fixed``.
+
+    E.g. ``paper_method_config(study, seed=1, noise_variance=4.87)``; every setting the study does
+    not name keeps :class:`~cryoorient.training.TrainingConfig`'s default.
+    """
+    return TrainingConfig(**(dict(study.paper_method) | {"seed": study.seed} | fixed))
 
 
 def noise_curriculum(

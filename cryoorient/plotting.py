@@ -30,6 +30,7 @@ __all__ = [
     "plot_error_histogram",
     "plot_error_vs_noise",
     "plot_fsc",
+    "plot_ladder",
     "plot_learning_curves",
     "plot_loss_history",
     "plot_map_slices",
@@ -146,6 +147,41 @@ def grouped_bars(
     ax.set_xticks(x, labels, fontsize=7)
     if log:
         ax.set_yscale("log")
+
+
+def plot_ladder(
+    ax: Axes,
+    labels: Sequence[str],
+    mean: Sequence[float],
+    median: Sequence[float],
+    *,
+    reference: Mapping[str, float] | None = None,
+    xlabel: str = r"$E_{OR}$ (rad)",
+) -> None:
+    """A ladder: one horizontal bar per rung (top to bottom), its mean, and its median as a dot.
+
+    Parameters
+    ----------
+    ax : cartesian axes.
+    labels : one label per rung, first rung at the top.
+    mean, median : (R,) values per rung, in the unit ``xlabel`` names; NaN leaves a rung empty.
+    reference : ``{label: value}`` vertical lines (e.g. the paper's value, the chance level).
+    xlabel : the value axis' label.
+    """
+    if not len(mean) == len(median) == len(labels):
+        raise ValueError(f"{len(labels)} labels, {len(mean)} means and {len(median)} medians")
+    y = np.arange(len(labels))[::-1]
+    mean, median = np.asarray(mean, dtype=float), np.asarray(median, dtype=float)
+    ax.barh(y, mean, color="C0", alpha=0.8, label="mean")
+    ax.plot(median, y, "o", color="k", ms=4, label="median")
+    for yy, m in zip(y, mean, strict=True):
+        if np.isfinite(m):
+            ax.text(m, yy, f" {m:.3f}", va="center", fontsize=7)
+    for k, (name, value) in enumerate((reference or {}).items()):
+        ax.axvline(value, color=f"C{k + 1}", ls="--", lw=1, label=name)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def plot_distance_histogram(

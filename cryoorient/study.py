@@ -75,6 +75,9 @@ class Study:
     n_projections : P, projections per dataset.
     seed : seed of datasets, training, random starts and random draws.
     model : the distance model, :class:`cryoorient.training.TrainingConfig` fields (read-only mapping).
+    paper_method : the paper's own distance model at this study's images (its recipe, network,
+        cosine ``d_f``, loss and optimiser), :class:`cryoorient.training.TrainingConfig` fields that
+        differ from their defaults (read-only mapping); notebook 09 trains and evaluates it.
     noise_levels : σ² of the noise study, beside the noiseless model (per pixel, unit-variance stack).
     curriculum_epochs : epochs of each fine-tuned noise level.
     curriculum_learning_rate : peak learning rate of each fine-tuned level.
@@ -90,6 +93,7 @@ class Study:
     n_projections: int
     seed: int
     model: Mapping[str, Any]
+    paper_method: Mapping[str, Any]
     noise_levels: tuple[float, ...]
     curriculum_epochs: int
     curriculum_learning_rate: float
@@ -117,6 +121,7 @@ class Study:
                 raise StudyError(f"study {self.profile!r}: {name} must be > 0; got {getattr(self, name)!r}")
         object.__setattr__(self, "noise_levels", levels)
         object.__setattr__(self, "model", _frozen(self.model))
+        object.__setattr__(self, "paper_method", _frozen(self.paper_method))
         object.__setattr__(self, "notebooks", _frozen(self.notebooks))
 
     @property
@@ -154,6 +159,8 @@ class Study:
 
 _STUDY_FIELDS = tuple(f.name for f in dataclasses.fields(Study) if f.name not in ("profile", "notebooks"))
 """The fields a profile's ``study`` section sets (every :class:`Study` field but its name and notebooks)."""
+_MODEL_SECTIONS = ("model", "paper_method")
+"""Study fields that map model settings: a profile that extends another changes single settings."""
 
 
 def _studies_folder(folder: Path | None) -> Traversable:
@@ -195,8 +202,10 @@ def _read(name: str, folder: Path | None) -> dict:
     if bad:
         names, known = ", ".join(bad), ", ".join(_STUDY_FIELDS)
         raise StudyError(f"{where}: unknown study field(s) {names}; known: {known}")
-    if "model" in study and not isinstance(study["model"], dict):
-        raise StudyError(f"{where}: `study.model` must map model settings to values; got {study['model']!r}")
+    for name in _MODEL_SECTIONS:
+        if name in study and not isinstance(study[name], dict):
+            got = study[name]
+            raise StudyError(f"{where}: `study.{name}` must map model settings to values; got {got!r}")
     notebooks = content.get("notebooks") or {}
     if not all(isinstance(v, dict) for v in notebooks.values()):
         raise StudyError(f"{where}: `notebooks` maps a notebook stem to its parameters, each a mapping")
@@ -214,7 +223,8 @@ def _resolved(name: str, folder: Path | None, seen: tuple[str, ...] = ()) -> tup
         return study, notebooks
     base_study, base_notebooks = _resolved(base, folder, (*seen, name))
     merged = base_study | study
-    merged["model"] = dict(base_study.get("model") or {}) | dict(study.get("model") or {})
+    for section in _MODEL_SECTIONS:
+        merged[section] = dict(base_study.get(section) or {}) | dict(study.get(section) or {})
     sections = {stem: dict(base_notebooks.get(stem, {})) | dict(notebooks.get(stem, {}))
                 for stem in base_notebooks.keys() | notebooks.keys()}  # fmt: skip
     return merged, sections

@@ -47,6 +47,8 @@ from cryoorient.siamese import SiameseDistance
 from cryoorient.study import default_study
 
 __all__ = [
+    "FLAT_TOLERANCE",
+    "LOSSES",
     "TrainingConfig",
     "TrainingResult",
     "embed",
@@ -55,9 +57,15 @@ __all__ = [
     "load_model",
     "prepare_images",
     "train_distance",
+    "validation_flat",
 ]
 
 _MODEL = default_study().model
+
+LOSSES = ("mse", "mae")
+# The relative improvement of the best validation loss below which a curve counts as flat
+# (``TrainingConfig.patience``).
+FLAT_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,13 @@ class TrainingConfig:
         weights start this training (same architecture), e.g. the noiseless model before training
         on noisy images; ``None`` starts from a seeded random initialisation.
         :func:`cryoorient.model_cache.trained_model` resolves it.
+    loss : ``"mse"``, the mean squared distance error (ours), or ``"mae"``, the mean absolute error
+        (the paper's authors trained their estimators with it); rad² or rad, pairs weighted as the
+        recipe says.
+    patience : stop before ``epochs`` when the validation curve is flat: when the best validation
+        value of the training loss (MSE or MAE, as ``loss``) over the last ``patience`` epochs is
+        less than :data:`FLAT_TOLERANCE` (relative) below the best of all earlier epochs.
+        ``epochs`` is then the most the training may take; ``None`` trains all ``epochs``.
     """
 
     # the model's settings default to the default study's (cryoorient/studies/default.yml)
@@ -104,8 +119,14 @@ class TrainingConfig:
     validation_pairs: int = 4000
     seed: int = 0
     warm_start: str | None = None
+    loss: str = "mse"
+    patience: int | None = None
 
     def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.patience is not None and (int(self.patience) != self.patience or self.patience < 1):
+            raise ValueError(f"patience must be a positive integer or None; got {self.patience!r}")
         if self.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
         for name in ("epochs", "batch_size", "validation_pairs"):
@@ -132,12 +153,13 @@ class TrainingConfig:
     def to_dict(self) -> dict:
         """JSON-ready parameters.
 
-        ``warm_start`` appears only when set, so the cache keys of models trained from scratch did
-        not change when the field was added.
+        ``warm_start``, ``loss`` and ``patience`` appear only when they differ from their defaults,
+        so the cache keys of the models trained before the fields were added did not change.
         """
         d = asdict(self)
-        if d["warm_start"] is None:
-            del d["warm_start"]
+        for name, default in (("warm_start", None), ("loss", "mse"), ("patience", None)):
+            if d[name] == default:
+                del d[name]
         return d
 
 
@@ -299,8 +321,11 @@ def _batch_loss(
     j: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor,
+    loss: str = "mse",
 ) -> torch.Tensor:
     """Weighted L_DE of pairs ``(i, j)`` of a batch of prepared images ``x`` (B, 1, S, S).
+
+    ``loss``: ``"mse"`` averages the squared errors, ``"mae"`` the absolute ones.
 
     Under DDP every process embeds its share of ``x`` and the features are gathered (with
     gradients), so the loss, and after DDP's averaging the gradient, equal those of one process
@@ -317,8 +342,9 @@ def _batch_loss(
         features = torch.cat([g[:n] for g, n in zip(all_gather(padded), sizes, strict=True)])
     else:
         features = network(x)
-    d_p = model.feature_distance(features[i], features[j])
-    return (weight * (d_p - target) ** 2).sum() / weight.sum()
+    error = model.feature_distance(features[i], features[j]) - target
+    error = error.abs() if loss == "mae" else error**2
+    return (weight * error).sum() / weight.sum()
 
 
 def _save_atomic(obj: object, path: Path) -> None:
@@ -421,6 +447,8 @@ def train_distance(
     bar = tqdm(range(start, config.epochs), desc="training", unit="epoch", disable=not progress or rank != 0,
                initial=start, total=config.epochs)
     for epoch in bar:
+        if validation_flat(history, config):  # also when a run that had stopped is resumed
+            break
         tic = time.perf_counter()
         model.train()
         budget = None if max_steps is None else max_steps - steps
@@ -446,6 +474,7 @@ def train_distance(
                 "epoch": epoch + 1,
                 "train_loss": float(np.mean(losses)),
                 "validation_loss": val["loss"],
+                "validation_mae": val["mae"],
                 "learning_rate": optimizer.param_groups[0]["lr"],
                 "seconds": elapsed,
             }
@@ -462,6 +491,21 @@ def train_distance(
                      folder / "model.pt")
         _write_history(folder / "history.json", history)
     return TrainingResult(model, config, history, folder)
+
+
+def validation_flat(history: list[dict], config: TrainingConfig) -> bool:
+    """Whether the validation curve ``history`` is flat by ``config.patience`` (see :class:`TrainingConfig`).
+
+    The curve is the validation value of the loss trained (``validation_loss``, MSE, or
+    ``validation_mae``); it needs more than ``patience`` epochs, and always ``False`` without one.
+    """
+    patience = config.patience
+    if patience is None or len(history) <= patience:
+        return False
+    name = "validation_mae" if config.loss == "mae" else "validation_loss"
+    values = [h[name] for h in history]
+    before, last = min(values[:-patience]), min(values[-patience:])
+    return last > (1 - FLAT_TOLERANCE) * before
 
 
 def _check_finite(losses: list[float], epoch: int, folder: Path | None, which: str = "training") -> None:
@@ -568,7 +612,7 @@ def _train_epoch(
             shift_limit=config.shift_limit, generator=rng,
         ).to(device)
         i, j, target, weight = (t.to(device) for t in (i, j, target, weight))
-        loss = _batch_loss(model, network, x, i, j, target, weight)
+        loss = _batch_loss(model, network, x, i, j, target, weight, config.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -24,6 +24,7 @@ def test_shipped_profiles_load():
         study = load_study(name)
         assert study.profile == name
         TrainingConfig(**study.model)  # every profile's model is a valid configuration
+        TrainingConfig(**study.paper_method)  # and so is its paper's method
 
 
 def test_default_study_is_the_one_home_of_the_model():
@@ -56,6 +57,9 @@ def test_extends_changes_only_what_it_names():
     assert paper.noise_study_levels == (1.0, 4.0, 16.0, 32.0)
     assert paper.model["distance"] == "cosine" and paper.model["image_size"] is None
     assert notebook_parameters(long, "03_distance_accuracy") == {"profile": "long", "grid_epochs": 20}
+    # a profile changes single settings of the paper's method too (the paper trains 150 epochs)
+    assert dict(paper.paper_method) == dict(default.paper_method) | {"epochs": 150, "patience": None}
+    assert dict(long.paper_method) == dict(default.paper_method)
     assert notebook_parameters(long, "04_orientation_recovery") == {"profile": "long"}
 
 

@@ -101,6 +101,48 @@ def test_paper_recipe_runs(data):
     assert len(train_distance(images, q, splits, config, progress=False).history) == 2
 
 
+def test_mae_loss_trains_and_keeps_the_old_cache_keys(data):
+    """``loss="mae"`` (the paper's authors' loss) trains on |d̂_p − d_q|; fields left at their defaults
+    stay out of ``to_dict``, so the models cached before the fields existed keep their keys."""
+    images, q, splits = data
+    assert "loss" not in TrainingConfig().to_dict() and "patience" not in TrainingConfig().to_dict()
+    assert {"loss": "mae", "patience": 2}.items() <= TrainingConfig(loss="mae", patience=2).to_dict().items()
+    config = TrainingConfig(**TINY | {"loss": "mae", "epochs": 3})
+    assert config.to_dict()["loss"] == "mae" and "patience" not in config.to_dict()
+    model = SiameseDistance("compact", 4)
+    features = torch.randn(6, 4)
+    i, j = torch.tensor([0, 2, 4]), torch.tensor([1, 3, 5])
+    target, weight = torch.tensor([0.5, 1.0, 2.0]), torch.ones(3)
+    error = model.feature_distance(features[i], features[j]) - target
+    identity = torch.nn.Identity()
+    mae = training._batch_loss(model, identity, features, i, j, target, weight, "mae")
+    mse = training._batch_loss(model, identity, features, i, j, target, weight, "mse")
+    assert mae.item() == pytest.approx(error.abs().mean().item())
+    assert mse.item() == pytest.approx((error**2).mean().item())
+    history = train_distance(images, q, splits, config, progress=False).history
+    assert len(history) == 3 and all(h["validation_mae"] > 0 for h in history)
+    with pytest.raises(ValueError, match="unknown loss 'l1'"):
+        TrainingConfig(loss="l1")
+    with pytest.raises(ValueError, match="patience"):
+        TrainingConfig(patience=0)
+
+
+def test_patience_stops_when_the_validation_curve_is_flat(data):
+    """Flat: the best of the last ``patience`` epochs is less than 1 % below the best before them."""
+    config = TrainingConfig(patience=2)
+    curve = [{"validation_loss": v, "validation_mae": 1.0} for v in (1.0, 0.5, 0.499, 0.6)]
+    assert training.validation_flat(curve, config)
+    assert not training.validation_flat(curve[:2], config)  # too short to tell
+    assert not training.validation_flat(curve[:3] + [{"validation_loss": 0.4, "validation_mae": 1.0}], config)
+    assert not training.validation_flat(curve, TrainingConfig())  # no patience: never
+    assert training.validation_flat(curve, TrainingConfig(patience=2, loss="mae"))  # the MAE curve: flat
+    images, q, splits = data
+    stopped = train_distance(images, q, splits, TrainingConfig(**TINY | {"epochs": 8, "patience": 1,
+                                                                         "learning_rate": 0.0}),
+                             progress=False)
+    assert len(stopped.history) == 2  # nothing learnt at a zero learning rate: flat after one more epoch
+
+
 def test_bad_inputs(data, tmp_path):
     images, q, splits = data
     with pytest.raises(ValueError, match="unknown recipe"):

@@ -1,0 +1,62 @@
+"""The ablation ladder (cryoorient.ladder): its rungs, the paper's recovery, the evaluation pairs."""
+
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+
+from cryoorient.alignment import align_orientations
+from cryoorient.geometry import quaternion_distance, quaternion_distance_matrix
+from cryoorient.ladder import evaluation_pairs, ladder, paper_recovery, recover
+from cryoorient.model_cache import model_config, paper_method_config
+from cryoorient.recovery import perturb_distances
+from cryoorient.sampling import sample_orientations
+from cryoorient.study import load_study
+
+
+def test_the_ladder_goes_from_the_paper_method_to_ours_one_change_at_a_time():
+    study = load_study("default")
+    rungs = ladder(study)
+    assert [r.name for r in rungs] == ["paper", "inbatch", "orientation", "mse", "compact", "spectral"]
+    assert rungs[0].config == paper_method_config(study) and rungs[0].recovery == "paper"
+    assert rungs[-1].config == rungs[-2].config == model_config(study.model, seed=study.seed)
+    assert [r.recovery for r in rungs] == ["paper"] * 5 + ["ours"]
+    changed = [
+        sorted(k for k, v in asdict(b.config).items() if asdict(a.config)[k] != v)
+        for a, b in zip(rungs, rungs[1:], strict=False)
+    ]
+    assert changed[1:] == [["distance"], ["loss"], ["architecture", "image_size", "n_features"], []]
+    assert {"recipe", "rotations", "batch_size", "epochs"} <= set(changed[0])  # the recipe and its schedule
+    assert ladder(study, seed=3)[2].config.seed == 3
+    with pytest.raises(ValueError, match="not the study's model"):
+        ladder(load_study("paper"))  # the paper profile's model is the paper's: no ladder to climb
+
+
+def test_the_paper_recovery_recovers_exact_distances():
+    """As the paper's App. B reports: from exact distances, Adam on random pairs recovers the orientations."""
+    q = sample_orientations(60, seed=1)
+    d = quaternion_distance_matrix(q)
+    result = paper_recovery(d, steps=2000, seed=0)
+    assert result.loss < 1e-8 and result.steps == 2000 and len(result.loss_history) == 2000
+    assert align_orientations(q, result.quaternions, seed=0).error < 1e-3
+    short = [paper_recovery(d, steps=20, seed=0).quaternions for _ in range(2)]
+    assert torch.equal(*short)  # seeded: the same orientations
+    ours = recover(perturb_distances(d, 0.3, seed=2), "ours", seed=0)
+    assert ours.converged
+    with pytest.raises(ValueError, match="unknown recovery 'sgd'"):
+        recover(d, "sgd")
+    with pytest.raises(ValueError, match="P >= 4"):
+        paper_recovery(d[:3, :3])
+
+
+def test_evaluation_pairs():
+    q = sample_orientations(200, seed=4)
+    pairs = evaluation_pairs(q, 500, seed=0)
+    for kind in ("uniform", "random"):
+        ij = pairs[kind]
+        assert ij.shape == (500, 2) and (ij[:, 0] != ij[:, 1]).all() and int(ij.max()) < 200
+    uniform = quaternion_distance(q[pairs["uniform"][:, 0]], q[pairs["uniform"][:, 1]]).numpy()
+    random = quaternion_distance(q[pairs["random"][:, 0]], q[pairs["random"][:, 1]]).numpy()
+    assert np.mean(uniform < 1.0) > 2 * np.mean(random < 1.0)  # random pairs are rarely close
+    assert torch.equal(evaluation_pairs(q, 500, seed=0)["random"], pairs["random"])
