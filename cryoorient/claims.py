@@ -108,6 +108,10 @@ class Claim:
     caveat : what makes the comparison imperfect (sizes, hardware).
     comparable : ``False`` when ours measures something else than the paper's (another SNR, other
         work timed): both are shown, with no verdict.
+    method : ``"ours"`` (our modified method measured it) or ``"paper"`` (the paper's own method,
+        run at our images: notebook 09); decides the verdict's words.
+    seeded : whether the number comes from a trained estimator, so that its verdict needs several
+        training seeds (``False`` for, e.g., recovery from perturbed exact distances).
     """
 
     key: str
@@ -117,6 +121,8 @@ class Claim:
     better: str
     caveat: str = ""
     comparable: bool = True
+    method: str = "ours"
+    seeded: bool = True
 
 
 @dataclass(frozen=True)
@@ -276,6 +282,9 @@ def _parse_claim(entry: object, where: str, keys: set[str]) -> Claim:
     better = _field(entry, "better", str, where)
     if better not in DIRECTIONS:
         raise ClaimsError(f"{where}: better must be 'lower' or 'higher'; got {better!r}")
+    method = _field(entry, "method", str, where, "ours")
+    if method not in ("ours", "paper"):
+        raise ClaimsError(f"{where}: method must be 'ours' or 'paper'; got {method!r}")
     return Claim(
         key,
         _field(entry, "claim", str, where),
@@ -284,6 +293,8 @@ def _parse_claim(entry: object, where: str, keys: set[str]) -> Claim:
         better,
         _field(entry, "caveat", str, where, ""),
         _field(entry, "comparable", bool, where, True),
+        method,
+        _field(entry, "seeded", bool, where, True),
     )
 
 

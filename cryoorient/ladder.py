@@ -2,8 +2,9 @@
 
 Our estimator differs from the paper's in several ways at once, so a verdict "better than the
 paper" says nothing about which change bought what. The ladder starts from the paper's method at
-our images (``Study.paper_method``: its recipe, 7-stage network, cosine ``d_f``, MAE loss, RMSProp,
-and its recovery: a random start and Adam) and makes one change per rung, ending at our method:
+our images (``Study.paper_method``: its recipe, 7-stage network, its ``d_f = d_q`` on the
+features, MAE loss, RMSProp, and its recovery: a random start and Adam) and makes one change per
+rung, ending at our method:
 
 ====  =======================  ==============================================================
 rung  name                     what it changes (everything else as the rung before)
@@ -12,7 +13,7 @@ rung  name                     what it changes (everything else as the rung befo
 1     ``inbatch``              in-batch pairs: every pair of a batch of images, weighted to
                                uniform distances, in-plane rotations, AdamW with a cosine
                                schedule over the study's epochs (:mod:`cryoorient.recipes`)
-2     ``orientation``          the orientation ``d_f`` instead of the cosine
+2     ``orientation``          the orientation ``d_f`` instead of the paper's geodesic one
 3     ``mse``                  the squared error as the training loss instead of the MAE
 4     ``compact``              the compact network on 32-px inputs with ``n_f = 128``: our
                                estimator (``Study.model``)

@@ -4,11 +4,18 @@
 depend on where the particle sits in the image (up to border effects) and it takes any image size.
 ``d_f`` compares two feature vectors:
 
-``"cosine"`` (the paper's)
-    the angle between the feature vectors, ``arccos(<f_i, f_j> / (|f_i| |f_j|))`` in ``[0, π]``,
-    the same range as the orientation distance ``d_q``. Computed as
-    ``2 atan2(|u_i − u_j|, |u_i + u_j|)`` on the unit vectors ``u``, which is exact and has finite
-    gradients everywhere.
+``"geodesic"`` (the paper's)
+    ``d_q`` itself applied to the unit feature vectors, ``2 arccos |<u_i, u_j>|`` in ``[0, π]``:
+    the paper "set[s] d_f = d_q" (its § 2.2; its appendix writes the same ``2 arccos`` of the
+    cosine similarity). Twice the angle between the features (for a non-negative inner product):
+    the paper's network ends in ReLU and average pooling, so its features are non-negative, their
+    angle at most π/2, and doubling it reaches π. Computed as ``4 atan2(|u_i − s u_j|, |u_i + s u_j|)``
+    with ``s`` the sign of ``<u_i, u_j>`` (as :func:`cryoorient.geometry.quaternion_distance`).
+``"cosine"``
+    the angle between the feature vectors, ``arccos(<f_i, f_j> / (|f_i| |f_j|))`` in ``[0, π]``.
+    Computed as ``2 atan2(|u_i − u_j|, |u_i + u_j|)`` on the unit vectors ``u``, which is exact and
+    has finite gradients everywhere. Not the paper's ``d_f`` (which doubles the angle): with the
+    paper's network, whose features are non-negative, it cannot exceed π/2.
 ``"euclidean"`` (ablation)
     ``|f_i − f_j|``, unbounded.
 ``"orientation"`` (ours)
@@ -56,13 +63,14 @@ __all__ = [
     "cosine_distance",
     "distance_function",
     "euclidean_distance",
+    "geodesic_distance",
     "feature_network",
     "orientation_distance",
     "pairwise_block_rows",
 ]
 
 ARCHITECTURES = ("paper", "compact")
-DISTANCES = ("cosine", "euclidean", "orientation")
+DISTANCES = ("geodesic", "cosine", "euclidean", "orientation")
 
 
 def _unit(f: torch.Tensor) -> torch.Tensor:
@@ -74,6 +82,18 @@ def _cosine_parts(f1: torch.Tensor, f2: torch.Tensor) -> list[torch.Tensor]:
     """``|u_1 − u_2|`` and ``|u_1 + u_2|`` of the unit feature vectors (reductions over n_f)."""
     u1, u2 = _unit(f1), _unit(f2)
     return [torch.linalg.vector_norm(u1 - u2, dim=-1), torch.linalg.vector_norm(u1 + u2, dim=-1)]
+
+
+def _geodesic_parts(f1: torch.Tensor, f2: torch.Tensor) -> list[torch.Tensor]:
+    """``|u_1 − s u_2|`` and ``|u_1 + s u_2|``, ``s`` the sign of ``<u_1, u_2>`` (reductions over n_f)."""
+    u1, u2 = _unit(f1), _unit(f2)
+    u2 = torch.where((u1 * u2).sum(-1, keepdim=True) < 0, -u2, u2)
+    return [torch.linalg.vector_norm(u1 - u2, dim=-1), torch.linalg.vector_norm(u1 + u2, dim=-1)]
+
+
+def _quarter_angle(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``4 atan2(a, b)`` of ``parts = [a, b]`` (emptied, as :func:`_half_angle`)."""
+    return 2 * _half_angle(parts)
 
 
 def _orientation_parts(f1: torch.Tensor, f2: torch.Tensor) -> list[torch.Tensor]:
@@ -114,6 +134,20 @@ def cosine_distance(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
     return _half_angle(_cosine_parts(f1, f2))
 
 
+def geodesic_distance(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+    """The paper's ``d_f = d_q`` on unit features: ``2 arccos |<u_1, u_2>|``, in radians.
+
+    Parameters
+    ----------
+    f1, f2 : (..., n_f) features; leading dimensions broadcast.
+
+    Returns
+    -------
+    (...) distances in ``[0, π]``; orthogonal features give π.
+    """
+    return _quarter_angle(_geodesic_parts(f1, f2))
+
+
 def euclidean_distance(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
     """Euclidean distance between feature vectors (finite gradient at 0).
 
@@ -145,6 +179,7 @@ def orientation_distance(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
 
 
 _DISTANCE_FUNCTIONS = {
+    "geodesic": geodesic_distance,
     "cosine": cosine_distance,
     "euclidean": euclidean_distance,
     "orientation": orientation_distance,
@@ -156,6 +191,7 @@ _DISTANCE_FUNCTIONS = {
 # the whole (N, M) matrix reproduces the unblocked result bit for bit. The parts themselves are
 # per-pair reductions and correctly rounded operations (+, −, ×, /, √, clamp): the same in any block.
 _DISTANCE_STAGES = {
+    "geodesic": (_geodesic_parts, _quarter_angle),
     "cosine": (_cosine_parts, _half_angle),
     "euclidean": (_euclidean_parts, _only),
     "orientation": (_orientation_parts, _half_angle),

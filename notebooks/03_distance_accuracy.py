@@ -10,9 +10,11 @@
 # 2. why a symmetric protein (D2) breaks any distance between projections: full vs quarter
 #    coverage of orientations;
 # 3. what bounds the estimator *before any training*: free feature vectors fitted directly to the
-#    distances, for each choice of $d_f$ (this is why our default $d_f$ is not the paper's cosine);
+#    distances, for each choice of $d_f$ (this is why our default $d_f$ is neither the paper's nor
+#    the cosine angle);
 # 4. sensitivity to shifts and to noise, as box plots of the per-pair loss (paper's figures);
-# 5. ablations: $d_f$ (cosine, Euclidean, orientation) and the feature dimension $n_f$.
+# 5. ablations: $d_f$ (the paper's geodesic, the cosine angle, Euclidean, orientation) and the
+#    feature dimension $n_f$. The paper's own method, trained to convergence, is notebook 09's.
 #
 # Sections 4 and 5 train one small model per setting (a smaller dataset, few epochs), so their
 # absolute numbers are worse than notebook 02's; they are for comparing settings with each
@@ -205,12 +207,20 @@ print("quarter coverage has fewer look-alike pairs than full coverage")
 # $d_f(f_i, f_j) \approx d_q(q_i, q_j)$ on all pairs, weighted to uniform distances as in
 # training. Whatever error remains is a floor for *any* network that uses this $d_f$.
 #
-# The paper's cosine distance stalls far above zero, and mostly on far pairs: each orientation
-# has a whole 2-sphere of orientations at $d_q = \pi$ (itself after a half-turn about any axis),
-# and the cosine would have to send all of them to the one antipodal feature $-f_i$ although they
-# are up to $\pi$ apart from each other. That is the plateau of the paper's estimator for
-# $d_q > 2$. Our orientation distance $2\arccos\sqrt{\max(\cos\theta, 0)}$ is exact for the
-# embedding $q \mapsto q q^\top$ (the rotation matrix in disguise), and the fit finds it.
+# Four $d_f$. The paper's, `geodesic`: $d_q$ applied to the unit features,
+# $2\arccos|\langle u_i, u_j\rangle|$ (the paper sets $d_f = d_q$). The cosine angle $\theta$
+# itself, `cosine` (not the paper's: earlier versions of this companion took it for the paper's,
+# and it is what notebook 03 used to call "the paper's cosine"). The Euclidean distance. Ours,
+# `orientation`, $2\arccos\sqrt{\max(\cos\theta, 0)}$.
+#
+# The cosine angle stalls far above zero, and mostly on far pairs: each orientation has a whole
+# 2-sphere of orientations at $d_q = \pi$ (itself after a half-turn about any axis), and the
+# cosine would have to send all of them to the one antipodal feature $-f_i$ although they are up
+# to $\pi$ apart from each other. The paper's geodesic $d_f$ sends them to features orthogonal to
+# $f_i$, of which there are many; it is exact on the unit sphere of $\mathbb{R}^4$ (features equal
+# to the quaternions), but a free fit need not find that. Our orientation distance is exact for the
+# embedding $q \mapsto q q^\top$ (the rotation matrix in disguise), and the fit finds it. The
+# figure's legend gives each floor.
 
 # %%
 # NBVAL_IGNORE_OUTPUT

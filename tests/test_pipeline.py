@@ -105,7 +105,7 @@ def fixed_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("distance", ["cosine", "orientation", "euclidean"])
+@pytest.mark.parametrize("distance", ["geodesic", "cosine", "orientation", "euclidean"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_blocked_pairwise_is_bit_identical_to_the_unblocked(distance, threads, fixed_threads):
     torch.set_num_threads(threads)

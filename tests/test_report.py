@@ -25,15 +25,15 @@ def write_claims(tmp_path, content) -> object:
 @pytest.mark.parametrize(
     ("paper", "ours", "better", "expected"),
     [
-        ((0.16, 0.20), 0.18, "lower", "reproduced"),
-        ((0.16, 0.20), 0.16, "lower", "reproduced"),
+        ((0.16, 0.20), 0.18, "lower", "on par"),
+        ((0.16, 0.20), 0.16, "lower", "on par"),
         ((0.16, 0.20), 0.07, "lower", "better"),
         ((0.16, 0.20), 1.2, "lower", "worse"),
-        (12.2, 13.0, "lower", "reproduced"),  # within 10 %
+        (12.2, 13.0, "lower", "on par"),  # within 10 %
         (12.2, 8.6, "lower", "better"),
         (12.2, 33.9, "lower", "worse"),
         (0.9, 0.5, "higher", "worse"),
-        (0.9, 0.99, "higher", "reproduced"),
+        (0.9, 0.99, "higher", "on par"),
         (0.9, 1.2, "higher", "better"),
         (0.2, None, "lower", "not run"),
     ],
@@ -46,14 +46,38 @@ def test_verdict(paper, ours, better, expected):
     ("paper", "ours", "spread", "expected"),
     [
         (0.25, 0.146, (0.14, 0.16), "better"),  # every seed below the paper
-        (0.25, 0.146, (0.14, 0.24), "reproduced"),  # one seed within 10 % of it
-        ((0.16, 0.20), 0.15, (0.12, 0.17), "reproduced"),  # the ranges meet
+        (0.25, 0.146, (0.14, 0.24), "on par"),  # one seed within 10 % of it
+        ((0.16, 0.20), 0.15, (0.12, 0.17), "on par"),  # the ranges meet
         (0.25, 0.30, (0.29, 0.35), "worse"),
         (0.25, 0.146, (0.15, 0.16), "better"),  # ours outside the seeds' range still counts
     ],
 )
 def test_verdict_over_the_seed_spread_needs_every_seed_on_one_side(paper, ours, spread, expected):
     assert verdict(paper, ours, "lower", spread=spread) == expected
+
+
+@pytest.mark.parametrize(
+    ("ours", "spread", "seeds", "expected"),
+    [
+        (0.18, None, None, "reproduced"),  # no training involved: no seeds asked for
+        (0.07, None, None, "not reproduced"),  # far better than the paper is not a reproduction either
+        (0.5, (0.45, 0.55), 3, "not reproduced"),
+        (0.25, (0.19, 0.3), 3, "reproduced"),  # a seed's value meets the paper's range
+        (0.18, None, 1, "one seed"),
+        (0.18, (0.17, 0.19), 2, "2 seeds"),
+        (None, None, 1, "not run"),
+    ],
+)
+def test_the_paper_method_is_reproduced_or_not_and_needs_three_seeds(ours, spread, seeds, expected):
+    """Rows of the paper's own method (notebook 09) say reproduced or not; trained numbers need 3 seeds."""
+    assert verdict((0.16, 0.20), ours, "lower", spread=spread, method="paper", seeds=seeds) == expected
+
+
+def test_our_method_needs_three_seeds_for_a_verdict():
+    assert verdict(0.25, 0.146, "lower", seeds=1) == "one seed"
+    assert verdict(0.25, 0.146, "lower", spread=(0.14, 0.16), seeds=3) == "better"
+    with pytest.raises(ValueError, match="method"):
+        verdict(0.25, 0.146, "lower", method="theirs")
 
 
 def test_verdict_refuses_an_unknown_direction():
@@ -175,12 +199,15 @@ def test_report_from_saved_results(tmp_path, monkeypatch):
     assert numbers["eor_perturbed"] == 0.065 and numbers["eor_learned_noisy"] == 1.18
     assert "02_distance_learning" in document["profiles"]["default"]["missing"]
     claims = {c["key"]: c for c in document["claims"]}
-    assert claims["eor_learned_clean"]["verdict"] == {"default": "better", "paper": "not run"}
-    assert claims["eor_learned_matched"]["verdict"]["default"] == "worse"
+    assert claims["eor_learned_clean"]["verdict"] == {"default": "one seed", "paper": "not run"}  # no spread
+    assert claims["eor_learned_matched"]["verdict"]["default"] == "one seed"
+    assert claims["eor_learned_clean"]["method"] == "ours"
+    assert claims["eor_paper_method_clean"]["method"] == "paper"
     assert claims["eor_learned_noisy"]["verdict"]["default"] == "not comparable"  # another SNR
     assert claims["res_clean"]["verdict"]["default"] == "not run"  # notebook 07 did not run
     text = report.render_report(document)
-    row = "| E_OR from learned distances, 5j0n at our σ² = 16 (a harder task than the paper's) | 0.25 rad | "
+    row = ("| E_OR from learned distances, 5j0n at our σ² = 16 (a harder task than the paper's) "
+           "| ours (modified) | 0.25 rad | ")
     assert row + "1.180 rad | not comparable | not run |" in text
     assert "3.75 h" in text  # the paper's recovery time, in a unit a reader expects
     tex = report.render_tex(document)
@@ -213,10 +240,11 @@ def test_every_profile_with_results_gets_a_column_in_order(tmp_path, monkeypatch
     assert list(document["claims"][0]["ours"]) == ["default", "long", "paper", "gpu"]
     claim = {c["key"]: c for c in document["claims"]}["eor_learned_matched"]
     assert claim["ours"] == {"default": 1.2, "long": 0.26, "paper": None, "gpu": 0.2}
-    assert claim["verdict"] == {"default": "worse", "long": "reproduced", "paper": "not run", "gpu": "better"}
+    one = "one seed"
+    assert claim["verdict"] == {"default": one, "long": one, "paper": "not run", "gpu": one}
     header = report.readme_table(document).splitlines()[0]
     assert header.startswith(
-        "| claim | paper | ours, default profile | verdict, default | ours, long profile |"
+        "| claim | method | paper | ours, default profile | verdict, default | ours, long profile |"
     )
     assert "| ours, paper profile | verdict, paper | ours, gpu profile |" in header
     text = report.render_report(document)
@@ -229,13 +257,14 @@ def test_a_claim_row_is_one_entry_in_the_file(raw_claims, tmp_path, monkeypatch)
     content = copy.deepcopy(raw_claims)
     content["claims"].append(
         {"key": "eor_exact", "claim": "exact distances recover exactly", "paper": 1e-6, "source": "Fig. 4",
-         "better": "lower", "caveat": "a test row"}
+         "better": "lower", "caveat": "a test row", "seeded": False}
     )
     claims = load_claims(write_claims(tmp_path, content))
     document = report.numbers_document(claims=claims)
     rows = report.claims_rows(document, claims)
     assert len(rows) == len(raw_claims["claims"]) + 1
-    assert rows[-1][:4] == ["exact distances recover exactly", "0.00 rad", "1.0e-15 rad", "better"]
+    expected = ["exact distances recover exactly", "ours (modified)", "0.00 rad", "1.0e-15 rad", "better"]
+    assert rows[-1][:5] == expected
     assert "- *exact distances recover exactly*: a test row." in report.render_report(document, claims)
 
 
@@ -303,10 +332,10 @@ def test_numbers_retrained_with_other_seeds_show_their_range_and_widen_the_verdi
     save_recovery("default", 0.146)
     document = report.numbers_document(["default"], claims)
     rows = {c["key"]: c for c in document["claims"]}
-    assert rows["eor_learned_matched"]["verdict"]["default"] == "reproduced"  # a seed at 0.24 rad
+    assert rows["eor_learned_matched"]["verdict"]["default"] == "on par"  # a seed at 0.24 rad
     assert rows["eor_learned_matched"]["seeds"]["default"]["min"] == 0.146
     table = report.readme_table(document, claims)
-    assert "0.146 rad (3 seeds: 0.146–0.240) | reproduced |" in table
+    assert "0.146 rad (3 seeds: 0.146–0.240) | on par |" in table
     spread_file.write_text("{not json")
     with pytest.raises(ClaimsError, match="seed_spread.json: unreadable"):
         report.seed_spreads("default", claims)

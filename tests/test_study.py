@@ -55,7 +55,7 @@ def test_extends_changes_only_what_it_names():
     assert long.matched_noise_variance == pytest.approx(matched_noise_variance(16.0, 96))
     assert paper.matched_noise_variance == pytest.approx(16.0)  # the paper's own box: matched is 16
     assert paper.noise_study_levels == (1.0, 4.0, 16.0, 32.0)
-    assert paper.model["distance"] == "cosine" and paper.model["image_size"] is None
+    assert paper.model["distance"] == "geodesic" and paper.model["image_size"] is None
     assert notebook_parameters(long, "03_distance_accuracy") == {"profile": "long", "grid_epochs": 20}
     # a profile changes single settings of the paper's method too (the paper trains 150 epochs)
     assert dict(paper.paper_method) == dict(default.paper_method) | {"epochs": 150, "patience": None}

@@ -15,7 +15,7 @@ from cryoorient.cli import main
 from cryoorient.geometry import quaternion_distance
 from cryoorient.model_cache import trained_model
 from cryoorient.sampling import sample_orientations, sample_uniform_distance_pairs
-from cryoorient.siamese import SiameseDistance, cosine_distance, orientation_distance
+from cryoorient.siamese import SiameseDistance, cosine_distance, geodesic_distance, orientation_distance
 from cryoorient.training import TrainingConfig, evaluate_distances, load_model, train_distance
 
 TINY = {"image_size": 16, "epochs": 2, "batch_size": 8, "n_features": 16, "validation_pairs": 50}
@@ -43,6 +43,21 @@ def test_cosine_distance_is_the_angle():
     a, b = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])
     assert cosine_distance(a, b).item() == pytest.approx(math.pi / 4)
     assert cosine_distance(a, -a).item() == pytest.approx(math.pi)
+
+
+def test_the_paper_feature_distance_is_d_q_on_unit_features(quaternions):
+    """The paper sets d_f = d_q: on quaternion features (any scale, either sign) it is d_q exactly;
+    on non-negative features (the paper's network ends in ReLU) it is twice their angle."""
+    q = quaternions.double()
+    scaled = q * torch.linspace(0.5, 3, len(q), dtype=q.dtype)[:, None]
+    d = geodesic_distance(scaled[:, None], -q[None])
+    assert torch.allclose(d, quaternion_distance(q[:, None], q[None]), atol=1e-6)
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])
+    assert geodesic_distance(a, b).item() == pytest.approx(2 * cosine_distance(a, b).item())
+    assert geodesic_distance(a, torch.tensor([0.0, 2.0])).item() == pytest.approx(math.pi)
+    f = torch.randn(6, 5, requires_grad=True)
+    SiameseDistance("compact", 5, "geodesic").pairwise(f).sum().backward()
+    assert torch.isfinite(f.grad).all()
 
 
 def test_orientation_distance_is_exact_on_the_rotation_embedding(quaternions):
@@ -430,6 +445,10 @@ def _curriculum_keys(orientations: str, levels: list[float], density, study) -> 
     return found
 
 
+PAPER_METHOD_SHIPPED: tuple[str, ...] = ()
+"""Coverages on which notebook 09's paper-method estimator is shipped (in training when empty)."""
+
+
 def test_shipped_models_are_the_notebooks_models():
     """models/ holds the models the notebooks ask for, under their keys, so a fresh clone (any Python,
     any FFT library) loads them instead of training. The default profile: the noiseless model and
@@ -457,10 +476,23 @@ def test_shipped_models_are_the_notebooks_models():
         ),
         ("long", "uniform"): _curriculum_keys("uniform", long.noise_study_levels, long_density, long),
     }
+    # notebook 09: the paper's own method (issue 31), trained from scratch on each coverage
+    from cryoorient.dataset import SimulationParameters, _dataset_key
+
+    paper_method = [
+        model_cache.config_key(
+            model_cache.paper_method_config(default),
+            _dataset_key(SimulationParameters(**default.simulation(orientations=orientations)), density),
+        )
+        for orientations in PAPER_METHOD_SHIPPED
+    ]
+    chains[("default", "paper_method")] = paper_method
     assert [k for chain in chains.values() for k in chain] == list(registry), (
         "models/registry.json no longer matches the keys the notebooks ask for"
     )
     for (_, orientations), found in chains.items():
+        if orientations == "paper_method":
+            continue
         for previous, name in zip([None, *found], found, strict=False):
             stored = load_model(shipped / name / "model.pt")[1]
             assert stored.warm_start == previous == registry[name]["warm_start"]
