@@ -50,9 +50,10 @@ FFT layout
     ``+D/2`` as RELION does.
 
 Noise
-    The paper normalises clean projections to unit variance over the dataset
-    (:func:`normalize_images`) and adds white Gaussian noise of variance ``σ²``;
-    ``SNR = 1 / σ²`` and ``snr_db = 10 log10 SNR`` (``σ² = 16`` is ``-12.04`` dB).
+    We normalise clean projections to unit variance over the dataset (:func:`normalize_images`)
+    and add white Gaussian noise of variance ``σ²``; ``SNR = 1 / σ²`` and ``snr_db = 10 log10 SNR``
+    (``σ² = 16`` is ``-12.04`` dB). The paper's authors added theirs to the raw projections and
+    standardised afterwards, so their σ² is in other units: :mod:`cryoorient.snr` matches the two.
 """
 
 from __future__ import annotations
@@ -276,8 +277,8 @@ def normalize_images(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Scale a stack to zero mean and unit variance over the whole dataset.
 
     One mean and one standard deviation (population, over every pixel of every image), so the
-    relative intensities of the images are kept. The paper normalises the clean projections this
-    way before adding noise of variance ``σ²``.
+    relative intensities of the images are kept. We normalise the clean projections this way
+    before adding noise of variance ``σ²`` (the paper's authors standardised after adding theirs).
 
     Parameters
     ----------
@@ -333,7 +334,7 @@ def add_noise(
     """Add white Gaussian noise of a given variance or SNR.
 
     ``σ²`` and the SNR are relative to unit-variance clean images: call :func:`normalize_images`
-    first, as the paper does (``SNR = 1 / σ²``).
+    first (``SNR = 1 / σ²``); the paper's σ² is in other units (:mod:`cryoorient.snr`).
 
     Parameters
     ----------

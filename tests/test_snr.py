@@ -1,10 +1,17 @@
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cryoorient.snr import PAPER_BOX_SIZE, integrated_snr, matched_noise_variance
+from cryoorient.snr import (
+    PAPER_BOX_SIZE,
+    integrated_snr,
+    matched_noise_variance,
+    matched_noise_variance_from_images,
+    pair_difference_energy,
+)
 
 sizes = st.integers(8, 512)
 variances = st.floats(1e-3, 1e3)
@@ -36,3 +43,25 @@ def test_bad_values_are_named(bad):
         matched_noise_variance(bad, 64)
     with pytest.raises(ValueError, match="box_size"):
         integrated_snr(1.0, bad)
+
+
+def test_pair_difference_energy_scales_with_the_square_of_the_units():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(40, 8, 8))
+    energy = pair_difference_energy(images)
+    assert pair_difference_energy(3.0 * images + 5.0) == pytest.approx(9.0 * energy)  # offsets cancel
+    assert energy == pytest.approx(2 * 64, rel=0.15)  # independent unit pixels: 2 per pixel
+    assert pair_difference_energy(images[:41]) == pair_difference_energy(images[:40])  # odd N: last left out
+    with pytest.raises(ValueError, match="N >= 2"):
+        pair_difference_energy(images[:1])
+
+
+def test_matching_from_images_carries_the_units_and_reduces_to_the_pixel_count():
+    """The same stack in other units matches at σ² scaled by the units; two unit-variance stacks of
+    independent pixels match by their pixel counts, as matched_noise_variance says."""
+    rng = np.random.default_rng(1)
+    ours = rng.normal(size=(200, 16, 16))
+    assert matched_noise_variance_from_images(ours, 0.5 * ours, 16.0) == pytest.approx(64.0)
+    reference = rng.normal(size=(200, 29, 29))
+    matched = matched_noise_variance_from_images(ours, reference, 16.0)
+    assert matched == pytest.approx(matched_noise_variance(16.0, 16, 29), rel=0.05)
