@@ -30,6 +30,7 @@ __all__ = [
     "plot_error_histogram",
     "plot_error_vs_noise",
     "plot_fsc",
+    "noise_axis",
     "plot_ladder",
     "plot_learning_curves",
     "plot_loss_history",
@@ -435,6 +436,16 @@ def plot_perturbation_sweep(
     ax.legend(fontsize=7)
 
 
+def noise_axis(ax: Axes) -> None:
+    """A noise-variance x axis: linear below σ² = 1, logarithmic above, starting at σ² = 0.
+
+    Without the left limit, matplotlib pads below 0 and labels a "−10⁰" tick on the symmetric-log
+    axis, a noise variance that cannot be.
+    """
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(left=0)
+
+
 def plot_error_vs_noise(
     ax: Axes,
     noise_variances: _Array,
@@ -463,12 +474,10 @@ def plot_error_vs_noise(
     ax.plot(x, np.asarray(means, dtype=float), "o-", label="mean ($E_{OR}$)")
     ax.plot(x, np.asarray(medians, dtype=float), "s--", label="median")
     ax.axhline(chance, color="0.5", lw=0.8, ls=":", label=f"random orientations, {chance:.2f}")
-    ax.axvline(matched, color="C3", lw=0.8, ls=":")
-    ax.text(matched, 0.02, " the paper's σ² = 16,\n matched in SNR", color="C3", fontsize=7, va="bottom",
-            transform=ax.get_xaxis_transform())
+    ax.axvline(matched, color="C3", lw=0.8, ls=":", label="the paper's σ² = 16, matched in SNR")
     if paper is not None:
         ax.plot([matched], [paper], "k*", ms=9, label="paper, σ² = 16")
-    ax.set_xscale("symlog", linthresh=1)
+    noise_axis(ax)
     pixels = "" if box_size is None else f", {box_size} px images"
     ax.set_xlabel(f"noise variance σ² (per pixel{pixels})")
     ax.set_ylabel("orientation error (rad)")
