@@ -103,7 +103,7 @@ def figures_notebook_table() -> str:
         if cell.cell_type == "code"
         for output in cell.outputs
         if "text/markdown" in output.get("data", {})
-        and "| claim | paper |" in output["data"]["text/markdown"]
+        and "| claim | method | paper |" in output["data"]["text/markdown"]
     ]
     assert len(tables) == 1, "notebook 99 should store exactly one claims table"
     return tables[0]
