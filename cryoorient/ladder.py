@@ -116,6 +116,7 @@ def paper_recovery(
     steps: int = PAPER_RECOVERY["steps"],
     batch_size: int = PAPER_RECOVERY["batch_size"],
     learning_rate: float = PAPER_RECOVERY["learning_rate"],
+    error_variance: float = 0.0,
     seed: int = 0,
 ) -> RecoveryResult:
     """The paper's recovery: Adam on ``L_OR`` over mini-batches of random pairs, from a random start.
@@ -132,7 +133,10 @@ def paper_recovery(
     ----------
     distances : (P, P) estimated distances, radians; P >= 4.
     steps, batch_size, learning_rate : :data:`PAPER_RECOVERY` by default.
-    seed : seeds the start and the pairs.
+    error_variance : the paper's perturbation protocol (its Fig. 5): every step adds fresh
+        Gaussian errors of this variance (rad²) to its batch's distances, not clipped to
+        ``[0, π]``; 0 uses the distances as given.
+    seed : seeds the start, the pairs and the errors.
 
     Returns
     -------
@@ -145,6 +149,8 @@ def paper_recovery(
     n = len(d)
     if d.shape != (n, n) or n < 4:
         raise ValueError(f"distances must be a (P, P) matrix with P >= 4; got shape {tuple(d.shape)}")
+    if not error_variance >= 0:
+        raise ValueError(f"error_variance must be >= 0 (rad²); got {error_variance!r}")
     generator = torch.Generator().manual_seed(int(seed))
     x = torch.randn(n, 4, generator=generator, dtype=torch.float64)
     x /= torch.linalg.vector_norm(x, dim=1, keepdim=True)
@@ -158,7 +164,12 @@ def paper_recovery(
         xr = x[rows].requires_grad_(True)
         where = torch.searchsorted(rows, torch.stack([i, j]))
         unit = xr / torch.linalg.vector_norm(xr, dim=1, keepdim=True)
-        loss = ((d[i, j] - quaternion_distance(unit[where[0]], unit[where[1]])) ** 2).mean()
+        target = d[i, j]
+        if error_variance > 0:
+            target = target + math.sqrt(error_variance) * torch.randn(
+                batch_size, generator=generator, dtype=torch.float64
+            )
+        loss = ((target - quaternion_distance(unit[where[0]], unit[where[1]])) ** 2).mean()
         (grad,) = torch.autograd.grad(loss, xr)
         m[rows] = beta1 * m[rows] + (1 - beta1) * grad
         v[rows] = beta2 * v[rows] + (1 - beta2) * grad**2

@@ -42,12 +42,17 @@ def test_the_paper_recovery_recovers_exact_distances():
     assert align_orientations(q, result.quaternions, seed=0).error < 1e-3
     short = [paper_recovery(d, steps=20, seed=0).quaternions for _ in range(2)]
     assert torch.equal(*short)  # seeded: the same orientations
+    noisy = paper_recovery(d, steps=2000, error_variance=0.1, seed=0)  # fresh errors every step
+    error = align_orientations(q, noisy.quaternions, seed=0).error
+    assert 1e-3 < error < 0.5, error  # errors cost accuracy, but the orientations are still found
     ours = recover(perturb_distances(d, 0.3, seed=2), "ours", seed=0)
     assert ours.converged
     with pytest.raises(ValueError, match="unknown recovery 'sgd'"):
         recover(d, "sgd")
     with pytest.raises(ValueError, match="P >= 4"):
         paper_recovery(d[:3, :3])
+    with pytest.raises(ValueError, match="error_variance"):
+        paper_recovery(d, error_variance=-1.0)
 
 
 def test_evaluation_pairs():
