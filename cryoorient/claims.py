@@ -17,9 +17,11 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["Claim", "Claims", "ClaimsError", "Number", "claims_path", "load_claims"]
+__all__ = ["METHODS", "Claim", "Claims", "ClaimsError", "Number", "claims_path", "load_claims"]
 
 DIRECTIONS = ("lower", "higher")
+METHODS = ("ours", "paper")
+"""What a claims-table row measured: our modified method, or the paper's own method at our images."""
 _KEY = re.compile(r"[a-z][a-z0-9_]*")
 _MACRO = re.compile(r"[A-Za-z]+")
 _MATCH_TOLERANCE = 1e-9  # a {field: value} path item matches numbers this close
@@ -283,7 +285,7 @@ def _parse_claim(entry: object, where: str, keys: set[str]) -> Claim:
     if better not in DIRECTIONS:
         raise ClaimsError(f"{where}: better must be 'lower' or 'higher'; got {better!r}")
     method = _field(entry, "method", str, where, "ours")
-    if method not in ("ours", "paper"):
+    if method not in METHODS:
         raise ClaimsError(f"{where}: method must be 'ours' or 'paper'; got {method!r}")
     return Claim(
         key,

@@ -93,8 +93,9 @@ def ladder(study: Study, seed: int | None = None) -> list[Rung]:
     )
     orientation = replace(inbatch, distance=ours.distance)
     mse = replace(orientation, loss=ours.loss)
-    compact = replace(mse, architecture=ours.architecture, n_features=ours.n_features)
-    compact = replace(compact, image_size=ours.image_size)
+    compact = replace(
+        mse, architecture=ours.architecture, n_features=ours.n_features, image_size=ours.image_size
+    )
     if compact != ours:
         raise ValueError(
             f"profile {study.profile!r}: the ladder's last estimator is not the study's model; they differ "

@@ -30,7 +30,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from cryoorient.claims import Claim, Claims, ClaimsError, Number, claims_path, load_claims
+from cryoorient.claims import METHODS, Claim, Claims, ClaimsError, Number, claims_path, load_claims
 from cryoorient.paths import atomic_write, paper_dir, repo_root
 from cryoorient.provenance import portable
 from cryoorient.results import COMPARISON_METHODS, Results, ResultsError, available_profiles, load_results
@@ -56,7 +56,6 @@ __all__ = [
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
-METHODS = ("ours", "paper")
 METHOD_LABELS = {"ours": "ours (modified)", "paper": "the paper's, at our images"}
 """What each claims-table row measured, as its ``method`` column says."""
 MIN_SEEDS = 3
