@@ -114,6 +114,9 @@ class Claim:
         run at our images: notebook 09); decides the verdict's words.
     seeded : whether the number comes from a trained estimator, so that its verdict needs several
         training seeds (``False`` for, e.g., recovery from perturbed exact distances).
+    grid : for a resolution, the number keys of the box size (px) and the pixel size (Å) of the
+        images it was measured on: a crossing within two shells of their Nyquist limit is a bound,
+        not a measurement (:func:`cryoorient.report.nyquist_bound`); ``None`` otherwise.
     """
 
     key: str
@@ -125,6 +128,7 @@ class Claim:
     comparable: bool = True
     method: str = "ours"
     seeded: bool = True
+    grid: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,14 @@ def _parse_claim(entry: object, where: str, keys: set[str]) -> Claim:
     method = _field(entry, "method", str, where, "ours")
     if method not in METHODS:
         raise ClaimsError(f"{where}: method must be 'ours' or 'paper'; got {method!r}")
+    grid = _field(entry, "grid", list, where, None)
+    if grid is not None:
+        if len(grid) != 2 or not all(isinstance(g, str) for g in grid):
+            raise ClaimsError(f"{where}: grid must be [box size key, pixel size key]; got {grid!r}")
+        unknown = [g for g in grid if g not in keys]
+        if unknown:
+            raise ClaimsError(f"{where}: grid names {', '.join(unknown)}, not numbers under `numbers`")
+        grid = (grid[0], grid[1])
     return Claim(
         key,
         _field(entry, "claim", str, where),
@@ -297,6 +309,7 @@ def _parse_claim(entry: object, where: str, keys: set[str]) -> Claim:
         _field(entry, "comparable", bool, where, True),
         method,
         _field(entry, "seeded", bool, where, True),
+        grid,
     )
 
 

@@ -122,6 +122,8 @@ class SimulationParameters:
     noise_variance : σ² of white noise relative to unit-variance clean projections.
     ctf : apply a CTF with defocus uniform in ``defocus_range`` (Å), 300 kV, Cs 2.7 mm, 10 %.
     seed : seeds every random choice (orientations, shifts, defoci, noise, splits).
+    map_resolution : Å, the resolution an atomic model (or pseudo-protein) ``map`` is rendered at
+        (:func:`cryoorient.density.load_map`'s ``resolution``); ``None``: its default, 11 Å.
     """
 
     map: str = "pseudo"
@@ -135,6 +137,7 @@ class SimulationParameters:
     defocus_range: tuple[float, float] = (10000.0, 25000.0)
     seed: int = 0
     split: dict[str, float] = field(default_factory=lambda: dict(PAPER_SPLIT))
+    map_resolution: float | None = None
 
     def __post_init__(self) -> None:
         if int(self.n_projections) != self.n_projections or self.n_projections < 1:
@@ -159,6 +162,8 @@ class SimulationParameters:
         """JSON-ready parameters."""
         d = asdict(self)
         d["defocus_range"] = list(self.defocus_range)
+        if self.map_resolution is None:  # the default: absent, so datasets cached before it keep their keys
+            del d["map_resolution"]
         return d
 
 
@@ -413,7 +418,9 @@ def load_dataset(
     device : where to project (``None``: CUDA when available).
     progress : show a progress bar while simulating.
     """
-    density = load_map(params.map, box_size=params.box_size, voxel_size=params.voxel_size)
+    density = load_map(
+        params.map, box_size=params.box_size, voxel_size=params.voxel_size, resolution=params.map_resolution
+    )
     root = Path(cache_dir) if cache_dir is not None else data_dir() / "datasets"
     root.mkdir(parents=True, exist_ok=True)
     folder = root / _dataset_key(params, density)

@@ -592,17 +592,21 @@ def _load_5j0n() -> DensityMap:
 
 
 def _render(
-    positions: np.ndarray, weights: np.ndarray, voxel_size: float, name: str, source: str, origin: str
+    positions: np.ndarray,
+    weights: np.ndarray,
+    render: tuple[float, float],
+    name: str,
+    source: str,
+    origin: str,
 ) -> DensityMap:
-    box = _render_box(positions, DEFAULT_RESOLUTION, voxel_size)
-    data = atoms_to_map(
-        positions, weights, resolution=DEFAULT_RESOLUTION, voxel_size=voxel_size, box_size=box
-    )
-    rendered = f"; atoms_to_map at {DEFAULT_RESOLUTION:g} Å"
+    resolution, voxel_size = render
+    box = _render_box(positions, resolution, voxel_size)
+    data = atoms_to_map(positions, weights, resolution=resolution, voxel_size=voxel_size, box_size=box)
+    rendered = f"; atoms_to_map at {resolution:g} Å"
     return DensityMap(data, voxel_size, name=name, source=source + rendered, origin=origin + rendered)
 
 
-def _load_pdb(pdb_id: str, voxel_size: float) -> DensityMap:
+def _load_pdb(pdb_id: str, render: tuple[float, float]) -> DensityMap:
     fname = f"{pdb_id}.cif"
     path = _find(fname)
     url = _RCSB_URL.format(pdb_id=pdb_id.upper())
@@ -610,16 +614,16 @@ def _load_pdb(pdb_id: str, voxel_size: float) -> DensityMap:
         path = _download(url, fname, None)
     positions, weights = read_model(path)
     origin = f"sha256:{sha256_file(path)}"
-    return _render(positions, weights, voxel_size, pdb_id, f"{path} (from {url})", origin)
+    return _render(positions, weights, render, pdb_id, f"{path} (from {url})", origin)
 
 
-def _load_pseudo(seed: int, d2: bool, voxel_size: float) -> DensityMap:
+def _load_pseudo(seed: int, d2: bool, render: tuple[float, float]) -> DensityMap:
     positions, weights = pseudo_protein(seed, "D2" if d2 else None)
     name = f"pseudo{'-d2' if d2 else ''}:{seed}"
     return _render(
         positions,
         weights,
-        voxel_size,
+        render,
         name,
         f"generated: pseudo_protein({seed}, symmetry={'D2' if d2 else None!r})",
         f"generated:{name}",
@@ -631,7 +635,7 @@ def _is_model(path: Path) -> bool:
     return any(s.lower() in _MODEL_SUFFIXES for s in path.suffixes[-2:])
 
 
-def _load_file(path: Path, voxel_size: float) -> DensityMap:
+def _load_file(path: Path, render: tuple[float, float]) -> DensityMap:
     is_model = _is_model(path)
     if not path.is_file():
         kind = "model" if is_model else "map"
@@ -639,7 +643,7 @@ def _load_file(path: Path, voxel_size: float) -> DensityMap:
     if is_model:
         positions, weights = read_model(path)
         origin = f"sha256:{sha256_file(path)}"
-        return _render(positions, weights, voxel_size, str(path), str(path.resolve()), origin)
+        return _render(positions, weights, render, str(path), str(path.resolve()), origin)
     return read_map(path)
 
 
@@ -658,6 +662,7 @@ def load_map(
     box_size: int | None = None,
     voxel_size: float | None = None,
     fallback: bool = True,
+    resolution: float | None = None,
 ) -> DensityMap:
     """Load a density map by path or by name, as a cube.
 
@@ -678,7 +683,9 @@ def load_map(
 
     Models and the pseudo-protein are rendered at :data:`DEFAULT_RESOLUTION` (11 Å), directly at
     ``voxel_size`` (default :data:`DEFAULT_VOXEL_SIZE`, 11/3 Å), in the smallest even box that
-    holds every rotation of the molecule plus 5 σ of its Gaussians. They are regenerated on each
+    holds every rotation of the molecule plus 5 σ of its Gaussians. With ``resolution``, they are
+    rendered at that resolution on molmap's default grid, ``resolution / 3`` Å, then resampled to
+    ``voxel_size`` / ``box_size`` like any map. They are regenerated on each
     call (well under a second for the pseudo-protein), not cached.
 
     Maps by name (``"5j0n"``, PDB IDs, pseudo-proteins) and rendered model files are normalised
@@ -697,6 +704,9 @@ def load_map(
         return the pseudo-protein (``"pseudo-d2:0"`` for ``"5a1a"``, ``"pseudo:0"`` otherwise)
         with ``source`` starting ``"fallback for NAME: <reason>"``; when ``False``, raise
         :class:`MapError`.
+    resolution : Å, the resolution atomic models and pseudo-proteins are rendered at (``None``:
+        :data:`DEFAULT_RESOLUTION` at ``voxel_size``); an error for MRC maps, whose resolution
+        is what it is.
 
     Returns
     -------
@@ -713,22 +723,32 @@ def load_map(
         raise ValueError(f"box_size must be a positive integer; got {box_size!r}")
     if voxel_size is not None and (not np.isfinite(voxel_size) or voxel_size <= 0):
         raise ValueError(f"voxel_size must be a positive number of Å; got {voxel_size!r}")
-    render_voxel = DEFAULT_VOXEL_SIZE if voxel_size is None else float(voxel_size)
+    if resolution is not None and (not np.isfinite(resolution) or resolution <= 0):
+        raise ValueError(f"resolution must be a positive number of Å; got {resolution!r}")
+    if resolution is None:
+        render = (DEFAULT_RESOLUTION, DEFAULT_VOXEL_SIZE if voxel_size is None else float(voxel_size))
+    else:
+        render = (float(resolution), float(resolution) / 3.0)  # molmap's default grid spacing
     if not isinstance(name, str | os.PathLike):
         raise MapError(f"map name must be a string or a path; got {name!r}; accepted: {_ACCEPTED}")
     as_given = _is_path(name) and not _is_model(Path(name))
+    if resolution is not None and (as_given or str(name).strip().lower() == "5j0n"):
+        raise MapError(
+            f"map {str(name)!r} is a density map, not an atomic model: a rendering resolution "
+            f"({resolution!r} Å) applies only to models and pseudo-proteins; leave it unset"
+        )
     if _is_path(name):
-        density = _load_file(Path(name), render_voxel)
+        density = _load_file(Path(name), render)
     else:
         key = name.strip().lower()
         pseudo = _PSEUDO_RE.fullmatch(key)
         if pseudo:
-            density = _load_pseudo(int(pseudo["seed"] or 0), bool(pseudo["d2"]), render_voxel)
+            density = _load_pseudo(int(pseudo["seed"] or 0), bool(pseudo["d2"]), render)
         elif _PDB_ID_RE.fullmatch(key):
             try:
-                density = _load_5j0n() if key == "5j0n" else _load_pdb(key, render_voxel)
+                density = _load_5j0n() if key == "5j0n" else _load_pdb(key, render)
             except _Unavailable as err:
-                density = _fall_back(key, str(err), render_voxel, fallback)
+                density = _fall_back(key, str(err), render, fallback)
         else:
             raise MapError(f"unknown map {name!r}; accepted: {_ACCEPTED}")
     if len(set(density.shape)) != 1:  # files; rendered maps are cubes already
@@ -747,7 +767,7 @@ def load_map(
     return DensityMap(data, density.voxel_size, density.name, density.source, processed + ", normalised")
 
 
-def _fall_back(key: str, reason: str, voxel_size: float, fallback: bool) -> DensityMap:
+def _fall_back(key: str, reason: str, render: tuple[float, float], fallback: bool) -> DensityMap:
     d2 = key in _D2_FALLBACKS
     stand_in = f"pseudo{'-d2' if d2 else ''}:0"
     folders = ", ".join(str(p) for p in map_dirs())
@@ -762,7 +782,7 @@ def _fall_back(key: str, reason: str, voxel_size: float, fallback: bool) -> Dens
         MapFallbackWarning,
         stacklevel=3,
     )
-    density = _load_pseudo(0, d2, voxel_size)
+    density = _load_pseudo(0, d2, render)
     return DensityMap(
         density.data, density.voxel_size, stand_in, f"fallback for {key}: {reason}; {density.source}",
         density.origin,

@@ -39,7 +39,7 @@ from cryoorient.geometry import canonical_quaternion, quaternion_distance
 from cryoorient.model_cache import model_config, paper_method_config
 from cryoorient.pipeline import estimated_distances
 from cryoorient.recovery import RecoveryResult, orientation_loss, recover_orientations
-from cryoorient.sampling import sample_uniform_distance_pairs
+from cryoorient.sampling import haar_quaternions, random_pairs, sample_uniform_distance_pairs
 from cryoorient.siamese import SiameseDistance
 from cryoorient.study import Study
 from cryoorient.training import TrainingConfig
@@ -153,14 +153,12 @@ def paper_recovery(
     if not error_variance >= 0:
         raise ValueError(f"error_variance must be >= 0 (rad²); got {error_variance!r}")
     generator = torch.Generator().manual_seed(int(seed))
-    x = torch.randn(n, 4, generator=generator, dtype=torch.float64)
-    x /= torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    x = haar_quaternions(n, generator)
     m, v = torch.zeros_like(x), torch.zeros_like(x)
     beta1, beta2, eps = 0.9, 0.999, 1e-7  # Keras' Adam, which the authors used
     history = np.empty(steps)
     for step in range(1, steps + 1):
-        i = torch.randint(0, n, (batch_size,), generator=generator)
-        j = (i + torch.randint(1, n, (batch_size,), generator=generator)) % n  # j != i
+        i, j = random_pairs(n, batch_size, generator)
         rows = torch.cat([i, j]).unique()
         xr = x[rows].requires_grad_(True)
         where = torch.searchsorted(rows, torch.stack([i, j]))
@@ -205,12 +203,10 @@ def evaluation_pairs(quaternions: torch.Tensor, n_pairs: int, seed: int = 0) -> 
     the distribution of random orientations (density ``(1 − cos θ)/π``, mostly large).
     """
     q = torch.as_tensor(quaternions, dtype=torch.float64)
-    rng = np.random.default_rng([seed, 9])
-    i = rng.integers(0, len(q), n_pairs)
-    j = (i + rng.integers(1, len(q), n_pairs)) % len(q)  # distinct from i, uniform otherwise
+    i, j = random_pairs(len(q), n_pairs, torch.Generator().manual_seed(int(seed)))
     return {
         "uniform": sample_uniform_distance_pairs(q, n_pairs, seed=np.random.default_rng([seed, 8])),
-        "random": torch.from_numpy(np.stack([i, j], axis=1)),
+        "random": torch.stack([i, j], dim=1),
     }
 
 

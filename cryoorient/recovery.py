@@ -51,6 +51,7 @@ import torch
 
 from cryoorient._checks import Device, check_positive, check_positive_int, resolve_device
 from cryoorient.geometry import canonical_quaternion, quaternion_distance
+from cryoorient.sampling import haar_quaternions, random_pairs
 from cryoorient.spectral import rotations_from_embedding, spectral_quaternions
 
 __all__ = [
@@ -251,9 +252,8 @@ def _torch_generator(seed: int | np.random.Generator | torch.Generator, device: 
 
 
 def _random_quaternions(n: int, generator: torch.Generator, device: torch.device, dtype: torch.dtype):
-    """(n, 4) Haar-random unit quaternions."""
-    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
-    return (q / torch.linalg.vector_norm(q, dim=1, keepdim=True)).to(device=device, dtype=dtype)
+    """(n, 4) Haar-random unit quaternions (:func:`~cryoorient.sampling.haar_quaternions`) on ``device``."""
+    return haar_quaternions(n, generator).to(device=device, dtype=dtype)
 
 
 def _check_init(init, n: int, device: torch.device, dtype: torch.dtype):
@@ -603,9 +603,8 @@ def _landmark_spectral(distance_fn, n, n_landmarks, n_starts, generator, device,
 
 
 def _sample_pairs(n: int, count: int, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` uniformly random ordered pairs ``(i, j)`` with ``i != j``."""
-    i = torch.randint(n, (count,), generator=generator)
-    j = (i + torch.randint(1, n, (count,), generator=generator)) % n
+    """:func:`~cryoorient.sampling.random_pairs` on ``device``."""
+    i, j = random_pairs(n, count, generator)
     return i.to(device), j.to(device)
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "collect",
     "load_claims",
     "numbers_document",
+    "nyquist_bound",
     "readme_table",
     "render_report",
     "render_tex",
@@ -60,6 +61,20 @@ METHOD_LABELS = {"ours": "ours (modified)", "paper": "the paper's, at our images
 """What each claims-table row measured, as its ``method`` column says."""
 MIN_SEEDS = 3
 """Training seeds a number of a trained estimator needs before it gets a verdict."""
+BOUND_SHELLS = 2
+"""An FSC crossing this many Fourier shells or fewer from Nyquist is a bound on the resolution."""
+
+
+def nyquist_bound(box_size: int, pixel_size: float, shells: int = BOUND_SHELLS) -> float:
+    """The resolution (Å) ``shells`` Fourier shells inside Nyquist, for ``box_size``-pixel images.
+
+    Shell ``k`` of a ``D``-pixel box is at frequency ``k / (D · pixel)``; Nyquist is ``k = D / 2``
+    (resolution ``2 · pixel``). A crossing at or beyond ``D / 2 − shells`` says the map is as good
+    as the grid allows, not how good the orientations are.
+    """
+    if box_size / 2 <= shells or pixel_size <= 0:
+        raise ValueError(f"need box_size > 2 · shells and pixel_size > 0; got {box_size}, {pixel_size}")
+    return box_size * pixel_size / (box_size / 2 - shells)
 
 
 def verdict(
@@ -71,6 +86,7 @@ def verdict(
     *,
     method: str = "ours",
     seeds: int | None = None,
+    bound: float | None = None,
 ) -> str:
     """The verdict of one number against the paper's, by the method measured.
 
@@ -84,6 +100,9 @@ def verdict(
     within when it meets the paper's, outside only when all of it is on one side. ``seeds``: how many
     training seeds measured it; below :data:`MIN_SEEDS` the verdict is ``"one seed"`` (or ``"N
     seeds"``). ``None``: the number involves no training (no seeds to ask for).
+
+    ``bound``: for a resolution (Å, lower is better), the value at or below which the measurement
+    is limited by the images' grid (:func:`nyquist_bound`): the verdict is then ``"bound"``.
     """
     if better not in ("lower", "higher"):
         raise ValueError(f"better must be 'lower' or 'higher'; got {better!r}")
@@ -91,6 +110,8 @@ def verdict(
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     if ours is None:
         return "not run"
+    if bound is not None and ours <= bound:
+        return "bound"
     if seeds is not None and seeds < MIN_SEEDS:
         return "one seed" if seeds <= 1 else f"{seeds} seeds"
     low, high = paper if isinstance(paper, tuple) else (paper * (1 - tolerance), paper * (1 + tolerance))
@@ -101,6 +122,13 @@ def verdict(
         return "not reproduced"
     below = ours_high < low
     return "better" if below == (better == "lower") else "worse"
+
+
+def _bound(claim: Claim, numbers: dict) -> float | None:
+    """The resolution that is a bound for ``claim`` (:func:`nyquist_bound`), when its grid was measured."""
+    if claim.grid is None or any(numbers.get(key) is None for key in claim.grid):
+        return None
+    return nyquist_bound(int(numbers[claim.grid[0]]), float(numbers[claim.grid[1]]))
 
 
 def seed_spreads(profile: str, claims: Claims | None = None) -> dict[str, dict]:
@@ -248,7 +276,8 @@ def numbers_document(profiles: list[str] | None = None, claims: Claims | None = 
                 "method": c.method,
                 "verdict": {
                     p: verdict(c.paper, v, c.better, spread=_range(spread[p]), method=c.method,
-                               seeds=(spread[p] or {}).get("n", 1) if c.seeded else None)
+                               seeds=(spread[p] or {}).get("n", 1) if c.seeded else None,
+                               bound=_bound(c, by_profile.get(p, {}).get("numbers", {})))
                     if c.comparable or v is None
                     else "not comparable"
                     for p, v in ours.items()
@@ -368,7 +397,9 @@ def render_report(document: dict, claims: Claims | None = None) -> str:
         "par* there, else *better* or *worse*. A number from a trained estimator gets a verdict only "
         f"when at least {MIN_SEEDS} training seeds measured it (`benchmarks/seed_spread.py`; ours is "
         "then followed by the range over the seeds, and a verdict other than *reproduced* or *on par* "
-        "needs every seed on the same side of the paper); with fewer it says *one seed*. *Not run* "
+        "needs every seed on the same side of the paper); with fewer it says *one seed*. A resolution "
+        f"within {BOUND_SHELLS} Fourier shells of the images' Nyquist limit is a *bound*: the grid, not "
+        "the orientations, stopped it. *Not run* "
         "when no run of that profile exists; *not comparable* when ours measures something else (the "
         "caveat says what), shown for reference.",
         "",

@@ -43,6 +43,8 @@ __all__ = [
     "SAMPLING_SCHEMES",
     "haar_distance_cdf",
     "haar_distance_pdf",
+    "haar_quaternions",
+    "random_pairs",
     "sample_euler_box",
     "sample_orientations",
     "sample_uniform_distance_pairs",
@@ -59,6 +61,26 @@ _EULER_BOXES = {
     "half": ((0.0, 2 * math.pi), (0.0, 1.0), (0.0, 2 * math.pi)),
     "quarter": ((0.0, math.pi), (0.0, 1.0), (0.0, 2 * math.pi)),
 }
+
+
+def haar_quaternions(n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 4) float64 Haar-random unit quaternions drawn from a torch ``generator`` (CPU).
+
+    The random starts of the recoveries; :func:`sample_orientations` is the seeded entry point
+    for datasets.
+    """
+    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
+    return q / torch.linalg.vector_norm(q, dim=1, keepdim=True)
+
+
+def random_pairs(n: int, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` random ordered pairs ``(i, j)``, ``i != j``, of ``n`` items: two (count,) long tensors.
+
+    ``j`` is ``i`` plus a uniform offset in ``[1, n)``, modulo ``n``: uniform over the other items.
+    """
+    i = torch.randint(n, (count,), generator=generator)
+    j = (i + torch.randint(1, n, (count,), generator=generator)) % n
+    return i, j
 
 
 def sample_orientations(

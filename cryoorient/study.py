@@ -76,8 +76,13 @@ class Study:
     seed : seed of datasets, training, random starts and random draws.
     model : the distance model, :class:`cryoorient.training.TrainingConfig` fields (read-only mapping).
     paper_method : the paper's own distance model at this study's images (its recipe, network,
-        cosine ``d_f``, loss and optimiser), :class:`cryoorient.training.TrainingConfig` fields that
-        differ from their defaults (read-only mapping); notebook 09 trains and evaluates it.
+        ``d_f`` (``d_q`` on the unit features), loss and optimiser),
+        :class:`cryoorient.training.TrainingConfig` fields that differ from their defaults
+        (read-only mapping); notebook 09 trains and evaluates it.
+    second_protein : the paper's second experiment (notebook 10):
+        :class:`cryoorient.dataset.SimulationParameters` fields that differ from this study's dataset
+        (map, its rendering resolution, orientations; read-only mapping); see
+        :meth:`second_protein_simulation`.
     noise_levels : σ² of the noise study, beside the noiseless model (per pixel, unit-variance stack).
     curriculum_epochs : epochs of each fine-tuned noise level.
     curriculum_learning_rate : peak learning rate of each fine-tuned level.
@@ -94,6 +99,7 @@ class Study:
     seed: int
     model: Mapping[str, Any]
     paper_method: Mapping[str, Any]
+    second_protein: Mapping[str, Any]
     noise_levels: tuple[float, ...]
     curriculum_epochs: int
     curriculum_learning_rate: float
@@ -122,6 +128,7 @@ class Study:
         object.__setattr__(self, "noise_levels", levels)
         object.__setattr__(self, "model", _frozen(self.model))
         object.__setattr__(self, "paper_method", _frozen(self.paper_method))
+        object.__setattr__(self, "second_protein", _frozen(self.second_protein))
         object.__setattr__(self, "notebooks", _frozen(self.notebooks))
 
     @property
@@ -152,6 +159,13 @@ class Study:
             "seed": self.seed,
         } | changes
 
+    def second_protein_simulation(self, **changes: Any) -> dict[str, Any]:
+        """:meth:`simulation` for the second protein: this study's dataset with ``second_protein``'s fields.
+
+        ``changes`` adds or overrides fields, e.g. ``noise_variance=4.0``.
+        """
+        return self.simulation(**dict(self.second_protein)) | changes
+
     def to_dict(self) -> dict[str, Any]:
         """Plain types (JSON/YAML), e.g. to record with results."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -159,8 +173,8 @@ class Study:
 
 _STUDY_FIELDS = tuple(f.name for f in dataclasses.fields(Study) if f.name not in ("profile", "notebooks"))
 """The fields a profile's ``study`` section sets (every :class:`Study` field but its name and notebooks)."""
-_MODEL_SECTIONS = ("model", "paper_method")
-"""Study fields that map model settings: a profile that extends another changes single settings."""
+_MAPPING_SECTIONS = ("model", "paper_method", "second_protein")
+"""Study fields that are mappings of settings: a profile that extends another changes single settings."""
 
 
 def _studies_folder(folder: Path | None) -> Traversable:
@@ -202,10 +216,10 @@ def _read(name: str, folder: Path | None) -> dict:
     if bad:
         names, known = ", ".join(bad), ", ".join(_STUDY_FIELDS)
         raise StudyError(f"{where}: unknown study field(s) {names}; known: {known}")
-    for name in _MODEL_SECTIONS:
+    for name in _MAPPING_SECTIONS:
         if name in study and not isinstance(study[name], dict):
             got = study[name]
-            raise StudyError(f"{where}: `study.{name}` must map model settings to values; got {got!r}")
+            raise StudyError(f"{where}: `study.{name}` must map settings to values; got {got!r}")
     notebooks = content.get("notebooks") or {}
     if not all(isinstance(v, dict) for v in notebooks.values()):
         raise StudyError(f"{where}: `notebooks` maps a notebook stem to its parameters, each a mapping")
@@ -223,7 +237,7 @@ def _resolved(name: str, folder: Path | None, seen: tuple[str, ...] = ()) -> tup
         return study, notebooks
     base_study, base_notebooks = _resolved(base, folder, (*seen, name))
     merged = base_study | study
-    for section in _MODEL_SECTIONS:
+    for section in _MAPPING_SECTIONS:
         merged[section] = dict(base_study.get(section) or {}) | dict(study.get(section) or {})
     sections = {stem: dict(base_notebooks.get(stem, {})) | dict(notebooks.get(stem, {}))
                 for stem in base_notebooks.keys() | notebooks.keys()}  # fmt: skip

@@ -36,7 +36,7 @@ if "google.colab" in sys.modules:
 profile = "default"  # the study (cryoorient/studies/PROFILE.yml): map, box, P, model, noise, seeds
 n_test_pairs = 1000  # test pairs in the d_p vs d_q figure (paper: 1,000)
 n_references = 5  # reference projections in the one-to-all view (paper: 5)
-d2_map = "pseudo-d2"  # a D2-symmetric map ("5a1a" is the paper's; offline it is pseudo-d2:0)
+d2_map = None  # a D2-symmetric map; None: the study's second protein, 5a1a (offline: pseudo-d2:0)
 d2_projections = 600  # projections per coverage in the symmetry section
 embedding_orientations = 200  # orientations in the free-embedding bound
 embedding_features = 16  # n_f of the free embeddings
@@ -70,9 +70,9 @@ study = load_study(profile)
 print(study)
 
 
-def dataset_at(n: int, map_name: str = study.map_name, orientations: str = "uniform"):
-    """The clean cached dataset of ``n`` projections of ``map_name`` (simulated now if missing)."""
-    params = study.simulation(map=map_name, n_projections=n, orientations=orientations)
+def dataset_at(n: int, **changes):
+    """The clean cached dataset of ``n`` projections, the study's with ``changes`` (simulated if missing)."""
+    params = study.simulation(n_projections=n, **changes)
     return load_dataset(SimulationParameters(**params), progress=False)
 
 
@@ -166,9 +166,10 @@ plt.show()
 # ## 2 · Symmetry: why a D2 protein defeats distances between projections
 # A protein with D2 symmetry looks the same after half-turns about three axes, so orientations far
 # apart in $d_q$ can give *identical* projections: no function of the images can tell their
-# distance. The paper shows this with 5a1a (β-galactosidase); offline the embedded D2
-# pseudo-protein stands in. Restricting orientations to a quarter of the projection directions
-# removes most symmetric mates, and the Euclidean distance becomes usable again for near pairs.
+# distance. The paper shows this with 5a1a (β-galactosidase), rendered here as the authors
+# rendered it (notebook 10; offline, without `5a1a.cif`, the embedded D2 pseudo-protein stands
+# in). Restricting orientations to a quarter of the projection directions removes most symmetric
+# mates, and the Euclidean distance becomes usable again for near pairs.
 # The marked points are pairs whose images are closer than the median of the pairs with
 # $d_q < 0.3$ rad although $d_q > 1.5$ rad: symmetric look-alikes.
 
@@ -176,7 +177,8 @@ plt.show()
 fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
 lookalikes = {}
 for ax, coverage in zip(axes, ("uniform", "quarter"), strict=True):
-    d2 = dataset_at(d2_projections, d2_map, coverage)
+    d2 = dataset_at(d2_projections, **(dict(study.second_protein) | {"orientations": coverage}
+                                       | ({"map": d2_map} if d2_map else {})))
     d2_images = torch.from_numpy(d2.particles.images)
     iu = torch.triu_indices(len(d2_images), len(d2_images), offset=1)
     d_img = image_distance_matrix(d2_images)[iu[0], iu[1]].numpy()

@@ -563,6 +563,27 @@ def test_load_pseudo_defaults():
     assert d2.name == "pseudo-d2:2" and d2.box_size > n
 
 
+def test_load_map_renders_at_a_given_resolution_on_molmaps_grid(tmp_path):
+    sharp = load_map("pseudo:1", resolution=6.0)
+    assert sharp.voxel_size == pytest.approx(2.0)  # molmap's default grid: resolution / 3
+    assert "atoms_to_map at 6 Å" in sharp.origin and "atoms_to_map at 11 Å" in load_map("pseudo:1").origin
+    # resampled to the default map's grid, the 6 Å map keeps more of the high frequencies
+    default = load_map("pseudo:1")
+    resampled = load_map("pseudo:1", resolution=6.0, voxel_size=default.voxel_size, box_size=default.box_size)
+    high = np.fft.fftshift(np.abs(np.fft.fftn(resampled.data)))
+    low = np.fft.fftshift(np.abs(np.fft.fftn(default.data)))
+    n = default.box_size
+    corner = (slice(0, n // 6),) * 3
+    assert high[corner].sum() > 2 * low[corner].sum()
+    path = tmp_path / "map.mrc"
+    write_map(path, default)
+    for name in (path, "5j0n"):  # a map's resolution is what it is
+        with pytest.raises(MapError, match="not an atomic model"):
+            load_map(name, resolution=3.0)
+    with pytest.raises(ValueError, match="resolution"):
+        load_map("pseudo", resolution=0.0)
+
+
 def test_load_map_from_files(tmp_path, rng):
     data = rng.random((6, 8, 10), dtype=np.float32)
     path = write_map(tmp_path / "thing.map", DensityMap(data, 2.0, "thing", "test"))

@@ -80,6 +80,42 @@ def test_our_method_needs_three_seeds_for_a_verdict():
         verdict(0.25, 0.146, "lower", method="theirs")
 
 
+def test_a_resolution_within_two_shells_of_nyquist_is_a_bound():
+    limit = report.nyquist_bound(64, 4.3)  # shell 30 of 64: 64 · 4.3 / 30 Å
+    assert limit == pytest.approx(64 * 4.3 / 30) and 2 * 4.3 < limit
+    assert verdict(15.2, limit, "lower", bound=limit) == "bound"
+    assert verdict(15.2, 9.0, "lower", seeds=1, bound=limit) == "bound"  # the grid stopped it, seeds or not
+    assert verdict(15.2, 9.5, "lower", bound=limit) == "better"
+    assert verdict(8.0, None, "lower", bound=limit) == "not run"
+    with pytest.raises(ValueError, match="box_size"):
+        report.nyquist_bound(4, 1.0)
+
+
+def test_claims_with_a_grid_name_measured_numbers_and_get_bound_verdicts():
+    claims = load_claims()
+    gridded = {c.key: c.grid for c in claims.claims if c.grid is not None}
+    assert {"res_clean", "res_matched", "res_5a1a_clean"} <= set(gridded)
+    keys = {n.key for n in claims.numbers}
+    assert all(set(grid) <= keys for grid in gridded.values())
+    numbers = {"box_size": 64, "pixel_size": 4.3}
+    res = next(c for c in claims.claims if c.key == "res_matched")
+    assert report._bound(res, numbers) == pytest.approx(report.nyquist_bound(64, 4.3))
+    assert report._bound(res, {"box_size": 64}) is None  # the pixel size was not measured
+
+
+def test_a_malformed_grid_is_refused(tmp_path):
+    content = yaml.safe_load(claims_path().read_text())
+    content["claims"][0]["grid"] = ["box_size"]
+    path = tmp_path / "claims.yml"
+    path.write_text(yaml.safe_dump(content, allow_unicode=True))
+    with pytest.raises(ClaimsError, match="grid must be"):
+        load_claims(path)
+    content["claims"][0]["grid"] = ["box_size", "no_such_number"]
+    path.write_text(yaml.safe_dump(content, allow_unicode=True))
+    with pytest.raises(ClaimsError, match="no_such_number"):
+        load_claims(path)
+
+
 def test_verdict_refuses_an_unknown_direction():
     with pytest.raises(ValueError, match="better"):
         verdict(1.0, 1.0, "smaller")

@@ -11,6 +11,8 @@ from cryoorient.sampling import (
     SAMPLING_SCHEMES,
     haar_distance_cdf,
     haar_distance_pdf,
+    haar_quaternions,
+    random_pairs,
     sample_euler_box,
     sample_orientations,
 )
@@ -114,3 +116,21 @@ def test_paper_half_scheme_is_the_euler_box():
 def test_euler_box_rejects_bad_coverage(coverage):
     with pytest.raises(ValueError, match="coverage must be"):
         sample_euler_box(5, coverage)
+
+
+def test_haar_quaternions_are_unit_seeded_and_spread():
+    q = haar_quaternions(4000, torch.Generator().manual_seed(3))
+    assert q.shape == (4000, 4) and q.dtype == torch.float64
+    torch.testing.assert_close(torch.linalg.vector_norm(q, dim=1), torch.ones(4000, dtype=torch.float64))
+    torch.testing.assert_close(q, haar_quaternions(4000, torch.Generator().manual_seed(3)))
+    # uniform on the 3-sphere: every coordinate has mean 0 and second moment 1/4
+    assert q.mean(0).abs().max() < 0.05 and ((q**2).mean(0) - 0.25).abs().max() < 0.02
+
+
+def test_random_pairs_are_distinct_and_cover_every_offset():
+    i, j = random_pairs(7, 20000, torch.Generator().manual_seed(0))
+    assert i.shape == j.shape == (20000,) and (i != j).all()
+    assert int(i.min()) == 0 and int(max(i.max(), j.max())) == 6
+    # j is uniform over the 6 others: every offset 1..6 about equally often
+    counts = torch.bincount((j - i) % 7, minlength=7)
+    assert counts[0] == 0 and (counts[1:] - 20000 / 6).abs().max() < 300

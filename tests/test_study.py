@@ -81,6 +81,9 @@ def test_simulation_arguments():
         "noise_variance": 4.0,
     }
     assert study.simulation(n_projections=10)["n_projections"] == 10
+    second = study.second_protein_simulation(noise_variance=1.0)
+    expected = study.simulation(map="5a1a", map_resolution=3.0, orientations="quarter", noise_variance=1.0)
+    assert second == expected
 
 
 def _write(folder, name, text):
