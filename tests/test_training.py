@@ -445,7 +445,7 @@ def _curriculum_keys(orientations: str, levels: list[float], density, study) -> 
     return found
 
 
-PAPER_METHOD_SHIPPED: tuple[str, ...] = ()
+PAPER_METHOD_SHIPPED: tuple[str, ...] = ("uniform",)
 """Coverages on which notebook 09's paper-method estimator is shipped (in training when empty)."""
 
 
