@@ -57,6 +57,7 @@ __all__ = [
     "load_model",
     "prepare_images",
     "train_distance",
+    "training_seconds",
     "validation_flat",
 ]
 
@@ -491,6 +492,20 @@ def train_distance(
                      folder / "model.pt")
         _write_history(folder / "history.json", history)
     return TrainingResult(model, config, history, folder)
+
+
+def training_seconds(history: list[dict]) -> float:
+    """The training time of a ``history``: its epochs times the median epoch's duration, seconds.
+
+    The history's ``seconds`` are cumulative wall time, so a run that was paused (suspended, or
+    waiting on a busy machine) counts the wait in the epoch it fell in; the median epoch does not.
+    ``0.0`` for an empty history; the last ``seconds`` for a single epoch.
+    """
+    seconds = [h["seconds"] for h in history if "seconds" in h]
+    if len(seconds) < 2:
+        return float(seconds[-1]) if seconds else 0.0
+    durations = np.diff([0.0, *seconds])
+    return float(len(durations) * np.median(durations))
 
 
 def validation_flat(history: list[dict], config: TrainingConfig) -> bool:

@@ -539,3 +539,9 @@ def test_shipped_models_are_downloaded_outside_a_checkout(data, tmp_path, monkey
     # not a GitHub install (an index or editable install): nothing is fetched
     monkeypatch.setattr(model_cache, "installed_source", lambda: ("file:///somewhere", commit))
     assert model_cache._models_url() is None
+
+
+def test_training_seconds_ignore_a_paused_epoch():
+    history = [{"epoch": k + 1, "seconds": s} for k, s in enumerate([500.0, 1000.0, 4000.0, 4500.0, 5000.0])]
+    assert training.training_seconds(history) == 5 * 500.0  # the 3,000 s pause in epoch 3 is not training
+    assert training.training_seconds(history[:1]) == 500.0 and training.training_seconds([]) == 0.0
