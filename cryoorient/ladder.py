@@ -237,19 +237,23 @@ def evaluate(
     ``(values, arrays)``: ``values`` holds ``mae`` and ``rmse`` on each kind of pairs (rad),
     ``e_or`` and ``median`` (rad, after the O(4) alignment), ``l_or`` (rad²), the recovery's
     ``steps``, ``converged`` and ``recovery_seconds``; ``arrays`` the ``errors`` (P,) per
-    projection and the ``recovered`` (P, 4) quaternions.
+    projection, the ``recovered`` (P, 4) quaternions, and for each kind of pairs ``d_p/KIND`` and
+    ``d_q/KIND`` (M,), the estimated and true distances (rad).
     """
     q = torch.as_tensor(quaternions, dtype=torch.float64)
     distances = estimated_distances(model, images, image_size, device=device)
     values: dict = {}
+    arrays: dict = {}
     for kind, ij in pairs.items():
         d_p = distances[ij[:, 0], ij[:, 1]]
-        error = d_p - quaternion_distance(q[ij[:, 0]], q[ij[:, 1]])
+        d_q = quaternion_distance(q[ij[:, 0]], q[ij[:, 1]])
+        error = d_p - d_q
         values[kind] = {"mae": float(error.abs().mean()), "rmse": float(error.pow(2).mean().sqrt())}
+        arrays |= {f"d_p/{kind}": d_p.cpu(), f"d_q/{kind}": d_q.cpu()}
     result = recover(distances, recovery, seed=seed)
     aligned = align_orientations(q, result.quaternions.cpu(), seed=seed)
     values |= {
         "e_or": aligned.error, "median": float(aligned.errors.median()), "l_or": result.loss,
         "steps": result.steps, "converged": result.converged, "recovery_seconds": result.seconds,
     }
-    return values, {"errors": aligned.errors, "recovered": result.quaternions.cpu()}
+    return values, arrays | {"errors": aligned.errors, "recovered": result.quaternions.cpu()}

@@ -174,7 +174,8 @@ def plot_ladder(
     y = np.arange(len(labels))[::-1]
     mean, median = np.asarray(mean, dtype=float), np.asarray(median, dtype=float)
     ax.barh(y, mean, color="C0", alpha=0.8, label="mean")
-    ax.plot(median, y, "o", color="k", ms=4, label="median")
+    if np.isfinite(median).any():
+        ax.plot(median, y, "o", color="k", ms=4, label="median")
     for yy, m in zip(y, mean, strict=True):
         if np.isfinite(m):
             ax.text(m, yy, f" {m:.3f}", va="center", fontsize=7)

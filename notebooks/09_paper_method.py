@@ -51,18 +51,22 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
+from cryoorient.alignment import align_orientations
 from cryoorient.claims import load_claims
 from cryoorient.dataset import SimulationParameters, load_dataset
 from cryoorient.ladder import evaluate, evaluation_pairs, ladder
 from cryoorient.model_cache import dataset_model, paper_method_config
 from cryoorient.plotting import (
+    plot_distance_agreement,
     plot_ladder,
     plot_learning_curves,
     save_figure,
     use_style,
 )
 from cryoorient.provenance import portable_path
+from cryoorient.recipes import epoch_steps
 from cryoorient.results import save_results
+from cryoorient.sampling import sample_orientations
 from cryoorient.study import load_study
 from cryoorient.training import FLAT_TOLERANCE, training_seconds
 
@@ -85,6 +89,8 @@ for coverage in coverages:
     trained[coverage] = dataset_model(datasets[coverage], config, device=device)
     history = trained[coverage].history
     stopped = "flat" if len(history) < config.epochs else "at the epoch limit"
+    steps = epoch_steps(config, len(datasets[coverage].splits["train"]))
+    print(f"{coverage}: {steps} optimiser steps an epoch (the paper's 150 epochs: {150 * steps:,})")
     print(f"{coverage}: model {trained[coverage].folder.name}, {len(history)} epochs ({stopped}), "
           f"{training_seconds(history) / 60:.0f} min; validation MAE {history[-1]['validation_mae']:.3f} rad")
 tag = datasets[coverages[0]].map_name.replace(":", "-")
@@ -122,22 +128,42 @@ for coverage in coverages:
         model, size = trained[coverage].model, trained[coverage].config.image_size
         runs[recovery] = evaluate(model, size, images, q_test, pairs, recovery, seed=study.seed,
                                   device=device)
+    random = sample_orientations(len(test), seed=study.chance_seed)  # the chance level, as notebook 04's
+    chance = align_orientations(q_test, random, seed=study.seed)
+    runs["chance"] = chance.error
     method[coverage] = runs
     values = runs["paper"][0]
     print(f"{coverage}: MAE {values['uniform']['mae']:.3f} rad on uniform pairs, "
           f"{values['random']['mae']:.3f} on random pairs; E_OR {values['e_or']:.3f} rad "
-          f"(median {values['median']:.3f}) by its recovery, {runs['ours'][0]['e_or']:.3f} by ours")
+          f"(median {values['median']:.3f}) by its recovery, {runs['ours'][0]['e_or']:.3f} by ours; "
+          f"chance {chance.error:.3f} rad")
 
 # %%
 paper_value = {"uniform": claims.claim("eor_learned_clean").paper,
                "paper_half": claims.claim("eor_paper_half_clean").paper}
 rows = ["| coverage | MAE, uniform pairs (rad) | MAE, random pairs (rad) | E_OR, its recovery (rad) "
-        "| median | E_OR, our recovery | the paper's E_OR |", "| --- |" + " ---: |" * 6]
+        "| median | E_OR, our recovery | chance | the paper's E_OR |", "| --- |" + " ---: |" * 7]
 for coverage, runs in method.items():
     v, ours = runs["paper"][0], runs["ours"][0]
     rows.append(f"| {coverage} | {v['uniform']['mae']:.3f} | {v['random']['mae']:.3f} | {v['e_or']:.3f} | "
-                f"{v['median']:.3f} | {ours['e_or']:.3f} | {paper_value.get(coverage, float('nan')):.2f} |")
+                f"{v['median']:.3f} | {ours['e_or']:.3f} | {runs['chance']:.3f} | "
+                f"{paper_value.get(coverage, float('nan')):.2f} |")
 display(Markdown("\n".join(rows)))
+
+# %% [markdown]
+# Why the orientations fail: the estimated distances against the true ones on the test pairs
+# uniform in $d_q$. A distance that is a poor function of $d_q$ (flat, or folded) leaves the
+# recovery no orientation set to find.
+
+# %%
+fig, axes = plt.subplots(1, len(coverages), figsize=(4.2 * len(coverages), 3.8), squeeze=False)
+for ax, coverage in zip(axes[0], coverages, strict=True):
+    arrays = method[coverage]["paper"][1]
+    plot_distance_agreement(ax, arrays["d_q/uniform"], arrays["d_p/uniform"], hexbin=True)
+    ax.set_title(f"the paper's method, {coverage} coverage", fontsize=9)
+fig.tight_layout()
+save_figure(fig, f"paper_method_distances_{tag}", profile=profile, map=tag, n_pairs=n_pairs)
+plt.show()
 
 # %% [markdown]
 # ## 3 · The ladder: from the paper's method to ours, one change at a time
@@ -151,6 +177,8 @@ test = clean.splits["test"]
 images = torch.from_numpy(clean.particles.images[test])
 q_test = clean.quaternions[test]
 pairs = evaluation_pairs(q_test, n_pairs, seed=study.seed)
+ladder_chance = align_orientations(q_test, sample_orientations(len(test), seed=study.chance_seed),
+                                   seed=study.seed)
 rungs = [r for r in ladder(study) if r.name in ladder_rungs]
 measured = {}
 for rung in rungs:
@@ -181,7 +209,7 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(measured) + 1.6), sharey=T
 labels = [measured[name][0]["change"] for name in measured]
 rung_values = [v for v, _ in measured.values()]
 plot_ladder(axes[0], labels, [v["e_or"] for v in rung_values], [v["median"] for v in rung_values],
-            reference={"the paper (§ 3.5)": paper_value["uniform"]})
+            reference={"the paper (§ 3.5)": paper_value["uniform"], "chance": ladder_chance.error})
 axes[0].set_title("orientation error, noiseless test split")
 plot_ladder(axes[1], labels, [v["uniform"]["mae"] for v in rung_values], [np.nan] * len(measured),
             xlabel=r"$L_{DE}$ (MAE on pairs uniform in $d_q$, rad)")
@@ -203,13 +231,15 @@ values = {
             "model": trained[coverage].folder.name, "epochs": len(trained[coverage].history),
             "max_epochs": trained[coverage].config.epochs,
             "training_minutes": training_seconds(trained[coverage].history) / 60,
-            "paper_recovery": runs["paper"][0], "our_recovery": runs["ours"][0],
+            "paper_recovery": runs["paper"][0], "our_recovery": runs["ours"][0], "chance": runs["chance"],
+            "steps_per_epoch": epoch_steps(trained[coverage].config, len(datasets[coverage].splits["train"])),
         }
         for coverage, runs in method.items()
     },
     "ladder": {name: v for name, (v, _) in measured.items()},
 }
-arrays = {f"{coverage}/{r}/errors": runs[r][1]["errors"] for coverage, runs in method.items() for r in runs}
+arrays = {f"{coverage}/{r}/{name}": a for coverage, runs in method.items() for r in ("paper", "ours")
+          for name, a in runs[r][1].items() if name != "recovered"}
 arrays |= {f"ladder/{name}/errors": a["errors"] for name, (_, a) in measured.items()}
 arrays |= {f"{coverage}/learning": np.array([[h["train_loss"], h["validation_mae"]] for h in result.history])
            for coverage, result in trained.items()}

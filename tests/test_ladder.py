@@ -8,10 +8,11 @@ import torch
 
 from cryoorient.alignment import align_orientations
 from cryoorient.geometry import quaternion_distance, quaternion_distance_matrix
-from cryoorient.ladder import evaluation_pairs, ladder, paper_recovery, recover
+from cryoorient.ladder import evaluate, evaluation_pairs, ladder, paper_recovery, recover
 from cryoorient.model_cache import model_config, paper_method_config
 from cryoorient.recovery import perturb_distances
 from cryoorient.sampling import sample_orientations
+from cryoorient.siamese import SiameseDistance
 from cryoorient.study import load_study
 
 
@@ -65,3 +66,19 @@ def test_evaluation_pairs():
     random = quaternion_distance(q[pairs["random"][:, 0]], q[pairs["random"][:, 1]]).numpy()
     assert np.mean(uniform < 1.0) > 2 * np.mean(random < 1.0)  # random pairs are rarely close
     assert torch.equal(evaluation_pairs(q, 500, seed=0)["random"], pairs["random"])
+
+
+def test_evaluate_measures_distances_and_orientations_of_one_rung():
+    q = sample_orientations(12, seed=2)
+    images = torch.randn(12, 16, 16, generator=torch.Generator().manual_seed(0))
+    pairs = evaluation_pairs(q, 30, seed=0)
+    torch.manual_seed(0)
+    model = SiameseDistance("compact", 8, "orientation")
+    values, arrays = evaluate(model, 16, images, q, pairs, "ours", seed=0)
+    for kind in ("uniform", "random"):
+        d_p, d_q = arrays[f"d_p/{kind}"], arrays[f"d_q/{kind}"]
+        assert d_p.shape == d_q.shape == (30,)
+        assert values[kind]["mae"] == pytest.approx(float((d_p - d_q).abs().mean()))
+        torch.testing.assert_close(d_q, quaternion_distance(q[pairs[kind][:, 0]], q[pairs[kind][:, 1]]))
+    assert arrays["errors"].shape == (12,) and arrays["recovered"].shape == (12, 4)
+    assert values["e_or"] == pytest.approx(float(arrays["errors"].mean()))

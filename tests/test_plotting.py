@@ -15,6 +15,7 @@ from cryoorient.plotting import (  # noqa: E402
     plot_distance_histogram,
     plot_error_histogram,
     plot_error_vs_noise,
+    plot_ladder,
     plot_learning_curves,
     plot_loss_history,
     plot_perturbation_sweep,
@@ -159,4 +160,17 @@ def test_perturbation_sweep_and_noise_curve_draw_mean_median_and_references():
     assert ys[:2] == [[0.07, 0.1, 0.3], [0.06, 0.08, 0.2]] and ys[2] == [2.14, 2.14] and ys[4] == [0.25]
     assert noise.get_lines()[3].get_xdata()[0] == 4.9 and noise.get_xscale() == "symlog"
     assert "64 px" in noise.get_xlabel()
+    plt.close(fig)
+
+
+def test_plot_ladder_draws_a_bar_per_rung_and_medians_only_when_given():
+    fig, (left, right) = plt.subplots(1, 2)
+    plot_ladder(left, ["a", "b", "c"], [1.7, 0.08, 0.07], [1.6, 0.07, 0.06], reference={"chance": 2.1})
+    placed = {t.get_text(): y for t, y in zip(left.get_yticklabels(), left.get_yticks(), strict=True)}
+    assert len(left.patches) == 3 and placed["a"] > placed["b"] > placed["c"]  # the first rung on top
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["median", "chance", "mean"]
+    plot_ladder(right, ["a", "b"], [0.5, 0.06], [np.nan, np.nan])  # no medians: no median marker or entry
+    assert [t.get_text() for t in right.get_legend().get_texts()] == ["mean"]
+    with pytest.raises(ValueError, match="labels"):
+        plot_ladder(right, ["a"], [1.0, 2.0], [1.0, 2.0])
     plt.close(fig)
