@@ -447,6 +447,8 @@ def _curriculum_keys(orientations: str, levels: list[float], density, study) -> 
 
 PAPER_METHOD_SHIPPED: tuple[str, ...] = ("uniform",)
 """Coverages on which notebook 09's paper-method estimator is shipped (in training when empty)."""
+SECOND_PROTEIN_SHIPPED = False
+"""Whether notebook 10's estimator on the second protein (5a1a) is shipped."""
 
 
 def test_shipped_models_are_the_notebooks_models():
@@ -456,7 +458,7 @@ def test_shipped_models_are_the_notebooks_models():
     coverage (notebook 05's noise study the paper's way) the levels up to the SNR-matched σ². The
     long profile (cryoorient/studies/long.yml, issue 12): its noiseless model and curriculum on
     uniform orientations (notebook 02)."""
-    from cryoorient.density import load_map
+    from cryoorient.density import MapError, load_map
     from cryoorient.study import load_study
 
     shipped = model_cache.shipped_models_dir()
@@ -487,11 +489,22 @@ def test_shipped_models_are_the_notebooks_models():
         for orientations in PAPER_METHOD_SHIPPED
     ]
     chains[("default", "paper_method")] = paper_method
+    # notebook 10: our estimator on the second protein (5a1a at quarter coverage), when its model is here
+    second = SimulationParameters(**default.second_protein_simulation())
+    try:
+        second_map = load_map(second.map, box_size=second.box_size, resolution=second.map_resolution,
+                              fallback=False)
+    except MapError:
+        pytest.skip("needs 5a1a.cif on the map path (CRYOORIENT_MAPS) for notebook 10's model")
+    second_key = model_cache.config_key(
+        model_cache.model_config(default.model, seed=default.seed), _dataset_key(second, second_map)
+    )
+    chains[("default", "second_protein")] = [second_key] if SECOND_PROTEIN_SHIPPED else []
     assert [k for chain in chains.values() for k in chain] == list(registry), (
         "models/registry.json no longer matches the keys the notebooks ask for"
     )
     for (_, orientations), found in chains.items():
-        if orientations == "paper_method":
+        if orientations in ("paper_method", "second_protein"):
             continue
         for previous, name in zip([None, *found], found, strict=False):
             stored = load_model(shipped / name / "model.pt")[1]
