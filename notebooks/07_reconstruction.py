@@ -124,9 +124,10 @@ for level, saved_run in recovered.items():
 # the test projections they were recovered from (noisy at σ² > 0), as a user would reconstruct.
 # The paper instead reconstructs from the noiseless projections with the orientations recovered
 # from noisy ones (§ 3.5); that protocol runs too, at the SNR-matched σ² and at σ² = 16, for the
-# comparison with its numbers. Noiseless projections made and reconstructed with the same
-# projector reach Nyquist with the true orientations: there the resolution is a bound, and FSC
-# curves that stay at 1 say so.
+# comparison with its numbers. Beside every map from noisy projections, the map from the same
+# noisy projections with the *true* orientations: the ceiling the noise leaves to any recovery.
+# Noiseless projections made and reconstructed with the same projector reach Nyquist with the true
+# orientations: there the resolution is a bound, and FSC curves that stay at 1 say so.
 
 # %%
 def images_at(level: float) -> torch.Tensor:
@@ -136,6 +137,9 @@ def images_at(level: float) -> torch.Tensor:
 
 runs = [(name, images_at(0.0), q) for name, q in list(orientations.items())[:2]]
 runs += [(f"recovered, σ² = {v:.3g}", images_at(v), orientations[f"recovered, σ² = {v:.3g}"]) for v in levels]
+# the ceiling: the same noisy projections with their true orientations
+ceilings = {v: f"true, σ² = {v:.3g}" for v in levels if v > 0}
+runs += [(name, images_at(v), orientations["true"]) for v, name in ceilings.items()]
 # the paper's protocol (§ 3.5): the noiseless projections with the orientations recovered from noisy ones
 paper_protocol = {
     v: f"recovered, σ² = {v:.3g}, noiseless images" for v in (matched, study.paper_noise_variance)
@@ -244,11 +248,12 @@ print("noiseless: the gauge-fixed map is within one Fourier shell of the truth-a
 # %%
 fig, axes = plt.subplots(len(gauge_levels), 5, figsize=(11.5, 2.5 * len(gauge_levels)))
 for r, level in enumerate(gauge_levels):
-    panels = {"ground truth": torch.as_tensor(truth.data), "true orientations": maps["true"],
+    ceiling = ceilings.get(level, "true")  # the same (noisy) images with the true orientations
+    panels = {"ground truth": torch.as_tensor(truth.data), "true orientations": maps[ceiling],
               "truth-aligned (paper)": maps[f"recovered, σ² = {level:.3g}"],
               "as recovered": alone_maps[f"as recovered, σ² = {level:.3g}"],
               "gauge-fixed": alone_maps[f"gauge-fixed, σ² = {level:.3g}"]}
-    keys = [None, "true", f"recovered, σ² = {level:.3g}", f"as recovered, σ² = {level:.3g}",
+    keys = [None, ceiling, f"recovered, σ² = {level:.3g}", f"as recovered, σ² = {level:.3g}",
             f"gauge-fixed, σ² = {level:.3g}"]
     titles = [title + ("" if key is None else f"\nFSC 0.5: {curves[key][2]:.1f} Å")
               for title, key in zip(panels, keys, strict=True)]
@@ -354,6 +359,8 @@ saved = save_results(
         "noise_study": {f"{v:g}": at_half[f"recovered, σ² = {v:.3g}"] for v in levels},
         "resolution_matched": at_half[f"recovered, σ² = {matched:.3g}"],
         "resolution_matched_paper_protocol": at_half[paper_protocol[matched]],
+        "ceiling": {f"{v:g}": at_half[name] for v, name in ceilings.items()},
+        "resolution_matched_ceiling": at_half[ceilings[matched]],
         "without_truth": alone,
         "nonuniform": nonuniform,
         "seconds": seconds, "notes": notes,
@@ -376,7 +383,8 @@ display(Markdown(f"""
   {2 * pixel:.1f} Å); **random** orientations give {at_half["random"]:.1f} Å.
 * Orientations **recovered** from noiseless projections: {at_half[noiseless]:.1f} Å; at the SNR-matched
   σ² = {matched:.2f}, from those noisy images: {at_half[f"recovered, σ² = {matched:.3g}"]:.1f} Å
-  (the paper's protocol, noiseless images: {at_half[paper_protocol[matched]]:.1f} Å).
+  (the paper's protocol, noiseless images: {at_half[paper_protocol[matched]]:.1f} Å); the same noisy
+  images with their true orientations, the ceiling: {at_half[ceilings[matched]]:.1f} Å.
 * **Without the truth** (noiseless): gauge-fixed {alone["clean"]["gauge_fixed"]:.1f} Å, as recovered
   {alone["clean"]["as_recovered"]:.1f} Å, truth-aligned {alone["clean"]["truth_aligned"]:.1f} Å.
 """))
