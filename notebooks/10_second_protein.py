@@ -81,7 +81,8 @@ print(setting)
 # ## 1 · The map and its projections
 # The map as the projections see it (the study's box), its central slices, and a few noiseless
 # projections at the quarter coverage: `rot` in [0, π), `tilt` in [0, π/2], `psi` free, drawn
-# uniformly on SO(3) within that box.
+# uniformly on SO(3) within that box. The 3 Å map is Fourier-cropped to the box's Nyquist limit,
+# which leaves faint ringing around the molecule in the slices (the projections see it too).
 
 # %%
 params = SimulationParameters(**study.second_protein_simulation())
@@ -96,7 +97,7 @@ print(f"map {data.map_name} ({truth.origin}): {params.box_size} px at {pixel:.2f
       f"{len(test)} in the test split")
 
 # %%
-fig = plt.figure(figsize=(11, 6.2))
+fig = plt.figure(figsize=(11, 6.6), layout="constrained")
 top = fig.subfigures(2, 1)
 plot_map_slices(top[0].subplots(1, 3), truth.data, truth.voxel_size)
 top[0].suptitle(f"{data.map_name}: central slices of the map", fontsize=10)
