@@ -447,7 +447,7 @@ def _curriculum_keys(orientations: str, levels: list[float], density, study) -> 
 
 PAPER_METHOD_SHIPPED: tuple[str, ...] = ("uniform",)
 """Coverages on which notebook 09's paper-method estimator is shipped (in training when empty)."""
-SECOND_PROTEIN_SHIPPED = False
+SECOND_PROTEIN_SHIPPED = True
 """Whether notebook 10's estimator on the second protein (5a1a) is shipped."""
 
 
