@@ -8,9 +8,9 @@
 # *ladder*), which change buys what?
 #
 # **What it needs.** The clean dataset of notebook 01 (and, for the paper's half coverage, notebook
-# 05's) and the estimators of the rungs measured: shipped in `models/` (the paper's method on full
-# coverage; ours), else trained here (the paper's method takes about an hour on two CPU cores, each
-# in-batch rung about 20 minutes).
+# 05's) and the estimators of the rungs measured: shipped in `models/` (every rung on full
+# coverage), else trained here (the paper's method takes about an hour on two CPU cores, each
+# in-batch rung about 15 minutes).
 #
 # The paper's method, as its authors ran it (§ 3 and App. B of the paper; `cryoorient/studies/default.yml`,
 # `paper_method`): the 7-stage network (32-512 channels, ReLU, max pooling, no normalisation,
@@ -39,9 +39,8 @@ profile = "default"  # the study (cryoorient/studies/PROFILE.yml): map, box, P, 
 # orientations the paper's method is trained and tested on; "paper_half" (its noise study) is not
 # shipped yet and trains here (about an hour on two CPU cores)
 coverages = ["uniform"]
-# rungs measured (cryoorient.ladder); "inbatch", "orientation" and "mse" are not shipped yet and
-# train here (about 20 minutes each)
-ladder_rungs = ["paper", "compact", "spectral"]
+# rungs measured (cryoorient.ladder), all shipped; an estimator that is not trains here
+ladder_rungs = ["paper", "inbatch", "orientation", "mse", "compact", "spectral"]
 n_pairs = 4000  # test pairs on which L_DE is measured, of each kind (uniform in d_q; random)
 device = None  # torch device for the network; None picks CUDA when available
 

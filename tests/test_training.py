@@ -449,6 +449,8 @@ PAPER_METHOD_SHIPPED: tuple[str, ...] = ("uniform",)
 """Coverages on which notebook 09's paper-method estimator is shipped (in training when empty)."""
 SECOND_PROTEIN_SHIPPED = True
 """Whether notebook 10's estimator on the second protein (5a1a) is shipped."""
+LADDER_SHIPPED: tuple[str, ...] = ("inbatch", "orientation", "mse")
+"""The rungs of notebook 09's ladder shipped beside the paper's method and ours (cryoorient.ladder)."""
 
 
 def test_shipped_models_are_the_notebooks_models():
@@ -500,11 +502,17 @@ def test_shipped_models_are_the_notebooks_models():
         model_cache.model_config(default.model, seed=default.seed), _dataset_key(second, second_map)
     )
     chains[("default", "second_protein")] = [second_key] if SECOND_PROTEIN_SHIPPED else []
+    # notebook 09: the ladder's rungs between the paper's method and ours, on the clean dataset
+    from cryoorient.ladder import ladder
+
+    clean_key = _dataset_key(SimulationParameters(**default.simulation()), density)
+    rungs = {rung.name: rung.config for rung in ladder(default)}
+    chains[("default", "ladder")] = [model_cache.config_key(rungs[n], clean_key) for n in LADDER_SHIPPED]
     assert [k for chain in chains.values() for k in chain] == list(registry), (
         "models/registry.json no longer matches the keys the notebooks ask for"
     )
     for (_, orientations), found in chains.items():
-        if orientations in ("paper_method", "second_protein"):
+        if orientations in ("paper_method", "ladder", "second_protein"):
             continue
         for previous, name in zip([None, *found], found, strict=False):
             stored = load_model(shipped / name / "model.pt")[1]
