@@ -312,8 +312,10 @@ for k, (scheme, row) in enumerate(rows.items()):
     q, errors = (noise_study.arrays[f"nonuniform/{scheme}/{kind}"] for kind in ("true", "errors"))
     plot_directions(ax, viewing_direction(torch.as_tensor(q[:800])), c=errors[:800], cmap="viridis", vmin=0,
                     vmax=np.pi / 2, s=4, alpha=0.8)
-    ax.set_title(f"{scheme}: directions, coloured by error (0 to π/2 rad)\n$E_{{OR}}$ {row['e_or']:.3f} rad, "
+    ax.set_title(f"{scheme}: directions, coloured by error\n$E_{{OR}}$ {row['e_or']:.3f} rad, "
                  f"median {row['median']:.3f} (noiseless: {row['e_or_clean']:.3f})", fontsize=8)
+    fig.colorbar(ax.collections[0], ax=ax, orientation="horizontal", shrink=0.6, pad=0.08, extend="max",
+                 label="orientation error (rad)")
     ax = fig.add_subplot(2, len(rows), len(rows) + k + 1)
     picked = {kind: nonuniform_curves[f"{scheme}, {kind}"] for kind in ("true", "recovered")}
     plot_fsc(ax, {f"{kind} orientations": c[:2] for kind, c in picked.items()},
