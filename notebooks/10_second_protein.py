@@ -66,6 +66,7 @@ from cryoorient.plotting import (
 )
 from cryoorient.provenance import portable_path
 from cryoorient.reconstruction import reconstruct
+from cryoorient.report import nyquist_bound
 from cryoorient.results import save_results
 from cryoorient.sampling import sample_orientations
 from cryoorient.study import load_study
@@ -179,8 +180,8 @@ for name, q in runs.items():
     freq, fsc = fourier_shell_correlation(maps[name], truth.data, pixel)
     curves[name] = (freq, fsc, resolution(freq, fsc, 0.5))
     print(f"{name:>9} orientations: FSC 0.5 at {curves[name][2]:5.1f} Å")
-shell = float(freq[1] - freq[0])  # 1/Å between FSC shells
-bound = {name: c[2] <= 1 / (1 / (2 * pixel) - 2 * shell) for name, c in curves.items()}
+limit = nyquist_bound(params.box_size, pixel)  # two Fourier shells inside Nyquist, as the report's rows
+bound = {name: c[2] <= limit for name, c in curves.items()}
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1.3, 1]})
