@@ -31,6 +31,7 @@ import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -53,6 +54,9 @@ from cryoorient.provenance import map_record
 from cryoorient.relion import CTF_OPTICS, DatasetError, ParticleStack, read_particles, write_particles
 from cryoorient.sampling import SAMPLING_SCHEMES, sample_orientations
 
+if TYPE_CHECKING:
+    from cryoorient.study import Study
+
 __all__ = [
     "PAPER_SPLIT",
     "CacheWarning",
@@ -66,6 +70,7 @@ __all__ = [
     "simulate_dataset",
     "simulate_particles",
     "split_indices",
+    "study_dataset",
 ]
 
 PAPER_SPLIT = {"train": 0.50, "validation": 0.17, "test": 0.33}
@@ -392,6 +397,16 @@ def save_dataset(
             raise DatasetError(f"{folder} exists and is not empty; choose a new output folder") from error
         raise
     return folder
+
+
+def study_dataset(study: Study, *, progress: bool = True, **changes: Any) -> Dataset:
+    """The dataset of ``study`` with ``changes`` (:meth:`Study.simulation`), from the cache or simulated.
+
+    E.g. ``study_dataset(study, noise_variance=4.0)`` or ``study_dataset(study, n_projections=1500,
+    orientations="quarter")``: the study's map, box, voxel size, P and seed unless changed, so every
+    σ² of a study has the same orientations and splits.
+    """
+    return load_dataset(SimulationParameters(**study.simulation(**changes)), progress=progress)
 
 
 def load_dataset(

@@ -36,6 +36,7 @@ needs none of it, is :mod:`cryoorient.pseudo_protein`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -49,7 +50,7 @@ import scipy.fft
 import torch
 
 from cryoorient.fsc import fourier_shell_correlation
-from cryoorient.paths import atomic_path, data_dir, map_dirs, sha256_file
+from cryoorient.paths import atomic_path, atomic_write, data_dir, map_dirs, sha256_file
 from cryoorient.pseudo_protein import pseudo_protein
 
 __all__ = [
@@ -591,6 +592,22 @@ def _load_5j0n() -> DensityMap:
     return DensityMap(density.data, density.voxel_size, name="5j0n", source=str(path), origin=density.origin)
 
 
+def _render_atoms(positions: np.ndarray, weights: np.ndarray, render: tuple[float, float]) -> np.ndarray:
+    """The atoms rendered at ``render = (resolution, voxel size)`` in their smallest box."""
+    resolution, voxel_size = render
+    box = _render_box(positions, resolution, voxel_size)
+    return atoms_to_map(positions, weights, resolution=resolution, voxel_size=voxel_size, box_size=box)
+
+
+def _rendered_map(
+    data: np.ndarray, render: tuple[float, float], name: str, source: str, origin: str
+) -> DensityMap:
+    """A rendering as a map, its source and origin saying how it was rendered."""
+    resolution, voxel_size = render
+    rendered = f"; atoms_to_map at {resolution:g} Å"
+    return DensityMap(data, voxel_size, name=name, source=source + rendered, origin=origin + rendered)
+
+
 def _render(
     positions: np.ndarray,
     weights: np.ndarray,
@@ -599,11 +616,42 @@ def _render(
     source: str,
     origin: str,
 ) -> DensityMap:
+    return _rendered_map(_render_atoms(positions, weights, render), render, name, source, origin)
+
+
+_RENDER_CACHE_SCHEMA = 1
+"""Version of the rendered-model cache's files; raise it when :func:`atoms_to_map` changes."""
+
+
+def _read_render_cache(path: Path) -> np.ndarray | None:
+    """A cached rendering: a finite float32 cube, else ``None`` (missing, corrupt or truncated file)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if data.dtype != np.float32 or data.ndim != 3 or len(set(data.shape)) != 1 or not np.isfinite(data).all():
+        return None
+    return data
+
+
+def _render_model(path: Path, render: tuple[float, float], name: str, source: str) -> DensityMap:
+    """An atomic model file rendered with :func:`_render_atoms`, cached in ``data_dir()/maps``.
+
+    Rendering a large model at a fine resolution takes seconds (5A1A at 3 Å on a 1 Å grid: about
+    13 s on two cores), so the rendered cube is kept, keyed by the file's SHA-256, the rendering
+    (resolution, voxel size) and :data:`_RENDER_CACHE_SCHEMA`, written atomically; an unreadable
+    or malformed cache file is rendered again and replaced.
+    """
+    origin = f"sha256:{sha256_file(path)}"
     resolution, voxel_size = render
-    box = _render_box(positions, resolution, voxel_size)
-    data = atoms_to_map(positions, weights, resolution=resolution, voxel_size=voxel_size, box_size=box)
-    rendered = f"; atoms_to_map at {resolution:g} Å"
-    return DensityMap(data, voxel_size, name=name, source=source + rendered, origin=origin + rendered)
+    text = f"{_RENDER_CACHE_SCHEMA}|{origin}|{resolution!r}|{voxel_size!r}"
+    cache = data_dir() / "maps" / f"render-{hashlib.sha256(text.encode()).hexdigest()[:16]}.npy"
+    data = _read_render_cache(cache)
+    if data is None:
+        data = _render_atoms(*read_model(path), render)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache, lambda f: np.save(f, data, allow_pickle=False))
+    return _rendered_map(data, render, name, source, origin)
 
 
 def _load_pdb(pdb_id: str, render: tuple[float, float]) -> DensityMap:
@@ -612,9 +660,7 @@ def _load_pdb(pdb_id: str, render: tuple[float, float]) -> DensityMap:
     url = _RCSB_URL.format(pdb_id=pdb_id.upper())
     if path is None:
         path = _download(url, fname, None)
-    positions, weights = read_model(path)
-    origin = f"sha256:{sha256_file(path)}"
-    return _render(positions, weights, render, pdb_id, f"{path} (from {url})", origin)
+    return _render_model(path, render, pdb_id, f"{path} (from {url})")
 
 
 def _load_pseudo(seed: int, d2: bool, render: tuple[float, float]) -> DensityMap:
@@ -641,9 +687,7 @@ def _load_file(path: Path, render: tuple[float, float]) -> DensityMap:
         kind = "model" if is_model else "map"
         raise MapError(f"{path}: no such {kind} file; check the path (accepted: {_ACCEPTED})")
     if is_model:
-        positions, weights = read_model(path)
-        origin = f"sha256:{sha256_file(path)}"
-        return _render(positions, weights, render, str(path), str(path.resolve()), origin)
+        return _render_model(path, render, str(path), str(path.resolve()))
     return read_map(path)
 
 
@@ -685,8 +729,9 @@ def load_map(
     ``voxel_size`` (default :data:`DEFAULT_VOXEL_SIZE`, 11/3 Å), in the smallest even box that
     holds every rotation of the molecule plus 5 σ of its Gaussians. With ``resolution``, they are
     rendered at that resolution on molmap's default grid, ``resolution / 3`` Å, then resampled to
-    ``voxel_size`` / ``box_size`` like any map. They are regenerated on each
-    call (well under a second for the pseudo-protein), not cached.
+    ``voxel_size`` / ``box_size`` like any map. A rendered model is cached in
+    ``data_dir()/maps``, keyed by its file's SHA-256 and the rendering; the pseudo-protein is
+    regenerated on each call (well under a second).
 
     Maps by name (``"5j0n"``, PDB IDs, pseudo-proteins) and rendered model files are normalised
     with :func:`normalize_map` (negative voxels clipped, maximum 1): the paper's modelling choice

@@ -35,8 +35,11 @@ __all__ = [
     "plot_learning_curves",
     "plot_loss_history",
     "plot_map_slices",
+    "plot_one_to_all",
     "plot_perturbation_sweep",
     "plot_squared_errors",
+    "plot_validation_curves",
+    "file_tag",
     "save_figure",
     "show_images",
     "use_style",
@@ -58,6 +61,11 @@ _STYLE = {
 def use_style() -> None:
     """Apply the project's matplotlib style (idempotent)."""
     mpl.rcParams.update(_STYLE)
+
+
+def file_tag(name: str) -> str:
+    """A map name as it appears in figure file names: ``"pseudo:3"`` → ``"pseudo-3"``, paths flattened."""
+    return name.replace(":", "-").replace("/", "-")
 
 
 def save_figure(fig: Figure, name: str, *, profile: str, **provenance: object) -> list[Path]:
@@ -321,6 +329,47 @@ def plot_learning_curves(
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.legend()
+
+
+def plot_validation_curves(ax: Axes, histories: Mapping[str, Sequence[Mapping[str, float]]]) -> None:
+    """Several models' validation loss per epoch, one line each, legend outside on the right.
+
+    Parameters
+    ----------
+    ax : cartesian axes.
+    histories : ``{label: history}``, a history being the training's per-epoch records with
+        ``"epoch"`` and ``"validation_loss"`` (MSE, rad²; log scale).
+    """
+    for label, history in histories.items():
+        epochs, losses = [h["epoch"] for h in history], [h["validation_loss"] for h in history]
+        ax.plot(epochs, losses, marker=".", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(r"validation $L_{DE}$ (MSE, rad$^2$)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+
+def plot_one_to_all(axes: Sequence[Axes], d_q: _Array, estimates: Mapping[str, _Array]) -> None:
+    """Distances from a few reference projections to all others, against the true ``d_q``.
+
+    Parameters
+    ----------
+    axes : one cartesian axes per estimate.
+    d_q : (R, M) true distances from R references to M projections, radians.
+    estimates : ``{title: (R, M) estimated distances}``, radians; one panel each, a colour per reference.
+    """
+    d_q = np.asarray(d_q, dtype=float)
+    for ax, (title, values) in zip(axes, estimates.items(), strict=True):
+        values = np.asarray(values, dtype=float)
+        if values.shape != d_q.shape:
+            raise ValueError(f"{title}: estimates of shape {values.shape} for d_q of shape {d_q.shape}")
+        for k in range(len(d_q)):
+            ax.scatter(d_q[k], values[k], s=3, alpha=0.4, label=f"reference {k + 1}")
+        ax.plot([0, np.pi], [0, np.pi], color="k", lw=0.8, ls="--")
+        ax.set_xlabel(r"$d_q$ to the reference (rad)")
+        ax.set_title(title)
+    axes[0].set_ylabel("estimated distance (rad)")
+    axes[0].legend(markerscale=4, fontsize=8)
 
 
 def plot_distance_agreement(

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -481,6 +481,7 @@ def write_star_like(
     angles: np.ndarray | None = None,
     image_names: Sequence[str] | None = None,
     drop: Iterable[str] = (),
+    columns: Mapping[str, Sequence] | None = None,
 ) -> Path:
     """Write a STAR file as ``source`` was read, with new angles or image names, atomically.
 
@@ -503,6 +504,8 @@ def write_star_like(
     drop : particle columns to leave out, e.g. priors or scores of an earlier refinement that no
         longer describe the new angles (``rlnAnglePsiPrior``, ``rlnMaxValueProbDistribution``);
         names the table lacks are ignored. Applied before ``angles`` and ``image_names``.
+    columns : particle columns to set, name to N values (e.g. ``{"rlnRandomSubset": halves}``),
+        replacing the input's column of that name or appended.
 
     Returns
     -------
@@ -525,6 +528,10 @@ def write_star_like(
             )
         for column, values in zip(ANGLE_COLUMNS, degrees.T, strict=True):
             particles[column] = values
+    for column, values in (columns or {}).items():
+        if len(values) != n:
+            raise DatasetError(f"{path}: {len(values)} values of {column} for {n} particles; give one each")
+        particles[column] = np.asarray(values)
     if image_names is not None:
         if len(image_names) != n:
             raise DatasetError(f"{path}: {len(image_names)} image names for {n} particles; give one each")

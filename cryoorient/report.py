@@ -49,6 +49,8 @@ __all__ = [
     "readme_table",
     "render_report",
     "render_tex",
+    "seed_note",
+    "seed_spreads",
     "update_readme",
     "verdict",
     "write_report",
@@ -159,6 +161,22 @@ def seed_spreads(profile: str, claims: Claims | None = None) -> dict[str, dict]:
             if entry is not None and entry["n"] >= 2:
                 out[number.key] = {k: entry[k] for k in ("n", "mean", "min", "max")}
     return out
+
+
+def seed_note(key: str, profile: str, claims: Claims | None = None) -> str:
+    """How many training seeds measured number ``key`` at ``profile``, in words, for a notebook's findings.
+
+    E.g. ``"3 training seeds: 1.689–1.724 rad"`` from the seed-spread benchmark
+    (:func:`seed_spreads`), in the number's own format and unit, or ``"one training seed"`` when the
+    benchmark has not measured it (or is not in the checkout, as in an installed copy).
+    """
+    claims = claims or load_claims()
+    spread = seed_spreads(profile, claims).get(key)
+    if spread is None:
+        return "one training seed"
+    number = claims.number(key)
+    low, high = (format(spread[k], number.fmt) for k in ("min", "max"))
+    return f"{spread['n']} training seeds: {low}–{high}{' ' + number.unit if number.unit else ''}"
 
 
 def collect(profile: str, claims: Claims | None = None) -> dict:

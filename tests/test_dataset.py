@@ -173,3 +173,21 @@ def test_dataset_key_follows_the_maps_origin_not_its_last_bits(tmp_path):
         if values is density.data:
             first = key
     assert key != first
+
+
+def test_study_dataset_is_the_studys_simulation_with_changes(tmp_path, monkeypatch):
+    import dataclasses
+
+    from cryoorient.study import default_study
+
+    monkeypatch.setenv("CRYOORIENT_DATA", str(tmp_path))
+    small = {"map_name": "pseudo:1", "n_projections": 24, "box_size": 32, "voxel_size": 8.0}
+    study = dataclasses.replace(default_study(), **small)
+    noisy = ds.study_dataset(study, progress=False, noise_variance=2.0)
+    assert noisy.path.parent == tmp_path / "datasets"
+    expected = SimulationParameters(**SMALL, noise_variance=2.0, seed=study.seed).to_dict()
+    assert noisy.record["parameters"] == json.loads(json.dumps(expected))  # as the record stores it
+    clean = ds.study_dataset(study, progress=False)
+    np.testing.assert_array_equal(clean.quaternions, noisy.quaternions)  # same orientations at every σ²
+    assert {k: list(v) for k, v in clean.splits.items()} == {k: list(v) for k, v in noisy.splits.items()}
+    assert ds.study_dataset(study, progress=False, n_projections=30).particles.images.shape == (30, 32, 32)

@@ -599,6 +599,32 @@ def test_load_map_from_files(tmp_path, rng):
         load_map(tmp_path / "missing.mrc")
 
 
+def test_rendered_models_are_cached_by_file_and_rendering_and_rebuilt_when_corrupt(tmp_path, monkeypatch):
+    model = tmp_path / "tiny.pdb"
+    model.write_text(PDB_TEXT)
+    first = load_map(model, resolution=6.0)
+    cache = Path(os.environ["CRYOORIENT_DATA"]) / "maps"
+    (entry,) = cache.glob("render-*.npy")
+
+    def no_parse(path):
+        raise AssertionError(f"{path} parsed again: the cached rendering was not used")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(dm, "read_model", no_parse)
+        again = load_map(model, resolution=6.0)
+    np.testing.assert_array_equal(again.data, first.data)
+    assert again.origin == first.origin  # the origin (part of dataset keys) is the same either way
+    assert len(list(cache.glob("render-*.npy"))) == 1
+    load_map(model, resolution=8.0)  # another rendering, another entry
+    assert len(list(cache.glob("render-*.npy"))) == 2
+    entry.write_bytes(entry.read_bytes()[:100])  # truncated: rendered again, never used
+    np.testing.assert_array_equal(load_map(model, resolution=6.0).data, first.data)
+    assert np.load(entry).shape == first.data.shape and np.isfinite(np.load(entry)).all()
+    model.write_text(PDB_TEXT + "\n")  # another file: its own entry
+    load_map(model, resolution=6.0)
+    assert len(list(cache.glob("render-*.npy"))) == 3
+
+
 def test_load_pdb_id_from_a_map_folder(no_local_maps):
     (no_local_maps / "1abc.cif").write_text(CIF_TEXT)
     density = load_map("1ABC")

@@ -9,6 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from cryoorient.plotting import (  # noqa: E402
+    file_tag,
     grouped_bars,
     plot_directions,
     plot_distance_agreement,
@@ -18,8 +19,10 @@ from cryoorient.plotting import (  # noqa: E402
     plot_ladder,
     plot_learning_curves,
     plot_loss_history,
+    plot_one_to_all,
     plot_perturbation_sweep,
     plot_squared_errors,
+    plot_validation_curves,
     save_figure,
 )
 
@@ -174,3 +177,27 @@ def test_plot_ladder_draws_a_bar_per_rung_and_medians_only_when_given():
     with pytest.raises(ValueError, match="labels"):
         plot_ladder(right, ["a"], [1.0, 2.0], [1.0, 2.0])
     plt.close(fig)
+
+
+def test_one_to_all_draws_a_colour_per_reference_and_refuses_mismatched_shapes():
+    rng = np.random.default_rng(0)
+    d_q = rng.uniform(0, np.pi, (3, 40))
+    fig, axes = plt.subplots(1, 2)
+    plot_one_to_all(axes, d_q, {"learned": d_q + 0.1, "euclidean": d_q * 0.5})
+    assert [len(ax.collections) for ax in axes] == [3, 3]  # one scatter per reference
+    np.testing.assert_allclose(axes[1].collections[2].get_offsets()[:, 1], d_q[2] * 0.5)
+    assert [ax.get_title() for ax in axes] == ["learned", "euclidean"]
+    with pytest.raises(ValueError, match="bad: estimates of shape"):
+        plot_one_to_all(axes[:1], d_q, {"bad": d_q[:2]})
+    plt.close(fig)
+
+
+def test_validation_curves_one_line_per_model_and_file_tags():
+    histories = {"a": [{"epoch": 1, "validation_loss": 0.5}, {"epoch": 2, "validation_loss": 0.25}],
+                 "b": [{"epoch": 1, "validation_loss": 0.4}]}
+    fig, ax = plt.subplots()
+    plot_validation_curves(ax, histories)
+    assert [line.get_label() for line in ax.lines] == ["a", "b"] and ax.get_yscale() == "log"
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.5, 0.25])
+    plt.close(fig)
+    assert file_tag("pseudo-d2:3") == "pseudo-d2-3" and file_tag("maps/emd_1.mrc") == "maps-emd_1.mrc"

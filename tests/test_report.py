@@ -372,6 +372,10 @@ def test_numbers_retrained_with_other_seeds_show_their_range_and_widen_the_verdi
     assert rows["eor_learned_matched"]["seeds"]["default"]["min"] == 0.146
     table = report.readme_table(document, claims)
     assert "0.146 rad (3 seeds: 0.146–0.240) | on par |" in table
+    # a notebook's findings say it in words, in the number's format and unit
+    assert report.seed_note("eor_learned_matched", "default", claims) == "3 training seeds: 0.146–0.240 rad"
+    assert report.seed_note("eor_learned_matched", "paper", claims) == "one training seed"
+    assert report.seed_note("eor_5a1a_clean", "default", claims) == "one training seed"  # not measured
     spread_file.write_text("{not json")
     with pytest.raises(ClaimsError, match="seed_spread.json: unreadable"):
         report.seed_spreads("default", claims)
