@@ -21,6 +21,7 @@ import platform
 import re
 import shutil
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -41,16 +42,23 @@ from cryoorient.dataset import (
 from cryoorient.density import DensityMap, MapFallbackWarning, load_map, read_map, write_map
 from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.gauge import fix_gauge
-from cryoorient.geometry import euler_to_matrix, quaternion_distance_matrix, quaternion_to_euler
+from cryoorient.geometry import (
+    euler_to_matrix,
+    matrix_to_euler,
+    quaternion_distance_matrix,
+    quaternion_to_euler,
+)
 from cryoorient.map_alignment import align_maps
+from cryoorient.matching import global_search, grid_spacing, local_search, orientation_grid
 from cryoorient.model_cache import DEFAULT_MODEL, model_config
 from cryoorient.model_input import InputRecord, model_input, read_record, standardise_stack, write_record
 from cryoorient.paths import atomic_write, git_commit, sha256_file
 from cryoorient.pipeline import recover_from_images
-from cryoorient.projection import apply_ctf, ctf_2d, noise_variance, project
+from cryoorient.projection import apply_ctf, ctf_2d, noise_variance, project, shift_images
 from cryoorient.recipes import RECIPES
-from cryoorient.reconstruction import RECONSTRUCTION_METHODS
+from cryoorient.reconstruction import RECONSTRUCTION_METHODS, reconstruct
 from cryoorient.recovery import perturb_distances, recover_orientations
+from cryoorient.refinement import refine
 from cryoorient.relion import (
     CTF_OPTICS,
     CTF_OPTICS_COLUMNS,
@@ -77,6 +85,8 @@ commands, in the order of a study:
                gauge fixed by common lines); input angles are neither needed nor used
   reconstruct  a map from a STAR file's particles, angles and origins (and its CTF with --ctf)
   fsc          Fourier shell correlation of two maps (after a rigid alignment if asked)
+  match        orientations by projection matching against a map you have (global, then local)
+  refine       orientations refined against half maps reconstructed from the particles themselves
 
 a workflow from a RELION project folder (its root, where RELION runs):
   cryoorient resample 5j0n --box-size 64 --voxel-size 4.3 -o Reference/ref.mrc
@@ -165,8 +175,13 @@ def _common(
 
 
 def _project_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--project-dir", type=Path, default=None, metavar="DIR",
-                   help="the RELION project folder image names are relative to (default: the working folder)")
+    p.add_argument(
+        "--project-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the RELION project folder image names are relative to (default: the working folder)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -411,9 +426,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("star", type=Path, metavar="PARTICLES.star", help="RELION 3.0/3.1 STAR with images")
     c.add_argument("-o", "--output", type=Path, required=True, metavar="MAP.mrc", help="output map")
     c.add_argument("--method", choices=RECONSTRUCTION_METHODS, default="cgls", help="least squares or direct")
-    c.add_argument("--ctf", action="store_true",
-                   help="apply the CTF of the STAR file's defocus columns, as relion_reconstruct --ctf does "
-                   "(without it the particles are taken as CTF-free or phase-flipped)")
+    c.add_argument(
+        "--ctf",
+        action="store_true",
+        help="apply the CTF of the STAR file's defocus columns, as relion_reconstruct --ctf does "
+        "(without it the particles are taken as CTF-free or phase-flipped)",
+    )
     _project_dir(c)
     _common(c, quiet=True)
 
@@ -438,6 +456,82 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--seed", type=int, default=0, help="seed of the alignment's search")
     _common(f, device=False)
+
+    m = command(
+        "match",
+        "orientations by projection matching against a reference map (global grid, then local)",
+        "Find each particle's orientation by comparing it with projections of a reference map: a global "
+        "search over a grid of orientations (Fibonacci directions x in-plane angles), then a local search "
+        "around the best. The score is the normalised cross-correlation of the band-limited images "
+        "(the likelihood under white noise with a free scale and offset). Particles are re-centred by "
+        "their origins first and the origins are kept; no CTF is applied (phase-flip the particles "
+        "first). Writes the STAR file with every column as it was and new rlnAngleRot/Tilt/Psi.",
+    )
+    m.add_argument("star", type=Path, metavar="PARTICLES.star", help="RELION 3.0/3.1 STAR with images")
+    m.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        metavar="MAP.mrc",
+        help="map at the particles' box and pixel size (cryoorient resample makes one)",
+    )
+    m.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="MATCHED.star", help="output STAR file"
+    )
+    m.add_argument(
+        "--directions", type=int, default=1000, metavar="N", help="projection directions of the grid"
+    )
+    m.add_argument("--in-plane", type=int, default=48, metavar="M", help="in-plane angles per direction")
+    m.add_argument(
+        "--max-frequency",
+        type=float,
+        default=0.25,
+        metavar="F",
+        help="band of the global search, cycles per pixel (0.5 is Nyquist)",
+    )
+    m.add_argument(
+        "--local-frequency",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="band of the local search, cycles per pixel",
+    )
+    m.add_argument("--no-local", action="store_true", help="stop after the global search")
+    _project_dir(m)
+    _common(m, quiet=True)
+
+    e = command(
+        "refine",
+        "refine orientations against half maps reconstructed from the particles (no reference)",
+        "Refine the orientations of INIT.star (default: the particles' own angles) the gold-standard way: "
+        "the particles are split into two random halves, each half is reconstructed, and each particle is "
+        "matched locally against its own half's map (FSC-weighted, up to the half maps' FSC-0.143 "
+        "resolution), until the orientations stop moving. Writes the STAR file with new angles and "
+        "rlnRandomSubset (1 or 2); with --map-out, the map, both half maps, their FSC curve (CSV and "
+        "PNG) and the resolution at 0.143. Particles are re-centred by their origins, which are kept.",
+    )
+    e.add_argument("star", type=Path, metavar="PARTICLES.star", help="RELION 3.0/3.1 STAR with images")
+    e.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="INIT.star",
+        help="the starting angles, one row per particle in the same order (default: PARTICLES.star's)",
+    )
+    e.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="REFINED.star", help="output STAR file"
+    )
+    e.add_argument(
+        "--map-out",
+        type=Path,
+        default=None,
+        metavar="MAP.mrc",
+        help="also write the map, MAP_half1.mrc, MAP_half2.mrc and MAP_fsc.csv/.png",
+    )
+    e.add_argument("--rounds", type=int, default=8, metavar="K", help="refinement rounds at most")
+    e.add_argument("--seed", type=int, default=0, help="seed of the split into halves")
+    _project_dir(e)
+    _common(e, quiet=True)
     return parser
 
 
@@ -1080,13 +1174,19 @@ def _fsc(args: argparse.Namespace, argv: list[str]) -> None:
     found = resolution(frequencies, fsc, threshold)
     text = f"FSC {threshold:g}: {found:.2f} Å (the criterion between {between})"
     if args.output is not None:
-        table = np.stack((frequencies.numpy(), fsc.numpy()), axis=1)
-        lines = ["frequency_per_angstrom,fsc"] + [f"{f:.8g},{c:.8g}" for f, c in table]
-        atomic_write(_parent(args.output), lambda f: f.write(("\n".join(lines) + "\n").encode()))
+        _write_fsc_curve(_parent(args.output), frequencies, fsc)
         _plot_fsc(frequencies, fsc, threshold, found, args.output.with_suffix(".png"), args.map1.name)
         _provenance(args.output, argv, [args.map1, args.map2], resolution=found, threshold=threshold)
         text += f"; curve in {args.output} and {args.output.with_suffix('.png')}"
     print(text)
+
+
+def _write_fsc_curve(path: Path, frequencies: torch.Tensor, fsc: torch.Tensor) -> None:
+    """The FSC curve as CSV (frequency in 1/Å, FSC), atomically."""
+    lines = ["frequency_per_angstrom,fsc"] + [
+        f"{f:.8g},{c:.8g}" for f, c in zip(frequencies.tolist(), fsc.tolist(), strict=True)
+    ]
+    atomic_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
 
 
 def _plot_fsc(frequencies, fsc, threshold: float, found: float, path: Path, name: str) -> None:
@@ -1103,6 +1203,198 @@ def _plot_fsc(frequencies, fsc, threshold: float, found: float, path: Path, name
     plt.close(fig)
 
 
+# --- match, refine ---------------------------------------------------------------------------------
+
+#: Columns of an earlier refinement that no longer describe new angles.
+STALE_COLUMNS = (
+    "rlnAngleRotPrior",
+    "rlnAngleTiltPrior",
+    "rlnAnglePsiPrior",
+    "rlnMaxValueProbDistribution",
+    "rlnLogLikeliContribution",
+    "rlnNrOfSignificantSamples",
+)
+
+
+def _centred_images(star: Path, particles) -> torch.Tensor:
+    """The particles re-centred by their origins (RELION's sign), warning that no CTF is applied."""
+    if particles.ctf is not None:
+        print(
+            f"warning: {star} has CTF columns; the images are compared without a CTF "
+            "(phase-flip the particles first for a reliable result)",
+            file=sys.stderr,
+        )
+    images = torch.from_numpy(np.asarray(particles.images, dtype=np.float32))
+    if np.any(particles.shifts):
+        images = shift_images(images, -torch.from_numpy(np.asarray(particles.shifts, dtype=np.float64)))
+    return images
+
+
+def _reference_for(star: Path, particles, reference: Path) -> torch.Tensor:
+    """The reference map as a tensor, refused unless it has the particles' box and pixel size."""
+    density = read_map(reference)
+    box, pixel = particles.images.shape[-1], particles.pixel_size
+    if density.shape != (box,) * 3 or abs(density.voxel_size - pixel) > 1e-3 * pixel:
+        raise DatasetError(
+            f"{reference} ({'x'.join(map(str, density.shape))} voxels of {density.voxel_size:g} Å) does not "
+            f"match the particles of {star} ({box} px of {pixel:g} Å); resample it first "
+            f"(cryoorient resample {reference} --box-size {box} --voxel-size {pixel:g} -o REF.mrc)"
+        )
+    return torch.from_numpy(np.asarray(density.data, dtype=np.float32))
+
+
+def _band(flag: str, value: float) -> float:
+    if not 0 < value <= 0.5:
+        raise DatasetError(f"{flag} must be in (0, 0.5] cycles per pixel (0.5 is Nyquist); got {value:g}")
+    return value
+
+
+def _match(args: argparse.Namespace, argv: list[str]) -> None:
+    device = _device(args.device)
+    _claim_output(args.output, args.force, (args.star, args.reference))
+    band, local_band = (
+        _band("--max-frequency", args.max_frequency),
+        _band("--local-frequency", args.local_frequency),
+    )
+    if args.directions < 1 or args.in_plane < 1:
+        raise DatasetError(
+            f"--directions and --in-plane must be at least 1; got {args.directions}, {args.in_plane}"
+        )
+    particles, meta = _read_particles_checked(args.star, angles=False, project_dir=args.project_dir)
+    volume = _reference_for(args.star, particles, args.reference)
+    images = _centred_images(args.star, particles)
+    grid = orientation_grid(args.directions, args.in_plane)
+    spacing = grid_spacing(args.directions, args.in_plane)
+    tic = time.perf_counter()
+    found = global_search(images, volume, grid, max_frequency=band, device=device, progress=not args.quiet)
+    if not args.no_local:
+        found = local_search(
+            images,
+            volume,
+            found.rotations,
+            step=spacing / 2,
+            max_frequency=local_band,
+            device=device,
+            progress=not args.quiet,
+        )
+    seconds = time.perf_counter() - tic
+    names = _output_names(meta.image_names, args.star, args.output, args.project_dir)
+    angles = matrix_to_euler(found.rotations).numpy()
+    write_star_like(_parent(args.output), meta, angles=angles, image_names=names, drop=STALE_COLUMNS)
+    inputs = [args.star, args.reference, *_stacks(args.star, meta.image_names, args.project_dir)]
+    score = {"median": float(found.scores.median()), "min": float(found.scores.min())}
+    _provenance(
+        args.output,
+        argv,
+        inputs,
+        grid={"orientations": len(grid), "spacing_degrees": math.degrees(spacing)},
+        score=score,
+        seconds=seconds,
+    )
+    print(
+        f"matched {len(particles)} particles against {args.reference} ({len(grid):,} orientations "
+        f"{math.degrees(spacing):.1f}° apart{'' if args.no_local else ', then a local search'}) in "
+        f"{seconds:.0f} s: median correlation {score['median']:.3f}; wrote {args.output}"
+    )
+
+
+def _init_rotations(star: Path, init: Path | None, meta) -> torch.Tensor:
+    """The starting rotations: INIT.star's angles, checked to be for the same particles, or the STAR's own."""
+    source = meta if init is None else read_star(init, angles_required=True)
+    if init is None and source.angles is None:
+        raise DatasetError(f"{star}: no angles to refine; give starting angles with --init INIT.star")
+    n = len(meta.image_names or meta.shifts)
+    if len(source.angles) != n:
+        raise DatasetError(f"{init}: {len(source.angles)} particles, {star}: {n}; give one row per particle")
+    if init is not None and meta.image_names is not None and source.image_names is not None:
+        for row, (a, b) in enumerate(zip(meta.image_names, source.image_names, strict=True)):
+            if (
+                a.split("@")[0].lstrip("0") != b.split("@")[0].lstrip("0")
+                or Path(a.partition("@")[2]).name != Path(b.partition("@")[2]).name
+            ):
+                raise DatasetError(
+                    f"{init} row {row + 1} is {b}, {star} row {row + 1} is {a}: INIT.star lists other "
+                    "particles or another order; give the angles of these particles, in their order"
+                )
+    return euler_to_matrix(torch.from_numpy(np.asarray(source.angles, dtype=np.float64)))
+
+
+def _refine(args: argparse.Namespace, argv: list[str]) -> None:
+    device = _device(args.device)
+    inputs_given = (args.star, args.init)
+    _claim_output(args.output, args.force, inputs_given)
+    maps = {}
+    if args.map_out is not None:
+        stem = args.map_out.with_suffix("")
+        maps = {
+            "map": args.map_out,
+            "half1": Path(f"{stem}_half1.mrc"),
+            "half2": Path(f"{stem}_half2.mrc"),
+            "fsc": Path(f"{stem}_fsc.csv"),
+            "plot": Path(f"{stem}_fsc.png"),
+        }
+        for path in maps.values():
+            _claim_output(path, args.force, inputs_given)
+    if args.rounds < 1:
+        raise DatasetError(f"--rounds must be at least 1; got {args.rounds}")
+    particles, meta = _read_particles_checked(args.star, angles=False, project_dir=args.project_dir)
+    rotations = _init_rotations(args.star, args.init, meta)
+    images = _centred_images(args.star, particles)
+    tic = time.perf_counter()
+    result = refine(
+        images,
+        rotations,
+        pixel_size=particles.pixel_size,
+        max_rounds=args.rounds,
+        seed=args.seed,
+        device=device,
+        progress=not args.quiet,
+    )
+    seconds = time.perf_counter() - tic
+    names = _output_names(meta.image_names, args.star, args.output, args.project_dir)
+    angles = matrix_to_euler(result.rotations).numpy()
+    write_star_like(
+        _parent(args.output),
+        meta,
+        angles=angles,
+        image_names=names,
+        drop=STALE_COLUMNS,
+        columns={"rlnRandomSubset": (result.halves + 1).numpy()},
+    )
+    if maps:
+        full = reconstruct(images, result.rotations.float(), device=device, progress=False).volume
+        for key, volume in (("map", full), ("half1", result.half_maps[0]), ("half2", result.half_maps[1])):
+            data = volume.detach().cpu().numpy()
+            write_map(
+                _parent(maps[key]),
+                DensityMap(data, particles.pixel_size, maps[key].stem, f"refine {args.star.name}"),
+            )
+        _write_fsc_curve(maps["fsc"], result.frequencies, result.fsc)
+        _plot_fsc(result.frequencies, result.fsc, 0.143, result.resolution, maps["plot"], "half maps")
+    rounds = [vars(r) | {"median_change_degrees": math.degrees(r.median_change)} for r in result.rounds]
+    inputs = [
+        args.star,
+        *([args.init] if args.init else []),
+        *_stacks(args.star, meta.image_names, args.project_dir),
+    ]
+    _provenance(
+        args.output,
+        argv,
+        inputs,
+        rounds=rounds,
+        converged=result.converged,
+        resolution_0143=result.resolution,
+        seconds=seconds,
+    )
+    last = result.rounds[-1]
+    print(
+        f"refined {len(particles)} particles in {len(result.rounds)} rounds ({seconds:.0f} s; "
+        f"{'converged' if result.converged else 'still moving'}: median change "
+        f"{math.degrees(last.median_change):.2f}° in the last); half maps at {result.resolution:.1f} Å "
+        f"(FSC 0.143); wrote {args.output}" + (f", {args.map_out} and its half maps" if maps else "")
+    )
+
+
 COMMANDS = {
     "simulate": _simulate,
     "project": _project,
@@ -1111,6 +1403,8 @@ COMMANDS = {
     "recover": _recover,
     "reconstruct": _reconstruct,
     "fsc": _fsc,
+    "match": _match,
+    "refine": _refine,
 }
 
 

@@ -1,0 +1,92 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cryoorient.density import load_map
+from cryoorient.geometry import quaternion_to_matrix
+from cryoorient.matching import axis_angle_matrix
+from cryoorient.projection import add_noise, normalize_images, project
+from cryoorient.refinement import fsc_weighted, refine, rotation_change, split_halves
+from cryoorient.sampling import sample_orientations
+
+
+@pytest.fixture(scope="module")
+def particles():
+    """160 noisy projections (SNR 10) of a 32-px pseudo-protein, their true rotations and the map."""
+    volume = torch.from_numpy(load_map("pseudo:2", box_size=32).data)
+    truth = quaternion_to_matrix(sample_orientations(160, seed=5))
+    images = add_noise(normalize_images(project(volume, truth)), variance=0.1, seed=1)
+    return images, truth, volume
+
+
+def perturbed(rotations: torch.Tensor, degrees: float, seed: int) -> torch.Tensor:
+    """Each rotation turned by ``degrees`` about a random axis."""
+    rng = np.random.default_rng(seed)
+    axes = torch.from_numpy(rng.normal(size=(len(rotations), 3)))
+    vectors = axes / axes.norm(dim=1, keepdim=True) * math.radians(degrees)
+    return axis_angle_matrix(vectors) @ rotations
+
+
+def test_split_halves_is_balanced_and_seeded():
+    labels = split_halves(11, seed=3)
+    assert labels.dtype == torch.int64 and sorted(labels.bincount().tolist()) == [5, 6]
+    torch.testing.assert_close(labels, split_halves(11, seed=3))
+    assert not torch.equal(split_halves(100, seed=0), split_halves(100, seed=1))
+    with pytest.raises(ValueError, match="n must be"):
+        split_halves(1)
+
+
+def test_rotation_change_is_the_angle_between_the_rotations():
+    start = quaternion_to_matrix(sample_orientations(5, seed=0))
+    torch.testing.assert_close(
+        rotation_change(start, start), torch.zeros(5, dtype=torch.float64), atol=1e-7, rtol=0
+    )
+    torch.testing.assert_close(
+        rotation_change(start, perturbed(start, 7.0, seed=0)),
+        torch.full((5,), math.radians(7.0), dtype=torch.float64),
+    )
+
+
+def test_refinement_brings_perturbed_orientations_back_without_the_truth(particles):
+    images, truth, _ = particles
+    start = perturbed(truth, 6.0, seed=2)
+    result = refine(images, start, pixel_size=4.0, max_rounds=3, step=math.radians(4), seed=0)
+    before, after = rotation_change(start, truth), rotation_change(result.rotations, truth)
+    assert after.median() < before.median() / 2  # from 6° to under 3° in three rounds
+    changes = [r.median_change for r in result.rounds]
+    assert len(changes) == 3 and changes == sorted(changes, reverse=True)  # settling down
+    assert not result.converged  # still moving by more than the tolerance (0.1°)
+    assert set(result.halves.tolist()) == {0, 1} and result.half_maps[0].shape == (32, 32, 32)
+    assert result.frequencies.shape == result.fsc.shape == (17,)
+    assert 8.0 <= result.resolution < 16.0  # at most Nyquist (2 × 4 Å)
+
+
+def test_refinement_from_the_truth_stays_near_it(particles):
+    images, truth, _ = particles
+    result = refine(images, truth, pixel_size=4.0, max_rounds=1, step=math.radians(1))
+    assert rotation_change(result.rotations, truth).median() < math.radians(2)
+
+
+def test_fsc_weighting_keeps_agreeing_shells_and_removes_the_others():
+    rng = np.random.default_rng(0)
+    volume = torch.from_numpy(rng.normal(size=(16, 16, 16)).astype(np.float32))
+    k = torch.fft.fftfreq(16, d=1 / 16, dtype=torch.float64)
+    shell = torch.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2).round()
+    before = torch.fft.fftn(volume.double())
+    for fsc, kept in ((torch.ones(9), 9), (torch.tensor([1.0] * 3 + [0.0] * 6), 3), (torch.zeros(9), 0)):
+        after = torch.fft.fftn(fsc_weighted(volume, fsc).double())
+        inside = shell < kept
+        torch.testing.assert_close(after[inside], before[inside], atol=1e-4, rtol=1e-5)
+        assert after[~inside].abs().max() < 1e-4  # shells beyond, and the cube's corners, removed
+    half = torch.fft.fftn(fsc_weighted(volume, torch.full((9,), 1 / 3)).double())
+    torch.testing.assert_close(half[shell < 9], before[shell < 9] * 0.5**0.5, atol=1e-4, rtol=1e-5)
+
+
+def test_refinement_refuses_mismatched_inputs(particles):
+    images, truth, _ = particles
+    with pytest.raises(ValueError, match="160 images but 3 rotations"):
+        refine(images, truth[:3])
+    with pytest.raises(ValueError, match="min_step"):
+        refine(images, truth, step=0.01, min_step=0.1)
