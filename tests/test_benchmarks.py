@@ -119,3 +119,20 @@ def test_timed_steps_count_images_through_the_network(scripts, one_thread):
     assert len(timed["step_seconds"]) == 2 and all(s > 0 for s in timed["step_seconds"])
     assert timed["images_per_step"] == [4, 4]
     assert training.pairs_per_step(config) == 6
+
+
+def test_seed_spread_summarises_each_measure_over_the_seeds_that_have_it(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    seed_spread = importlib.import_module("seed_spread")
+    rows = {
+        "0": {"noiseless": {"e_or": 0.07}, "second_protein": {"e_or": 0.13, "resolution": 6.9}},
+        "1": {"noiseless": {"e_or": 0.08}, "second_protein": {"e_or": 0.11}},
+        "2": {"noiseless": {"e_or": 0.06}},
+    }
+    assert seed_spread.summary(rows, "noiseless", "e_or") == pytest.approx(
+        {"n": 3, "mean": 0.07, "min": 0.06, "max": 0.08}
+    )
+    assert seed_spread.summary(rows, "second_protein", "e_or")["n"] == 2  # seed 2 has not run it
+    assert seed_spread.summary(rows, "second_protein", "resolution") is None  # one seed: no spread
+    assert seed_spread.summary(rows, "paper_method", "e_or") is None
+    assert set(seed_spread.LEVELS) >= {"paper_method", "second_protein"}
