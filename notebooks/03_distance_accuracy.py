@@ -55,10 +55,18 @@ import numpy as np
 import torch
 
 from cryoorient.baselines import calibrate, free_embedding, image_distance_matrix, image_distances
-from cryoorient.dataset import SimulationParameters, load_dataset
+from cryoorient.dataset import study_dataset
 from cryoorient.geometry import quaternion_distance
 from cryoorient.model_cache import dataset_model, model_config
-from cryoorient.plotting import plot_distance_agreement, plot_squared_errors, save_figure, use_style
+from cryoorient.plotting import (
+    file_tag,
+    plot_distance_agreement,
+    plot_one_to_all,
+    plot_squared_errors,
+    plot_validation_curves,
+    save_figure,
+    use_style,
+)
 from cryoorient.provenance import portable_path
 from cryoorient.results import save_results
 from cryoorient.siamese import DISTANCES
@@ -70,17 +78,6 @@ study = load_study(profile)
 print(study)
 
 
-def dataset_at(n: int, **changes):
-    """The clean cached dataset of ``n`` projections, the study's with ``changes`` (simulated if missing)."""
-    params = study.simulation(n_projections=n, **changes)
-    return load_dataset(SimulationParameters(**params), progress=False)
-
-
-def tag(name: str) -> str:
-    """A map name usable in a file name."""
-    return name.replace(":", "-").replace("/", "-")
-
-
 # %% [markdown]
 # ## 1 · Learned distance vs Euclidean distance between projections
 # The main model is notebook 02's (loaded from the cache, or trained now at the same
@@ -88,10 +85,9 @@ def tag(name: str) -> str:
 # that is best on training pairs — the most favourable treatment a baseline can get.
 
 # %%
-data = dataset_at(study.n_projections)
+data = study_dataset(study, progress=False)
 main_config = model_config(study.model, seed=study.seed)
-image_size, distance, n_features, recipe = (main_config.image_size, main_config.distance,
-                                            main_config.n_features, main_config.recipe)
+image_size, distance, n_features = main_config.image_size, main_config.distance, main_config.n_features
 model = dataset_model(data, main_config, device=device).model
 images = torch.from_numpy(data.particles.images)
 q = data.quaternions
@@ -128,7 +124,7 @@ for ax, values, title in (
 axes[0].set_ylabel("estimated distance (rad)")
 fig.suptitle(f"{data.map_name}, noiseless, {len(test_pairs)} test pairs")
 fig.tight_layout()
-save_figure(fig, f"dpdq_{tag(data.map_name)}_noise0", profile=profile, map=data.map_name,
+save_figure(fig, f"dpdq_{file_tag(data.map_name)}_noise0", profile=profile, map=data.map_name,
             config=main_config.to_dict(), n_projections=study.n_projections, n_pairs=len(test_pairs))
 plt.show()
 
@@ -146,20 +142,11 @@ d_learned = model.pairwise(ref_features, features).numpy()
 d_euclid = a * image_distance_matrix(images[references], images[test]).numpy() + b
 d_true = quaternion_distance(q[references][:, None], q[test][None]).numpy()
 fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
-for k in range(n_references):
-    axes[0].scatter(d_true[k], d_learned[k], s=3, alpha=0.4, label=f"reference {k + 1}")
-    axes[1].scatter(d_true[k], d_euclid[k], s=3, alpha=0.4)
-for ax, title in zip(axes, ("learned $\\hat d_p$", "Euclidean (affinely fitted)"), strict=True):
-    ax.plot([0, np.pi], [0, np.pi], color="k", lw=0.8, ls="--")
-    ax.set_xlabel(r"$d_q$ to the reference (rad)")
-    ax.set_title(title)
-axes[0].set_ylabel("estimated distance (rad)")
-axes[0].legend(markerscale=4, fontsize=8)
+plot_one_to_all(axes, d_true, {"learned $\\hat d_p$": d_learned, "Euclidean (affinely fitted)": d_euclid})
 fig.suptitle(f"{data.map_name}: {n_references} references against {len(test)} test projections")
 fig.tight_layout()
-save_figure(
-    fig, f"references_{tag(data.map_name)}", profile=profile, map=data.map_name, n_references=n_references
-)
+save_figure(fig, f"references_{file_tag(data.map_name)}", profile=profile, map=data.map_name,
+            n_references=n_references)
 plt.show()
 
 # %% [markdown]
@@ -177,8 +164,8 @@ plt.show()
 fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
 lookalikes = {}
 for ax, coverage in zip(axes, ("uniform", "quarter"), strict=True):
-    d2 = dataset_at(d2_projections, **(dict(study.second_protein) | {"orientations": coverage}
-                                       | ({"map": d2_map} if d2_map else {})))
+    d2_setting = dict(study.second_protein) | {"orientations": coverage} | ({"map": d2_map} if d2_map else {})
+    d2 = study_dataset(study, progress=False, n_projections=d2_projections, **d2_setting)
     d2_images = torch.from_numpy(d2.particles.images)
     iu = torch.triu_indices(len(d2_images), len(d2_images), offset=1)
     d_img = image_distance_matrix(d2_images)[iu[0], iu[1]].numpy()
@@ -194,7 +181,7 @@ for ax, coverage in zip(axes, ("uniform", "quarter"), strict=True):
 axes[0].set_ylabel(r"$|p_i - p_j|$")
 axes[0].legend(markerscale=3)
 fig.tight_layout()
-save_figure(fig, f"symmetry_{tag(d2.map_name)}_coverage", profile=profile, map=d2.map_name,
+save_figure(fig, f"symmetry_{file_tag(d2.map_name)}_coverage", profile=profile, map=d2.map_name,
             n_projections=d2_projections, lookalikes=lookalikes)
 plt.show()
 
@@ -211,9 +198,8 @@ print("quarter coverage has fewer look-alike pairs than full coverage")
 #
 # Four $d_f$. The paper's, `geodesic`: $d_q$ applied to the unit features,
 # $2\arccos|\langle u_i, u_j\rangle|$ (the paper sets $d_f = d_q$). The cosine angle $\theta$
-# itself, `cosine` (not the paper's: earlier versions of this companion took it for the paper's,
-# and it is what notebook 03 used to call "the paper's cosine"). The Euclidean distance. Ours,
-# `orientation`, $2\arccos\sqrt{\max(\cos\theta, 0)}$.
+# itself, `cosine` (not the paper's). The Euclidean distance. Ours, `orientation`,
+# $2\arccos\sqrt{\max(\cos\theta, 0)}$.
 #
 # The cosine angle stalls far above zero, and mostly on far pairs: each orientation has a whole
 # 2-sphere of orientations at $d_q = \pi$ (itself after a half-turn about any axis), and the
@@ -263,7 +249,7 @@ print("cosine floor above 0.4 rad; orientation floor below 0.05 rad")
 # model does worse than the clean one.
 
 # %%
-grid = dataset_at(grid_projections)
+grid = study_dataset(study, progress=False, n_projections=grid_projections)
 grid_images = torch.from_numpy(grid.particles.images)
 grid_pairs = split_pairs(grid.quaternions, grid.splits["test"], n_test_pairs, seed=study.seed)
 grid_base = main_config.to_dict() | {"epochs": grid_epochs}
@@ -303,7 +289,7 @@ def boxes(labels: list[str], title: str, name: str, shown: dict | None = None, *
     fig.tight_layout()
     sizes = {"n_projections": grid_projections, "epochs": grid_epochs, "image_size": image_size}
     save_figure(
-        fig, f"{name}_{tag(grid.map_name)}", profile=profile, map=grid.map_name, **sizes, **provenance
+        fig, f"{name}_{file_tag(grid.map_name)}", profile=profile, map=grid.map_name, **sizes, **provenance
     )
     plt.show()
 
@@ -315,11 +301,11 @@ boxes(noise_labels, "trained and tested with noise", "sensitivity_noise", {shift
       noise_variances=noise_variances)
 
 # %% [markdown]
-# ## 5 · Ablations: the feature distance $d_f$, the feature dimension $n_f$, the recipe
-# Same grid dataset and training; only $d_f$, $n_f$ or the recipe changes (noiseless, no shifts).
-# The paper's recipe (a fixed 1 % of the training pairs, resampled to uniform distances, 256 pairs
-# per step, RMSProp, no rotations) gets the same number of images through the network as ours:
-# it sees 2 images per pair where a batch of $B$ images gives us $B(B-1)/2$ pairs.
+# ## 5 · Ablations: the feature distance $d_f$ and the feature dimension $n_f$
+# Same grid dataset and training; only $d_f$ or $n_f$ changes (noiseless, no shifts). The paper's
+# training recipe is not compared here: at this grid's few epochs it would be far from converged,
+# so notebook 09 trains the paper's whole method until its validation curve is flat and climbs
+# from it to ours one change at a time (the ladder).
 
 # %%
 if 0.0 in shift_limits:
@@ -333,38 +319,21 @@ for d_f in DISTANCES:
 for n_f in feature_dims:
     if n_f != n_features:
         grid_run(f"n_f = {n_f}", n_features=n_f)
-n_train = len(grid.splits["train"])
-paper_pairs = 0.01 * n_train * (n_train - 1) / 2  # the paper's pairs_fraction
-paper_epochs = max(1, round(grid_epochs * n_train / (2 * paper_pairs)))
-if recipe == "paper":  # the paper profile: compare with ours instead
-    grid_run("recipe = inbatch", recipe="inbatch", batch_size=64, learning_rate=1e-3)
-else:
-    grid_run("recipe = paper", recipe="paper", rotations=False, batch_size=256, epochs=paper_epochs)
-results[f"d_f = {distance}"] = results[f"n_f = {n_features}"] = results[f"recipe = {recipe}"] = results[
-    base_label
-]
+results[f"d_f = {distance}"] = results[f"n_f = {n_features}"] = results[base_label]
 boxes([f"d_f = {d}" for d in DISTANCES], "feature distance", "ablation_distance")
 boxes([f"n_f = {n}" for n in feature_dims], f"feature dimension ({distance} $d_f$)", "ablation_features")
-boxes(["recipe = inbatch", "recipe = paper"], f"recipe, same images through the network ({distance} $d_f$)",
-      "ablation_recipe")
 
 # %% [markdown]
-# **Are the grid models trained enough to be compared?** Each model's validation $L_{DE}$ per epoch
-# (the paper-recipe model gets fewer epochs: the same number of images through the network). They
-# are small models, trained for comparing settings with each other at equal work, not to their
+# **Are the grid models trained enough to be compared?** Each model's validation $L_{DE}$ per epoch.
+# They are small models, trained for comparing settings with each other at equal work, not to their
 # best: where a curve still falls at its last epoch, that setting's box above is pessimistic.
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 3.8))
-for label, history in histories.items():
-    ax.plot([h["epoch"] for h in history], [h["validation_loss"] for h in history], marker=".", label=label)
-ax.set_yscale("log")
-ax.set_xlabel("epoch")
-ax.set_ylabel(r"validation $L_{DE}$ (MSE, rad$^2$)")
+plot_validation_curves(ax, histories)
 ax.set_title(f"{grid.map_name}: grid models ({grid_projections} projections), learning curves", fontsize=10)
-ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
 fig.tight_layout()
-save_figure(fig, f"grid_learning_curves_{tag(grid.map_name)}", profile=profile, map=grid.map_name,
+save_figure(fig, f"grid_learning_curves_{file_tag(grid.map_name)}", profile=profile, map=grid.map_name,
             n_projections=grid_projections, epochs=grid_epochs, image_size=image_size)
 plt.show()
 for label, history in histories.items():
@@ -402,7 +371,6 @@ saved = save_results(
         "noise_labels": noise_labels,
         "distance_labels": [f"d_f = {d}" for d in DISTANCES],
         "feature_labels": [f"n_f = {n}" for n in feature_dims],
-        "recipe_labels": ["recipe = inbatch", "recipe = paper"],
         "grid_validation_loss": {k: [h["validation_loss"] for h in v] for k, v in histories.items()},
     },
     profile=profile,

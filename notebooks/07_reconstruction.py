@@ -9,25 +9,16 @@
 # missing there is recovered here, with the cached or shipped estimators, in about a minute per
 # level), and the test projections of notebook 01's datasets.
 #
-# Recovered orientations are only useful if they rebuild the protein. As the paper does, we
-# reconstruct the density from the test projections with
-#
-# * (a) the **true** orientations — the best this projector, box and number of projections allow;
-# * (b) **random** orientations — what no orientation information gives;
-# * (c) orientations **recovered from noiseless** projections (notebook 04);
-# * (d) orientations **recovered from noisy** projections (σ² = 16), reconstructing from the
-#   noiseless projections as the paper did, to isolate the orientation error, and also from the
-#   noisy projections themselves.
-#
-# Recovered orientations are first brought into the frame of the truth by the O(4) alignment of
-# notebook 04, as the paper does. A user has no truth to align with: section 3 reconstructs from
-# the orientations as recovered and from orientations whose gauge was fixed from the images alone
-# (notebook 06), and compares those maps with the truth after a map-to-map alignment.
-# The reconstruction is least squares solved by conjugate gradients (the paper used ASTRA's CGLS),
-# with our projector and its adjoint, started from a direct Fourier-space reconstruction. The
-# Fourier shell correlation (FSC) against the ground-truth map gives the resolution at the 0.5
-# threshold, the paper's and the criterion against a noise-free reference (0.143 is for two
-# half-maps, each from half of the particles; it does not apply here).
+# As the paper does, we reconstruct the density from the test projections with (a) the **true**
+# orientations, the best this projector, box and number of projections allow; (b) **random** ones,
+# what no orientation information gives; (c) orientations **recovered** at every noise level
+# (notebook 04), brought into the frame of the truth by its O(4) alignment, from the images they
+# were recovered from and, as the paper did, from the noiseless ones. A user has no truth to align
+# with: section 3 reconstructs from the orientations as recovered and gauge-fixed from the images
+# alone (notebook 06), compared with the truth after a map-to-map alignment. The reconstruction is
+# least squares by conjugate gradients (the paper: ASTRA's CGLS) with our projector, started from
+# a direct Fourier reconstruction; the FSC against the ground-truth map gives the resolution at 0.5,
+# the criterion against a noise-free reference (0.143 is for two half-maps; not here).
 
 # %%
 # Colab only: install the package, and fetch the saved results of notebooks 01-06 (does nothing elsewhere).
@@ -55,7 +46,7 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from cryoorient.dataset import SimulationParameters, load_dataset
+from cryoorient.dataset import study_dataset
 from cryoorient.density import load_map
 from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.geometry import quaternion_to_matrix, viewing_direction
@@ -63,7 +54,7 @@ from cryoorient.map_alignment import align_maps
 from cryoorient.model_cache import model_config, noise_curriculum
 from cryoorient.paths import data_dir
 from cryoorient.pipeline import recovered_or_saved
-from cryoorient.plotting import plot_directions, plot_fsc, save_figure, show_images, use_style
+from cryoorient.plotting import file_tag, plot_directions, plot_fsc, save_figure, show_images, use_style
 from cryoorient.provenance import portable_path
 from cryoorient.reconstruction import reconstruct
 from cryoorient.relion import write_reconstruction
@@ -74,19 +65,11 @@ from cryoorient.study import load_study
 use_style()
 study = load_study(profile)
 print(study)
-
-
-def dataset_at(noise: float, orientations: str = "uniform"):
-    """The cached dataset at noise variance ``noise`` (same orientations and splits for every σ²)."""
-    params = SimulationParameters(**study.simulation(orientations=orientations, noise_variance=noise))
-    return load_dataset(params)
-
-
 truth = load_map(study.map_name, box_size=study.box_size, voxel_size=study.voxel_size)
-clean = dataset_at(0.0)
+clean = study_dataset(study)
 test = clean.splits["test"]
 pixel = clean.particles.pixel_size
-tag = clean.map_name.replace(":", "-")
+tag = file_tag(clean.map_name)
 print(
     f"map {truth.name}: {len(test)} test projections of {study.box_size} px at {pixel:.2f} Å "
     f"(Nyquist {2 * pixel:.2f} Å)"
@@ -107,7 +90,8 @@ chain = noise_curriculum(clean, config, levels, epochs=study.curriculum_epochs,
                          learning_rate=study.curriculum_learning_rate, device=device)
 gauge_levels = {0.0: "clean", matched: "matched"}  # section 3: levels and their names in the results
 recovered = recovered_or_saved(
-    {v: r.model for v, r in chain.items()}, {v: r.folder.name for v, r in chain.items()}, dataset_at, test,
+    {v: r.model for v, r in chain.items()}, {v: r.folder.name for v, r in chain.items()},
+    lambda v: study_dataset(study, noise_variance=v), test,
     config.image_size, profile=profile, gauge_levels=gauge_levels, seed=study.seed, device=device,
 )
 orientations, notes = {"true": clean.quaternions[test]}, {}
@@ -132,7 +116,7 @@ for level, saved_run in recovered.items():
 # %%
 def images_at(level: float) -> torch.Tensor:
     """The test projections at noise variance ``level``."""
-    return torch.from_numpy(dataset_at(level).particles.images[test])
+    return torch.from_numpy(study_dataset(study, noise_variance=level).particles.images[test])
 
 
 runs = [(name, images_at(0.0), q) for name, q in list(orientations.items())[:2]]
@@ -246,7 +230,8 @@ print("noiseless: the gauge-fixed map is within one Fourier shell of the truth-a
       "and the map as recovered is worse")
 
 # %%
-fig, axes = plt.subplots(len(gauge_levels), 5, figsize=(11.5, 2.5 * len(gauge_levels)))
+# constrained layout keeps each row's two-line titles clear of the row above
+fig, axes = plt.subplots(len(gauge_levels), 5, figsize=(11.5, 2.8 * len(gauge_levels)), layout="constrained")
 for r, level in enumerate(gauge_levels):
     ceiling = ceilings.get(level, "true")  # the same (noisy) images with the true orientations
     panels = {"ground truth": torch.as_tensor(truth.data), "true orientations": maps[ceiling],
@@ -262,7 +247,6 @@ for r, level in enumerate(gauge_levels):
         ax.title.set_fontsize(8)
     axes[r, 0].set_ylabel(f"σ² = {level:.3g}\ncentral z slice")
 fig.suptitle(f"{truth.name}: maps from {len(test)} projections, with and without the true orientations")
-fig.tight_layout()
 save_figure(fig, f"reconstructions_without_truth_{tag}", profile=profile, map=truth.name, p=len(test),
             method=method, rows=alone)
 plt.show()
@@ -282,7 +266,7 @@ saved_rows = noise_study.values["nonuniform"]  # saved with sorted keys: the uni
 rows = {scheme: saved_rows[scheme] for scheme in sorted(saved_rows, key=lambda s: (s != "uniform", s))}
 nonuniform, nonuniform_curves = {}, {}
 for scheme, errors_row in rows.items():
-    data = dataset_at(matched, orientations=scheme)
+    data = study_dataset(study, noise_variance=matched, orientations=scheme)
     images = torch.from_numpy(data.particles.images[data.splits["test"]])
     row = {}
     for kind in ("true", "aligned"):

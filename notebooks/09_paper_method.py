@@ -64,6 +64,7 @@ from cryoorient.plotting import (
 )
 from cryoorient.provenance import portable_path
 from cryoorient.recipes import epoch_steps
+from cryoorient.report import seed_note
 from cryoorient.results import save_results
 from cryoorient.sampling import sample_orientations
 from cryoorient.study import load_study
@@ -258,7 +259,9 @@ for coverage, entry in values["paper_method"].items():
         f"({entry['training_minutes']:.0f} min), its $L_{{DE}}$ (MAE) {v['uniform']['mae']:.3f} rad on "
         f"uniform pairs and {v['random']['mae']:.3f} on random pairs; $E_{{OR}}$ {v['e_or']:.3f} rad (median "
         f"{v['median']:.3f}) by its recovery, {entry['our_recovery']['e_or']:.3f} by ours; the paper: "
-        f"{paper_value.get(coverage, float('nan')):.2f} rad. One training seed."
+        f"{paper_value.get(coverage, float('nan')):.2f} rad. "
+        + (f"$E_{{OR}}$ over {seed_note('eor_paper_method_clean', profile, claims)} "
+           "(`benchmarks/seed_spread.py`)." if coverage == "uniform" else "One training seed.")
     )
 if measured:
     first, last = next(iter(measured.values()))[0], list(measured.values())[-1][0]

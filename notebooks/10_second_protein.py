@@ -66,7 +66,7 @@ from cryoorient.plotting import (
 )
 from cryoorient.provenance import portable_path
 from cryoorient.reconstruction import reconstruct
-from cryoorient.report import nyquist_bound
+from cryoorient.report import nyquist_bound, seed_note
 from cryoorient.results import save_results
 from cryoorient.sampling import sample_orientations
 from cryoorient.study import load_study
@@ -237,12 +237,14 @@ display(Markdown("\n".join([
     f"* **Orientations**: on {values['map']} at {values['orientations']} coverage, $E_{{OR}}$ "
     f"{values['e_or']:.3f} rad (median {values['median']:.3f}; chance {values['chance']:.3f}) against the "
     f"paper's {claims.claim('eor_5a1a_clean').paper:.2f} rad, with our estimator and recovery "
-    f"(test $L_{{DE}}$: MAE {values['l_de']['mae']:.3f} rad). One training seed. The errors gather where "
+    f"(test $L_{{DE}}$: MAE {values['l_de']['mae']:.3f} rad); $E_{{OR}}$ over "
+    f"{seed_note('eor_5a1a_clean', profile, claims)} (`benchmarks/seed_spread.py`). The errors gather where "
     f"the quarter meets its symmetry mates: {values['edge']['e_or']:.3f} rad for the {values['edge']['n']} "
     f"projections within 10° of the equator, {values['edge']['e_or_elsewhere']:.3f} elsewhere.",
     f"* **Map**: FSC 0.5 at {res['recovered']:.1f} Å from the recovered orientations"
     f"{' (a bound: within two shells of Nyquist)' if bound['recovered'] else ''}, "
     f"{res['true']:.1f} Å from the true ones (Nyquist {values['nyquist']:.1f} Å), {res['random']:.1f} Å "
     "from random ones; the paper: "
-    f"{claims.claim('res_5a1a_clean').paper:.1f} Å at its own image size.",
+    f"{claims.claim('res_5a1a_clean').paper:.1f} Å at its own image size; from the recovered "
+    f"orientations over {seed_note('res_5a1a_clean', profile, claims)}.",
 ])))

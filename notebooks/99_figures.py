@@ -203,6 +203,7 @@ plt.show()
 # distance estimator's error on test pairs (RMSE and MAE, the paper's $L_{DE}$), (b) $E_{OR}$ (mean)
 # and the median error, against the chance level of random orientations, (c) the FSC-0.5
 # resolution of the map reconstructed from the noisy test projections with their recovered
+# orientations, beside the ceiling that the same noisy projections reach with their true
 # orientations (the paper's own value was measured from the noiseless projections). The dotted line
 # is the paper's σ² = 16 matched in integrated SNR; the paper's values at its σ² = 16 (116 px, read
 # from `cryoorient/claims.yml`) are drawn there.
@@ -226,6 +227,11 @@ plot_error_vs_noise(
 axes[1].set_title("(b) orientation recovery", fontsize=9)
 fsc = reconstruction.values["noise_study"]
 axes[2].plot(x, [fsc[k] for k in levels], "o-", label="FSC 0.5 vs the true map")
+# the ceiling: the same noisy images back-projected with their true orientations (notebook 07)
+ceiling = {float(k): v for k, v in reconstruction.values["ceiling"].items()}
+ceiling[0.0] = reconstruction.values["resolution_05"]["true"]
+axes[2].plot(sorted(ceiling), [ceiling[v] for v in sorted(ceiling)], "^:", color="0.35", ms=5,
+             label="same images, true orientations (ceiling)")
 axes[2].axhline(reconstruction.values["nyquist"], color="0.5", lw=0.8, ls=":", label="Nyquist")
 # the paper's value came from the noiseless projections: beside it, ours measured the same way
 axes[2].plot([matched], [reconstruction.values["resolution_matched_paper_protocol"]], "D", color="C1", ms=6,
