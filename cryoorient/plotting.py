@@ -25,13 +25,16 @@ from cryoorient.sampling import haar_distance_pdf
 __all__ = [
     "grouped_bars",
     "plot_directions",
+    "plot_errors_and_fsc",
     "plot_distance_agreement",
     "plot_distance_histogram",
     "plot_error_histogram",
+    "plot_exact_recovery",
     "plot_error_vs_noise",
     "plot_fsc",
     "noise_axis",
     "plot_ladder",
+    "plot_learned_recovery",
     "plot_learning_curves",
     "plot_loss_history",
     "plot_map_slices",
@@ -453,6 +456,128 @@ def plot_error_histogram(
     ax.set_xlabel(r"$d_q(q_i, T\hat q_i)$ (rad)")
     ax.set_ylabel("projections")
     ax.legend(fontsize=7)
+
+
+def plot_exact_recovery(
+    loss_history: _Array,
+    errors_before: _Array,
+    errors_after: _Array,
+    directions: Sequence[tuple[_Array, str]],
+) -> Figure:
+    """Recovery from exact distances at a glance: the loss, the errors before and after alignment.
+
+    Parameters
+    ----------
+    loss_history : (S,) ``L_OR`` in rad² per L-BFGS step (empty when the spectral start was exact).
+    errors_before : (P,) ``d_q(q_i, q̂_i)`` before the O(4) alignment, radians.
+    errors_after : (P,) ``d_q(q_i, T q̂_i)`` after it, radians (drawn as log10, they reach round-off).
+    directions : three ``((M, 3) viewing directions, title)`` drawn on Mollweide maps in the bottom
+        row, coloured by index so that the same projection has the same colour in each.
+
+    Returns
+    -------
+    The 2×3 figure, open in pyplot (not saved).
+    """
+    import matplotlib.pyplot as plt  # a pyplot figure, so that the notebook's plt.show() shows it
+
+    fig = plt.figure(figsize=(12, 6.4))
+    ax = fig.add_subplot(2, 3, 1)
+    history = np.asarray(loss_history, dtype=float)
+    plot_loss_history(ax, history)
+    if history.size <= 1:
+        ax.text(0.5, 0.5, "0 steps: the spectral start\nis already exact", ha="center", va="center",
+                transform=ax.transAxes, fontsize=9)
+    ax.set_title("loss from exact distances")
+    before = np.asarray(errors_before, dtype=float)
+    ax = fig.add_subplot(2, 3, 2)
+    ax.hist(before, bins=40, color="C1")
+    ax.set_xlabel(r"$d_q(q_i, \hat q_i)$ before alignment (rad)")
+    ax.set_title(f"before: mean {before.mean():.2f} rad")
+    after = np.asarray(errors_after, dtype=float)
+    ax = fig.add_subplot(2, 3, 3)
+    ax.hist(np.log10(after + 1e-16), bins=40, color="C2")
+    ax.set_xlabel(r"$\log_{10} d_q(q_i, T\hat q_i)$ after alignment")
+    ax.set_title(f"after: $E_{{OR}}$ = {after.mean():.1e} rad")
+    if len(directions) != 3:
+        raise ValueError(f"directions: {len(directions)} sets; give three (e.g. true, recovered, aligned)")
+    for k, (d, title) in enumerate(directions):
+        ax = fig.add_subplot(2, 3, 4 + k, projection="mollweide")
+        plot_directions(ax, d, c=np.arange(len(d)), cmap="viridis")
+        ax.set_title(f"{title} directions ({len(d)})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learned_recovery(
+    squared_errors: Mapping[str, _Array], loss_history: _Array, errors: _Array, *, title: str = ""
+) -> Figure:
+    """The paper's learned-distance panels: ``L_DE`` per pair, the ``L_OR`` curve, the errors.
+
+    Parameters
+    ----------
+    squared_errors : ``{split: (M,) (d̂_p - d_q)² in rad²}``, e.g. training and validation pairs.
+    loss_history : (S,) ``L_OR`` per L-BFGS step, rad²; its minimum is marked.
+    errors : (P,) per-projection errors after alignment, radians; mean and median marked.
+    title : the figure's title.
+
+    Returns
+    -------
+    The 1×3 figure, open in pyplot (not saved).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
+    plot_squared_errors(ax[0], squared_errors)
+    ax[0].set_title(r"$L_{DE}$ per pair")
+    history = np.asarray(loss_history, dtype=float)
+    plot_loss_history(ax[1], history)
+    ax[1].axhline(history.min(), color="k", lw=0.7, ls=":")
+    ax[1].set_title(f"$L_{{OR}}$, minimum {history.min():.4f} rad²")
+    plot_error_histogram(ax[2], errors)
+    ax[2].set_title("errors after alignment: mean (solid), median (dashed)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_errors_and_fsc(
+    columns: Mapping[str, tuple[_Array, _Array, Mapping[str, tuple[_Array, _Array, float]]]],
+    *,
+    max_error: float = np.pi / 2,
+    title: str = "",
+) -> Figure:
+    """One column per set of orientations: directions coloured by error above, FSC curves below.
+
+    Parameters
+    ----------
+    columns : ``{title: (directions, errors, curves)}``: (M, 3) viewing directions, (M,) their
+        orientation errors in radians, and ``{label: (frequencies 1/Å, fsc, resolution Å)}`` of the
+        maps made from them. The title goes above the column's map of directions.
+    max_error : top of the colour scale, radians (larger errors share its colour).
+    title : the figure's title.
+
+    Returns
+    -------
+    The 2×K figure, open in pyplot (not saved).
+    """
+    import matplotlib.pyplot as plt
+
+    n = len(columns)
+    fig = plt.figure(figsize=(4.2 * n, 6.6))
+    for k, (heading, (directions, errors, curves)) in enumerate(columns.items()):
+        ax = fig.add_subplot(2, n, k + 1, projection="mollweide")
+        plot_directions(ax, directions, c=np.asarray(errors), cmap="viridis", vmin=0, vmax=max_error, s=4,
+                        alpha=0.8)
+        ax.set_title(heading, fontsize=8)
+        fig.colorbar(ax.collections[0], ax=ax, orientation="horizontal", shrink=0.6, pad=0.08, extend="max",
+                     label="orientation error (rad)")
+        ax = fig.add_subplot(2, n, n + k + 1)
+        plot_fsc(ax, {label: c[:2] for label, c in curves.items()},
+                 {label: c[2] for label, c in curves.items()}, ylabel="FSC with the true map", fontsize=7,
+                 loc="lower left")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def plot_perturbation_sweep(

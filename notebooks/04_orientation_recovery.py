@@ -50,24 +50,22 @@ device = None  # torch device for the network; None picks CUDA when available
 from itertools import pairwise
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 from IPython.display import Markdown, display
 
 from cryoorient.alignment import align_orientations
 from cryoorient.claims import load_claims
-from cryoorient.dataset import SimulationParameters, load_dataset
+from cryoorient.dataset import study_dataset
 from cryoorient.geometry import quaternion_distance, quaternion_distance_matrix, viewing_direction
 from cryoorient.ladder import paper_recovery
 from cryoorient.model_cache import model_config, noise_curriculum
 from cryoorient.pipeline import learned_recovery
 from cryoorient.plotting import (
-    plot_directions,
-    plot_error_histogram,
+    file_tag,
     plot_error_vs_noise,
-    plot_loss_history,
+    plot_exact_recovery,
+    plot_learned_recovery,
     plot_perturbation_sweep,
-    plot_squared_errors,
     save_figure,
     use_style,
 )
@@ -82,17 +80,10 @@ use_style()
 study = load_study(profile)
 print(study)
 
-
-def dataset_at(noise: float, orientations: str = "uniform"):
-    """The cached dataset at noise variance ``noise`` (same orientations and splits for every σ²)."""
-    params = SimulationParameters(**study.simulation(orientations=orientations, noise_variance=noise))
-    return load_dataset(params)
-
-
-clean = dataset_at(0.0)
+clean = study_dataset(study, noise_variance=0.0)
 test = clean.splits["test"]
 q_test = clean.quaternions[test]
-tag = clean.map_name.replace(":", "-")
+tag = file_tag(clean.map_name)
 print(f"map {clean.map_name}: recovering the {len(test)} orientations of the test split")
 
 # %% [markdown]
@@ -132,32 +123,9 @@ assert exact_alignment.error < 1e-3, f"exact distances: E_OR {exact_alignment.er
 print("exact distances: E_OR < 1e-3 rad")
 
 # %%
-fig = plt.figure(figsize=(12, 6.4))
-ax = fig.add_subplot(2, 3, 1)
-plot_loss_history(ax, exact.loss_history)
-if exact.steps == 0:
-    ax.text(0.5, 0.5, "0 steps: the spectral start\nis already exact", ha="center", va="center",
-            transform=ax.transAxes, fontsize=9)
-ax.set_title("loss from exact distances")
-ax = fig.add_subplot(2, 3, 2)
-ax.hist(raw_errors.numpy(), bins=40, color="C1")
-ax.set_xlabel(r"$d_q(q_i, \hat q_i)$ before alignment (rad)")
-ax.set_title(f"before: mean {raw_errors.mean():.2f} rad")
-ax = fig.add_subplot(2, 3, 3)
-ax.hist(np.log10(exact_alignment.errors.numpy() + 1e-16), bins=40, color="C2")
-ax.set_xlabel(r"$\log_{10} d_q(q_i, T\hat q_i)$ after alignment")
-ax.set_title(f"after: $E_{{OR}}$ = {exact_alignment.error:.1e} rad")
-for k, (q, title) in enumerate(
-    (
-        (q_test, "true"),
-        (exact.quaternions.cpu(), "recovered"),
-        (exact_alignment.aligned, "recovered, aligned"),
-    )
-):
-    ax = fig.add_subplot(2, 3, 4 + k, projection="mollweide")
-    plot_directions(ax, viewing_direction(q[:400]), c=np.arange(min(400, len(q))), cmap="viridis")
-    ax.set_title(f"{title} directions (400)", fontsize=9)
-fig.tight_layout()
+sets = {"true": q_test, "recovered": exact.quaternions.cpu(), "recovered, aligned": exact_alignment.aligned}
+fig = plot_exact_recovery(exact.loss_history, raw_errors, exact_alignment.errors,
+                          [(viewing_direction(q[:400]), title) for title, q in sets.items()])
 save_figure(
     fig, f"recovery_exact_{tag}", profile=profile, map=clean.map_name, p=len(test), e_or=exact_alignment.error
 )
@@ -267,7 +235,7 @@ chain = noise_curriculum(clean, config, [0.0, *levels], epochs=stage_epochs,
                          learning_rate=study.curriculum_learning_rate, device=device)
 learned = {}
 for noise, trained in chain.items():
-    data = dataset_at(noise)
+    data = study_dataset(study, noise_variance=noise)
     images = torch.from_numpy(data.particles.images)
     run = learned_recovery(
         trained.model, images, data.quaternions, test, image_size, seed=study.seed, device=device
@@ -317,19 +285,11 @@ plt.show()
 for noise in (0.0, study.paper_noise_variance):
     entry = learned[noise]
     run, boxes = entry["run"], entry["boxes"]
-    fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
-    plot_squared_errors(ax[0], {split: (b["d_p"] - b["d_q"]) ** 2 for split, b in boxes.items()})
-    ax[0].set_title(r"$L_{DE}$ per pair")
-    history = run.recovery.loss_history
-    plot_loss_history(ax[1], history)
-    ax[1].axhline(history.min(), color="k", lw=0.7, ls=":")
-    ax[1].set_title(f"$L_{{OR}}$, minimum {history.min():.4f} rad²")
-    plot_error_histogram(ax[2], run.alignment.errors)
-    ax[2].set_title("errors after alignment: mean (solid), median (dashed)")
-    fig.suptitle(
-        f"{clean.map_name}, σ² = {noise:g}: recovery of {len(test)} orientations from learned distances"
+    fig = plot_learned_recovery(
+        {split: (b["d_p"] - b["d_q"]) ** 2 for split, b in boxes.items()}, run.recovery.loss_history,
+        run.alignment.errors, title=f"{clean.map_name}, σ² = {noise:g}: recovery of {len(test)} "
+        "orientations from learned distances",
     )
-    fig.tight_layout()
     save_figure(fig, f"recovery_learned_{tag}_noise{noise:g}", profile=profile, map=clean.map_name,
                 model=entry["model"], e_or=run.alignment.error,
                 transform_class=run.alignment.transform_class)

@@ -44,11 +44,11 @@ from IPython.display import Markdown, display
 
 from cryoorient.alignment import align_orientations
 from cryoorient.claims import load_claims
-from cryoorient.dataset import SimulationParameters, load_dataset
+from cryoorient.dataset import study_dataset
 from cryoorient.model_cache import model_config, noise_curriculum
 from cryoorient.paths import repo_root
 from cryoorient.pipeline import estimated_distances, learned_recovery
-from cryoorient.plotting import plot_error_vs_noise, save_figure, use_style
+from cryoorient.plotting import file_tag, plot_error_vs_noise, save_figure, use_style
 from cryoorient.provenance import portable_path
 from cryoorient.recovery import recover_orientations, reliability_weights
 from cryoorient.results import load_results, save_results
@@ -59,18 +59,11 @@ use_style()
 study = load_study(profile)
 print(study)
 
-
-def dataset_at(noise: float, orientations: str = "uniform"):
-    """The cached dataset at noise variance ``noise`` (same orientations and splits for every σ²)."""
-    params = SimulationParameters(**study.simulation(orientations=orientations, noise_variance=noise))
-    return load_dataset(params)
-
-
 recovery = load_results("04_orientation_recovery", profile)  # notebook 04's runs, not repeated here
-clean = dataset_at(0.0)
+clean = study_dataset(study, noise_variance=0.0)
 test = clean.splits["test"]
 q_test = clean.quaternions[test]
-tag = clean.map_name.replace(":", "-")
+tag = file_tag(clean.map_name)
 matched = study.matched_noise_variance
 levels = list(study.noise_study_levels)
 config = model_config(study.model, seed=study.seed)
@@ -105,7 +98,7 @@ print(f"notebook 04 (commit {recovery.provenance['commit']}): E_OR " +
 paper_way = {}
 if paper_coverage is not None:
     half_levels = [0.0, *(v for v in levels if v <= matched)]
-    half_clean = dataset_at(0.0, paper_coverage)
+    half_clean = study_dataset(study, noise_variance=0.0, orientations=paper_coverage)
     half_test = half_clean.splits["test"]
     half_chain = noise_curriculum(half_clean, config, half_levels, epochs=stage_epochs,
                               learning_rate=study.curriculum_learning_rate, device=device)
@@ -115,7 +108,7 @@ if paper_coverage is not None:
     )
     paper_way = {"coverage": paper_coverage, "p": len(half_test), "chance": half_chance.error, "levels": {}}
     for noise, trained in half_chain.items():
-        data = dataset_at(noise, paper_coverage)
+        data = study_dataset(study, noise_variance=noise, orientations=paper_coverage)
         run = learned_recovery(trained.model, torch.from_numpy(data.particles.images), data.quaternions,
                                half_test, image_size, seed=study.seed, device=device)
         paper_way["levels"][f"{noise:g}"] = {
@@ -180,7 +173,7 @@ if paper_way:
 variants = {"Gaussian, τ = 1 rad": {"scale": 1.0}, "100 nearest": {"neighbours": 100}}
 robust = {}
 for noise in (matched, study.paper_noise_variance):
-    images = torch.from_numpy(dataset_at(noise).particles.images)
+    images = torch.from_numpy(study_dataset(study, noise_variance=noise).particles.images)
     distances = estimated_distances(chain[noise].model, images[test], image_size, device=device)  # as in 04
     row = {"unweighted": e_or[f"{noise:g}"]}
     for name, option in variants.items():
@@ -286,7 +279,7 @@ for scheme in ["uniform", *nonuniform_schemes]:
             true = q_test
             row |= {f"e_or{key}": e_or[f"{level:g}"], f"median{key}": float(errors.median())}
         else:
-            data = dataset_at(level, orientations=scheme)
+            data = study_dataset(study, noise_variance=level, orientations=scheme)
             split = data.splits["test"]
             images = torch.from_numpy(data.particles.images)
             run = learned_recovery(chain[level].model, images, data.quaternions, split, image_size,

@@ -37,10 +37,10 @@ import torch
 from IPython.display import Markdown, display
 
 from cryoorient.alignment import registration_error
-from cryoorient.dataset import SimulationParameters, load_dataset
+from cryoorient.dataset import study_dataset
 from cryoorient.gauge import fix_gauge
 from cryoorient.paths import data_dir
-from cryoorient.plotting import grouped_bars, save_figure, use_style
+from cryoorient.plotting import file_tag, grouped_bars, save_figure, use_style
 from cryoorient.provenance import portable_path
 from cryoorient.relion import write_orientations
 from cryoorient.results import load_results, save_results
@@ -50,17 +50,11 @@ use_style()
 study = load_study(profile)
 print(study)
 
-
-def dataset_at(noise: float):
-    """The cached dataset at noise variance ``noise`` (same orientations and splits for every σ²)."""
-    return load_dataset(SimulationParameters(**study.simulation(noise_variance=noise)))
-
-
 recovery = load_results("04_orientation_recovery", profile)  # notebook 04's orientations, not recovered again
-clean = dataset_at(0.0)
+clean = study_dataset(study, noise_variance=0.0)
 test = clean.splits["test"]
 q_test = clean.quaternions[test]
-tag = clean.map_name.replace(":", "-")
+tag = file_tag(clean.map_name)
 matched = study.matched_noise_variance
 chance_error = recovery.values["chance"]["e_or"]
 
@@ -111,7 +105,7 @@ if gauge_perturbation not in perturbed:
 
 def test_images(level: float) -> torch.Tensor:
     """The test split's projections at noise variance ``level``."""
-    return torch.from_numpy(dataset_at(level).particles.images[test])
+    return torch.from_numpy(study_dataset(study, noise_variance=level).particles.images[test])
 
 
 exact = (saved_orientations("exact/recovered"), recovery.values["exact"]["e_or"])
@@ -188,7 +182,8 @@ plt.show()
 
 # %%
 for noise in gauge_levels:
-    data, model = dataset_at(noise), recovery.values["learned"][f"{noise:g}"]["model"]
+    data = study_dataset(study, noise_variance=noise)
+    model = recovery.values["learned"][f"{noise:g}"]["model"]
     aligned = saved_orientations(f"noise{noise:g}/aligned")
     for kind, q in (("aligned", aligned), ("gauge_fixed", gauge_fixed[noise])):
         folder = data_dir() / "recovered" / f"{data.path.name}_{model}_{kind}"

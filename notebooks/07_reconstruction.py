@@ -50,11 +50,10 @@ from cryoorient.dataset import study_dataset
 from cryoorient.density import load_map
 from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.geometry import quaternion_to_matrix, viewing_direction
-from cryoorient.map_alignment import align_maps
 from cryoorient.model_cache import model_config, noise_curriculum
 from cryoorient.paths import data_dir
-from cryoorient.pipeline import recovered_or_saved
-from cryoorient.plotting import file_tag, plot_directions, plot_fsc, save_figure, show_images, use_style
+from cryoorient.pipeline import map_in_frame, recovered_or_saved
+from cryoorient.plotting import file_tag, plot_errors_and_fsc, plot_fsc, save_figure, show_images, use_style
 from cryoorient.provenance import portable_path
 from cryoorient.reconstruction import reconstruct
 from cryoorient.relion import write_reconstruction
@@ -199,23 +198,16 @@ for level in gauge_levels:
     row = {"truth_aligned": at_half[f"recovered, σ² = {level:.3g}"]}
     run = recovered[level]
     for kind, q in (("as recovered", run.recovered), ("gauge-fixed", run.gauge_fixed)):
-        rotations = quaternion_to_matrix(q).float()
-        result = reconstruct(images, rotations, method=method, n_iterations=n_iterations, device=device,
-                             progress=False)
-        fit = align_maps(result.volume.cpu(), truth.data, seed=study.seed, device=device)
-        resampled = resolution(*fourier_shell_correlation(fit.aligned.cpu(), truth.data, pixel), 0.5)
-        # project(V(Mᵀ x), A Mᵀ) = project(V, A): the same images with A_i Mᵀ give the aligned map directly
-        framed = reconstruct(images, rotations @ torch.from_numpy(fit.matrix.T).float(), method=method,
-                             n_iterations=n_iterations, device=device, progress=False).volume.cpu()
-        freq, fsc = fourier_shell_correlation(framed, truth.data, pixel)
-        name = f"{kind}, σ² = {level:.3g}"
-        alone_maps[name], curves[name] = framed, (freq, fsc, resolution(freq, fsc, 0.5))
+        framed = map_in_frame(images, quaternion_to_matrix(q).float(), truth.data, pixel, method=method,
+                              n_iterations=n_iterations, seed=study.seed, device=device)
+        fit, name = framed.alignment, f"{kind}, σ² = {level:.3g}"
+        alone_maps[name], curves[name] = framed.volume, (framed.frequencies, framed.fsc, framed.resolution)
         key = kind.replace(" ", "_").replace("-", "_")
-        row |= {key: curves[name][2], f"{key}_resampled": resampled, f"{key}_correlation": fit.correlation,
-                f"{key}_mirrored": fit.mirrored}
+        row |= {key: framed.resolution, f"{key}_resampled": framed.resampled_resolution,
+                f"{key}_correlation": fit.correlation, f"{key}_mirrored": fit.mirrored}
         print(f"{name:>26}: map-to-map correlation {fit.correlation:.3f} "
               f"({'mirror' if fit.mirrored else 'rotation'}, {fit.seconds:.0f} s), FSC 0.5 at "
-              f"{curves[name][2]:.1f} Å (the aligned map resampled: {resampled:.1f} Å); "
+              f"{framed.resolution:.1f} Å (the aligned map resampled: {framed.resampled_resolution:.1f} Å); "
               f"truth-aligned {row['truth_aligned']:.1f} Å")
     alone[gauge_levels[level]] = row
 
@@ -290,24 +282,16 @@ print(f"every coverage ({', '.join(nonuniform)}): the map from recovered orienta
       "resolution of the true orientations'")
 
 # %%
-fig = plt.figure(figsize=(4.2 * len(rows), 6.6))
-for k, (scheme, row) in enumerate(rows.items()):
-    ax = fig.add_subplot(2, len(rows), k + 1, projection="mollweide")
+columns = {}
+for scheme, row in rows.items():
     q, errors = (noise_study.arrays[f"nonuniform/{scheme}/{kind}"] for kind in ("true", "errors"))
-    plot_directions(ax, viewing_direction(torch.as_tensor(q[:800])), c=errors[:800], cmap="viridis", vmin=0,
-                    vmax=np.pi / 2, s=4, alpha=0.8)
-    ax.set_title(f"{scheme}: directions, coloured by error\n$E_{{OR}}$ {row['e_or']:.3f} rad, "
-                 f"median {row['median']:.3f} (noiseless: {row['e_or_clean']:.3f})", fontsize=8)
-    fig.colorbar(ax.collections[0], ax=ax, orientation="horizontal", shrink=0.6, pad=0.08, extend="max",
-                 label="orientation error (rad)")
-    ax = fig.add_subplot(2, len(rows), len(rows) + k + 1)
-    picked = {kind: nonuniform_curves[f"{scheme}, {kind}"] for kind in ("true", "recovered")}
-    plot_fsc(ax, {f"{kind} orientations": c[:2] for kind, c in picked.items()},
-             {f"{kind} orientations": c[2] for kind, c in picked.items()},
-             ylabel="FSC with the true map", fontsize=7, loc="lower left")
-fig.suptitle(f"{clean.map_name}, P = {len(test)}: the uniform-trained estimators on non-uniform "
-             f"orientations, σ² = {matched:.2f} (the paper's σ² = 16 matched in SNR)", fontsize=9)
-fig.tight_layout()
+    title = (f"{scheme}: directions, coloured by error\n$E_{{OR}}$ {row['e_or']:.3f} rad, "
+             f"median {row['median']:.3f} (noiseless: {row['e_or_clean']:.3f})")
+    shown_curves = {f"{k} orientations": nonuniform_curves[f"{scheme}, {k}"] for k in ("true", "recovered")}
+    columns[title] = (viewing_direction(torch.as_tensor(q[:800])), errors[:800], shown_curves)
+fig = plot_errors_and_fsc(columns, title=f"{clean.map_name}, P = {len(test)}: the uniform-trained "
+                          f"estimators on non-uniform orientations, σ² = {matched:.2f} (the paper's σ² = 16 "
+                          "matched in SNR)")
 save_figure(fig, f"nonuniform_{tag}", profile=profile, map=clean.map_name, noise_variance=matched,
             rows={scheme: rows[scheme] | nonuniform[scheme] for scheme in rows})
 plt.show()

@@ -40,9 +40,9 @@ from IPython.display import Markdown, display
 
 from cryoorient.baseline_comparison import METHODS, compare_with_common_lines, comparison_subset
 from cryoorient.common_lines import ASPIRE_PIN, aspire_version
-from cryoorient.dataset import SimulationParameters, load_dataset
+from cryoorient.dataset import study_dataset
 from cryoorient.model_cache import model_config, noise_curriculum
-from cryoorient.plotting import save_figure, use_style
+from cryoorient.plotting import file_tag, save_figure, use_style
 from cryoorient.provenance import portable_path
 from cryoorient.results import ResultsError, load_results, save_results
 from cryoorient.study import load_study
@@ -51,15 +51,9 @@ use_style()
 study = load_study(profile)
 print(study)
 
-
-def dataset_at(noise: float):
-    """The cached dataset at noise variance ``noise`` (same orientations and splits for every σ²)."""
-    return load_dataset(SimulationParameters(**study.simulation(noise_variance=noise)))
-
-
-clean = dataset_at(0.0)
+clean = study_dataset(study, noise_variance=0.0)
 test = clean.splits["test"]
-tag = clean.map_name.replace(":", "-")
+tag = file_tag(clean.map_name)
 chance_error = load_results("04_orientation_recovery", profile).values["chance"]["e_or"]
 config = model_config(study.model, seed=study.seed)
 image_size = config.image_size
@@ -95,7 +89,8 @@ if missing:
 if aspire_version() is not None:
     comparison = {
         f"{noise:g}": compare_with_common_lines(
-            chain[noise].model, chain[noise].folder.name, dataset_at(noise), subset, test, image_size,
+            chain[noise].model, chain[noise].folder.name, study_dataset(study, noise_variance=noise),
+            subset, test, image_size,
             class_averaging=noise > 0, box_size=common_lines_box, seed=study.seed, device=device,
         )
         for noise in common_lines_levels

@@ -16,7 +16,10 @@ from cryoorient.plotting import (  # noqa: E402
     plot_distance_histogram,
     plot_error_histogram,
     plot_error_vs_noise,
+    plot_errors_and_fsc,
+    plot_exact_recovery,
     plot_ladder,
+    plot_learned_recovery,
     plot_learning_curves,
     plot_loss_history,
     plot_one_to_all,
@@ -201,3 +204,58 @@ def test_validation_curves_one_line_per_model_and_file_tags():
     np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.5, 0.25])
     plt.close(fig)
     assert file_tag("pseudo-d2:3") == "pseudo-d2-3" and file_tag("maps/emd_1.mrc") == "maps-emd_1.mrc"
+
+
+def _directions(n: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, 3))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_exact_recovery_figure_shows_loss_errors_and_three_direction_maps():
+    before, after = np.array([1.0, 2.0, 3.0]), np.array([1e-9, 2e-9, 3e-9])
+    sets = [(_directions(20, k), name) for k, name in enumerate(("true", "recovered", "aligned"))]
+    fig = plot_exact_recovery(np.array([0.5]), before, after, sets)
+    loss, hist_before, hist_after, *maps = fig.axes
+    assert len(maps) == 3 and [ax.get_title() for ax in maps] == [
+        "true directions (20)", "recovered directions (20)", "aligned directions (20)"]
+    assert "0 steps" in loss.texts[0].get_text()  # one loss value: the spectral start was exact
+    assert hist_before.get_title() == "before: mean 2.00 rad"
+    assert hist_after.get_title() == "after: $E_{OR}$ = 2.0e-09 rad"
+    assert sum(p.get_height() for p in hist_after.patches) == 3
+    plt.close(fig)
+    fig = plot_exact_recovery(np.array([1.0, 0.1]), before, after, sets)
+    assert not fig.axes[0].texts  # the loss fell: no note
+    plt.close(fig)
+    with pytest.raises(ValueError, match="three"):
+        plot_exact_recovery(np.array([1.0]), before, after, sets[:2])
+    plt.close("all")
+
+
+def test_learned_recovery_figure_has_the_papers_three_panels():
+    fig = plot_learned_recovery({"training": [0.01, 0.02], "validation": [0.02, 0.04]},
+                                np.array([0.3, 0.1, 0.2]), np.array([0.1, 0.2, 0.6]), title="σ² = 0")
+    boxes, loss, errors = fig.axes
+    assert [t.get_text() for t in boxes.get_xticklabels()] == ["training", "validation"]
+    assert loss.get_title() == "$L_{OR}$, minimum 0.1000 rad²"
+    assert loss.get_lines()[-1].get_ydata()[0] == pytest.approx(0.1)  # the minimum marked
+    assert [line.get_xdata()[0] for line in errors.get_lines()] == pytest.approx([0.3, 0.2])  # mean, median
+    assert fig._suptitle.get_text() == "σ² = 0"
+    plt.close(fig)
+
+
+def test_errors_and_fsc_figure_one_column_per_set():
+    frequencies = np.linspace(0, 0.1, 11)
+    curves = {"true": (frequencies, np.linspace(1, 0, 11), 12.0),
+              "recovered": (frequencies, np.linspace(1, -0.1, 11), 14.5)}
+    columns = {"uniform": (_directions(30, 0), np.full(30, 0.1), curves),
+               "half": (_directions(30, 1), np.full(30, 2.0), curves)}
+    fig = plot_errors_and_fsc(columns, title="non-uniform")
+    top_left, top_right = (ax for ax in fig.axes if ax.name == "mollweide")
+    bottom_left, bottom_right = (ax for ax in fig.axes if ax.get_legend() is not None)
+    assert top_left.get_title() == "uniform" and top_right.get_title() == "half"
+    assert top_right.collections[0].get_array().max() == 2.0  # errors colour the directions
+    legend = [t.get_text() for t in bottom_right.get_legend().get_texts()]
+    assert legend == ["true: 12.0 Å", "recovered: 14.5 Å"]
+    assert bottom_left.get_ylabel() == "FSC with the true map"
+    assert fig._suptitle.get_text() == "non-uniform"
+    plt.close("all")
