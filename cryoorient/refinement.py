@@ -14,8 +14,10 @@ homogeneous refinement), reduced to its core: the "gold-standard" loop.
    fitting its own noise.
 5. Repeat from 2 until the orientations stop changing (median change below a tolerance).
 
-No truth is used anywhere: the comparisons with the true map and orientations are for evaluation
-only, outside this module. No shifts: the images are taken as centred (see :mod:`cryoorient.matching`).
+No truth is used anywhere in the loop. For evaluation, :func:`map_in_frame` brings a map made
+from orientations known up to a global rotation into a reference map's frame (the true map, where
+there is one), so that the two can be compared shell by shell. No shifts: the images are taken as
+centred (see :mod:`cryoorient.matching`).
 """
 
 from __future__ import annotations
@@ -23,15 +25,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from cryoorient._checks import Device, check_positive, check_positive_int, check_rotations
 from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.geometry import matrix_to_quaternion, quaternion_distance
+from cryoorient.map_alignment import MapAlignment, align_maps
 from cryoorient.matching import local_search
 from cryoorient.reconstruction import reconstruct
 
-__all__ = ["Refinement", "RefinementRound", "fsc_weighted", "refine", "rotation_change", "split_halves"]
+__all__ = [
+    "FramedMap",
+    "Refinement",
+    "RefinementRound",
+    "fsc_weighted",
+    "map_in_frame",
+    "refine",
+    "rotation_change",
+    "split_halves",
+]
 
 
 @dataclass(frozen=True)
@@ -246,3 +259,74 @@ def refine(
         tuple(rounds),
         converged,
     )
+
+
+@dataclass(frozen=True)
+class FramedMap:
+    """A map from orientations known up to a global rotation, remade in a reference map's frame.
+
+    Attributes
+    ----------
+    volume : (D, D, D) float32 map made from the images with every rotation composed with the
+        alignment's matrix (CPU): in the reference's frame exactly, never resampled.
+    frequencies, fsc : (D // 2 + 1,) its FSC with the reference (1/Å).
+    resolution : the FSC's 0.5 crossing, Å.
+    resampled_resolution : the 0.5 crossing of the first map resampled onto the reference
+        (``alignment.aligned``: what ``cryoorient fsc --align`` gives a user), Å.
+    alignment : the map-to-map alignment found from the first map and the reference alone.
+    """
+
+    volume: torch.Tensor
+    frequencies: torch.Tensor
+    fsc: torch.Tensor
+    resolution: float
+    resampled_resolution: float
+    alignment: MapAlignment
+
+
+def map_in_frame(
+    images: torch.Tensor,
+    rotations: torch.Tensor,
+    reference: torch.Tensor | np.ndarray,
+    pixel_size: float,
+    *,
+    method: str = "cgls",
+    n_iterations: int = 20,
+    n_candidates: int = 1500,
+    seed: int = 0,
+    device: Device = None,
+) -> FramedMap:
+    """Reconstruct, align the map onto ``reference``, and reconstruct again in its frame.
+
+    Orientations recovered without the truth (as recovered, or gauge-fixed from the images) are
+    right up to one rotation of the whole map and the mirror. The map from them is aligned onto the
+    reference by :func:`cryoorient.map_alignment.align_maps` (``V(Mᵀ x)``); since
+    ``project(V(Mᵀ x), A Mᵀ) = project(V, A)``, the same images with every ``A_i Mᵀ`` give the
+    aligned map directly, so the comparison measures orientations, not the resampling's loss
+    near Nyquist.
+
+    Parameters
+    ----------
+    images : (N, D, D) projections ``[n, y, x]``.
+    rotations : (N, 3, 3) RELION matrices, in any global frame.
+    reference : (D, D, D) the map to compare with (for evaluation: the true map).
+    pixel_size : Å per pixel, for the FSC.
+    method, n_iterations : as :func:`cryoorient.reconstruction.reconstruct`.
+    n_candidates, seed : number and seed of the alignment's candidate rotations
+        (:func:`cryoorient.map_alignment.align_maps`).
+    device : ``None`` is CUDA when available.
+
+    Returns
+    -------
+    :class:`FramedMap`.
+    """
+    first = reconstruct(images, rotations, method=method, n_iterations=n_iterations, device=device,
+                        progress=False).volume.cpu()
+    fit = align_maps(first, reference, n_candidates=n_candidates, seed=seed, device=device)
+    reference = torch.as_tensor(reference)
+    resampled = resolution(*fourier_shell_correlation(fit.aligned.cpu(), reference, pixel_size), 0.5)
+    framed = torch.as_tensor(rotations).to(torch.float32) @ torch.from_numpy(fit.matrix.T).float()
+    volume = reconstruct(images, framed, method=method, n_iterations=n_iterations, device=device,
+                         progress=False).volume.cpu()
+    frequencies, fsc = fourier_shell_correlation(volume, reference, pixel_size)
+    return FramedMap(volume, frequencies, fsc, resolution(frequencies, fsc, 0.5), resampled, fit)

@@ -5,10 +5,12 @@ import pytest
 import torch
 
 from cryoorient.density import load_map
+from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.geometry import quaternion_to_matrix
 from cryoorient.matching import axis_angle_matrix
 from cryoorient.projection import add_noise, normalize_images, project
-from cryoorient.refinement import fsc_weighted, refine, rotation_change, split_halves
+from cryoorient.reconstruction import reconstruct
+from cryoorient.refinement import fsc_weighted, map_in_frame, refine, rotation_change, split_halves
 from cryoorient.sampling import sample_orientations
 
 
@@ -90,3 +92,19 @@ def test_refinement_refuses_mismatched_inputs(particles):
         refine(images, truth[:3])
     with pytest.raises(ValueError, match="min_step"):
         refine(images, truth, step=0.01, min_step=0.1)
+
+
+@pytest.mark.slow
+def test_map_in_frame_remakes_a_globally_rotated_map_in_the_references_frame():
+    truth = torch.from_numpy(load_map("pseudo:1", box_size=24, voxel_size=10.0).data)
+    rotations = quaternion_to_matrix(sample_orientations(300, seed=4)).float()
+    images = project(truth, rotations)
+    # orientations right up to one global rotation M: the map made from them is V(M^T x)
+    turn = axis_angle_matrix(torch.tensor([[0.3, -1.1, 0.5]], dtype=torch.float64))[0].float()
+    framed = map_in_frame(images, rotations @ turn, truth, 10.0, method="fourier", n_candidates=300)
+    direct = reconstruct(images, rotations, method="fourier", progress=False).volume
+    best = resolution(*fourier_shell_correlation(direct, truth, 10.0), 0.5)
+    assert framed.alignment.correlation > 0.9
+    assert framed.resolution == pytest.approx(best, rel=0.1)  # as good as the true frame's map
+    assert framed.resampled_resolution >= framed.resolution - 1e-6  # resampling never helps
+    assert framed.volume.shape == truth.shape and len(framed.frequencies) == len(framed.fsc)
