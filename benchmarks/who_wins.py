@@ -1,7 +1,7 @@
 """Who wins where (issue 32): matching, learned distances, common lines and random starts, refined alike.
 
 On the default profile's test images (the first ``--images`` of the test split, the same images for
-every method) at each noise level ``--noise``, the contenders of :mod:`cryoorient.contenders`:
+every method) at each noise level ``--noise``:
 
 * ``matching``: projection matching against the true map (global grid, then local search);
 * ``learned``: the study's estimator for that level → recovery → gauge fixed from the images;
@@ -11,9 +11,10 @@ every method) at each noise level ``--noise``, the contenders of :mod:`cryoorien
 * ``common_lines+refined``, ``random+refined``: the same refinement from common lines and from
   random orientations (what an initial model is worth).
 
-Each gets :func:`cryoorient.contenders.score` (E_OR, E_OR,reg, within 5° and 10°), its wall time
-(training apart: the estimators are the shipped ones) and the FSC-0.5 resolution against the true
-map of the map the images give with its orientations (:func:`cryoorient.contenders.map_score`).
+Each gets :func:`cryoorient.alignment.score_orientations` (E_OR, E_OR,reg, within 5° and 10°), its
+wall time (training apart: the estimators are the shipped ones) and the FSC-0.5 resolution against
+the true map of the map the images give with its orientations, brought into the true map's frame
+(:func:`cryoorient.refinement.map_in_frame`).
 Refined rows also record the half maps' FSC-0.143 resolution, which needs no truth.
 
 Writes ``benchmarks/results/who_wins.json`` after every row, atomically; a rerun with the same
@@ -39,15 +40,17 @@ import numpy as np
 import torch
 from _common import machine_info, print_table
 
+from cryoorient.alignment import score_orientations
 from cryoorient.common_lines import common_lines_orientations
-from cryoorient.contenders import map_score, match_to_map, refine_from, score
 from cryoorient.dataset import study_dataset
 from cryoorient.density import load_map
 from cryoorient.gauge import fix_gauge
 from cryoorient.geometry import matrix_to_quaternion, quaternion_to_matrix
+from cryoorient.matching import match_to_map
 from cryoorient.model_cache import model_config, noise_curriculum
 from cryoorient.paths import atomic_write, git_commit
 from cryoorient.pipeline import learned_recovery
+from cryoorient.refinement import map_in_frame, refine
 from cryoorient.sampling import sample_orientations
 from cryoorient.study import default_study
 
@@ -83,16 +86,16 @@ def run_level(study, level: float, model, image_size, volume: torch.Tensor, args
     def record(name: str, found_q: torch.Tensor, seconds: float, **extra) -> None:
         tic = time.perf_counter()
         rotations = quaternion_to_matrix(found_q).float()
-        resolution = map_score(images, rotations, volume, pixel, seed=study.seed)
+        resolution = map_in_frame(images, rotations, volume, pixel, seed=study.seed).resolution
         timing = {"seconds": seconds, "resolution": resolution, "map_seconds": time.perf_counter() - tic}
-        rows[name] = score(true_q, found_q, seed=study.seed).to_dict() | timing | extra
+        rows[name] = score_orientations(true_q, found_q, seed=study.seed).to_dict() | timing | extra
         save()
         print(f"σ² = {level:g}, {name}: E_OR,reg {rows[name]['e_reg']:.3f} rad, "
               f"FSC 0.5 {resolution:.1f} Å ({seconds:.0f} s)", flush=True)
 
     if wanted("matching"):
-        rotations, seconds = match_to_map(images, volume, progress=True)
-        record("matching", matrix_to_quaternion(rotations), seconds)
+        matches, seconds = match_to_map(images, volume, progress=True)
+        record("matching", matrix_to_quaternion(matches.rotations), seconds)
     starts: dict[str, torch.Tensor] = {}
     if wanted("learned") or wanted("learned+refined"):
         tic = time.perf_counter()
@@ -112,9 +115,11 @@ def run_level(study, level: float, model, image_size, volume: torch.Tensor, args
     for origin, start in starts.items():
         name = f"{origin}+refined"
         if wanted(name):
-            refinement, refined, seconds = refine_from(images, start, pixel, max_rounds=args.rounds,
-                                                       seed=study.seed, progress=True)
-            record(name, refined, seconds, half_map_resolution=refinement.resolution,
+            tic = time.perf_counter()
+            refinement = refine(images, quaternion_to_matrix(start), pixel_size=pixel, max_rounds=args.rounds,
+                                seed=study.seed, progress=True)
+            record(name, matrix_to_quaternion(refinement.rotations), time.perf_counter() - tic,
+                   half_map_resolution=refinement.resolution,
                    rounds=len(refinement.rounds), converged=refinement.converged)
 
 

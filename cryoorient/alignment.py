@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ from cryoorient.geometry import (
 __all__ = [
     "MIRROR_QUATERNION",
     "AlignmentResult",
+    "OrientationScore",
     "RegistrationResult",
     "align_orientations",
     "o4_transform",
@@ -59,6 +60,7 @@ __all__ = [
     "orientation_recovery_error",
     "register_orientations",
     "registration_error",
+    "score_orientations",
 ]
 
 # q ↦ q̄ as a 4×4 matrix: the reflection that turns proper transforms into improper ones.
@@ -466,3 +468,46 @@ def registration_error(true_q: torch.Tensor | np.ndarray, recovered_q: torch.Ten
     true_q, recovered_q : (P, 4) unit quaternions, scalar first.
     """
     return register_orientations(true_q, recovered_q).error
+
+
+@dataclass(frozen=True)
+class OrientationScore:
+    """How close a set of orientations is to the truth.
+
+    Attributes
+    ----------
+    e_or, e_or_median : mean (the paper's ``E_OR``) and median error after the best O(4)
+        transform, radians.
+    e_reg, e_reg_median : mean (``E_OR,reg``) and median error after the best global rotation and
+        mirror only, radians.
+    within_5, within_10 : fraction of images whose error after that registration is below 5° and
+        10°.
+    """
+
+    e_or: float
+    e_or_median: float
+    e_reg: float
+    e_reg_median: float
+    within_5: float
+    within_10: float
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain floats by field name, for JSON."""
+        return asdict(self)
+
+
+def score_orientations(true_q: torch.Tensor, found_q: torch.Tensor, *, seed: int = 0) -> OrientationScore:
+    """:class:`OrientationScore` of ``found_q`` against ``true_q``: (P, 4) unit quaternions, scalar first."""
+    true_q = torch.as_tensor(true_q, dtype=torch.float64)
+    found_q = torch.as_tensor(found_q, dtype=torch.float64)
+    o4 = align_orientations(true_q, found_q, seed=seed)
+    reg = register_orientations(true_q, found_q)
+    errors = reg.errors.double()
+    return OrientationScore(
+        e_or=float(o4.error),
+        e_or_median=float(o4.errors.median()),
+        e_reg=float(reg.error),
+        e_reg_median=float(errors.median()),
+        within_5=float((errors < math.radians(5)).double().mean()),
+        within_10=float((errors < math.radians(10)).double().mean()),
+    )

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from cryoorient._version import __version__
-from cryoorient.alignment import align_orientations, register_orientations
+from cryoorient.alignment import score_orientations
 from cryoorient.common_lines import aspire_version, class_averages, common_lines_orientations
 from cryoorient.dataset import Dataset
 from cryoorient.gauge import fix_gauge
@@ -58,12 +58,8 @@ def comparison_subset(indices: np.ndarray, size: int, seed: int = 0) -> np.ndarr
 
 
 def _errors(true: torch.Tensor, found: torch.Tensor, seed: int) -> dict:
-    o4 = align_orientations(true, found, seed=seed)
-    reg = register_orientations(true, found)
-    return {
-        "e_or": float(o4.error), "e_or_median": float(o4.errors.median()),
-        "e_reg": float(reg.error), "e_reg_median": float(reg.errors.median()),
-    }
+    scores = score_orientations(true, found, seed=seed).to_dict()
+    return {k: scores[k] for k in ("e_or", "e_or_median", "e_reg", "e_reg_median")}
 
 
 def _cache_key(parts: dict) -> str:

@@ -49,7 +49,7 @@ from cryoorient.geometry import (
     quaternion_to_euler,
 )
 from cryoorient.map_alignment import align_maps
-from cryoorient.matching import global_search, grid_spacing, local_search, orientation_grid
+from cryoorient.matching import grid_spacing, match_to_map
 from cryoorient.model_cache import DEFAULT_MODEL, model_config
 from cryoorient.model_input import InputRecord, model_input, read_record, standardise_stack, write_record
 from cryoorient.paths import atomic_write, git_commit, sha256_file
@@ -1263,21 +1263,18 @@ def _match(args: argparse.Namespace, argv: list[str]) -> None:
     particles, meta = _read_particles_checked(args.star, angles=False, project_dir=args.project_dir)
     volume = _reference_for(args.star, particles, args.reference)
     images = _centred_images(args.star, particles)
-    grid = orientation_grid(args.directions, args.in_plane)
-    spacing = grid_spacing(args.directions, args.in_plane)
-    tic = time.perf_counter()
-    found = global_search(images, volume, grid, max_frequency=band, device=device, progress=not args.quiet)
-    if not args.no_local:
-        found = local_search(
-            images,
-            volume,
-            found.rotations,
-            step=spacing / 2,
-            max_frequency=local_band,
-            device=device,
-            progress=not args.quiet,
-        )
-    seconds = time.perf_counter() - tic
+    found, seconds = match_to_map(
+        images,
+        volume,
+        directions=args.directions,
+        in_plane=args.in_plane,
+        max_frequency=band,
+        local=not args.no_local,
+        local_frequency=local_band,
+        device=device,
+        progress=not args.quiet,
+    )
+    n_grid, spacing = args.directions * args.in_plane, grid_spacing(args.directions, args.in_plane)
     names = _output_names(meta.image_names, args.star, args.output, args.project_dir)
     angles = matrix_to_euler(found.rotations).numpy()
     write_star_like(_parent(args.output), meta, angles=angles, image_names=names, drop=STALE_COLUMNS)
@@ -1287,12 +1284,12 @@ def _match(args: argparse.Namespace, argv: list[str]) -> None:
         args.output,
         argv,
         inputs,
-        grid={"orientations": len(grid), "spacing_degrees": math.degrees(spacing)},
+        grid={"orientations": n_grid, "spacing_degrees": math.degrees(spacing)},
         score=score,
         seconds=seconds,
     )
     print(
-        f"matched {len(particles)} particles against {args.reference} ({len(grid):,} orientations "
+        f"matched {len(particles)} particles against {args.reference} ({n_grid:,} orientations "
         f"{math.degrees(spacing):.1f}° apart{'' if args.no_local else ', then a local search'}) in "
         f"{seconds:.0f} s: median correlation {score['median']:.3f}; wrote {args.output}"
     )

@@ -32,6 +32,7 @@ their origin at index ``D // 2``; angles in radians.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +54,7 @@ __all__ = [
     "global_search",
     "grid_spacing",
     "local_search",
+    "match_to_map",
     "orientation_grid",
 ]
 
@@ -322,3 +324,36 @@ def local_search(
             stay = where == 0
             steps[chunk[stay]] *= shrink
     return Matches(current, scores, steps)
+
+
+def match_to_map(
+    images: torch.Tensor,
+    volume: torch.Tensor,
+    *,
+    directions: int = 1000,
+    in_plane: int = 48,
+    max_frequency: float = 0.25,
+    local: bool = True,
+    local_frequency: float = 0.5,
+    device: Device = None,
+    progress: bool = False,
+) -> tuple[Matches, float]:
+    """Orientations of ``images`` by projection matching against ``volume``, and the seconds taken.
+
+    A global search over ``directions`` × ``in_plane`` orientations
+    (:func:`orientation_grid`) compared up to ``max_frequency`` (cycles per
+    pixel), then, with ``local``, a local search up to ``local_frequency`` from half the grid's
+    spacing.
+
+    Returns
+    -------
+    ``(matches, seconds)``: :class:`Matches` (RELION matrices and scores).
+    """
+    start = time.perf_counter()
+    grid = orientation_grid(directions, in_plane)
+    found = global_search(images, volume, grid, max_frequency=max_frequency, device=device,
+                          progress=progress)
+    if local:
+        found = local_search(images, volume, found.rotations, step=grid_spacing(directions, in_plane) / 2,
+                             max_frequency=local_frequency, device=device, progress=progress)
+    return found, time.perf_counter() - start

@@ -8,10 +8,12 @@ from scipy.stats import ortho_group
 from cryoorient._reference import align_orientations_reference
 from cryoorient.alignment import (
     AlignmentResult,
+    OrientationScore,
     align_orientations,
     o4_transform,
     orientation_errors,
     orientation_recovery_error,
+    score_orientations,
 )
 from cryoorient.geometry import quaternion_conjugate, quaternion_multiply, quaternion_to_matrix
 from cryoorient.sampling import sample_orientations
@@ -295,3 +297,17 @@ def test_registration_rejects_bad_input(quaternions):
         register_orientations(quaternions[:10], quaternions[:9])
     with pytest.raises(ValueError, match="max_iter"):
         register_orientations(quaternions[:10], quaternions[:10], max_iter=-1)
+
+
+def test_score_orientations_is_zero_for_the_truth_and_blind_to_a_global_rotation():
+    q = sample_orientations(100, seed=0)
+    exact = score_orientations(q, q)
+    assert isinstance(exact, OrientationScore)
+    assert exact.e_or < 1e-6 and exact.e_reg < 1e-6 and exact.within_5 == exact.within_10 == 1.0
+    turned = quaternion_multiply(q, sample_orientations(1, seed=1).expand(100, 4))  # q ↦ q b: the map turned
+    again = score_orientations(q, turned)
+    assert again.e_reg < 1e-6 and again.within_5 == 1.0
+    chance = score_orientations(q, sample_orientations(100, seed=2))
+    assert chance.e_reg > 1.0 and chance.e_or <= chance.e_reg + 1e-9  # O(4) removes more than registration
+    assert chance.within_10 < 0.1
+    assert set(chance.to_dict()) == {"e_or", "e_or_median", "e_reg", "e_reg_median", "within_5", "within_10"}

@@ -5,13 +5,15 @@ import pytest
 import torch
 
 from cryoorient import matching
+from cryoorient.alignment import score_orientations
 from cryoorient.density import load_map
-from cryoorient.geometry import quaternion_to_matrix
+from cryoorient.geometry import matrix_to_quaternion, quaternion_to_matrix
 from cryoorient.matching import (
     axis_angle_matrix,
     global_search,
     grid_spacing,
     local_search,
+    match_to_map,
     orientation_grid,
 )
 from cryoorient.projection import add_noise, normalize_images, project
@@ -130,3 +132,12 @@ def test_searches_on_cuda_agree_with_the_cpu(volume, truth):
     assert same.float().mean() > 0.9  # ties may differ
     local = local_search(images, volume, on_cpu.rotations, device="cuda")
     assert local.rotations.device.type == "cpu" and (local.scores >= on_cpu.scores - 1e-4).all()
+
+
+def test_match_to_map_finds_noiseless_orientations_in_the_maps_frame():
+    volume = torch.from_numpy(load_map("pseudo:1", box_size=24, voxel_size=10.0).data)
+    q = sample_orientations(12, seed=3)
+    images = project(volume, quaternion_to_matrix(q))
+    matches, seconds = match_to_map(images, volume, directions=300, in_plane=24)
+    found = score_orientations(q, matrix_to_quaternion(matches.rotations))
+    assert found.e_reg < math.radians(3) and seconds > 0  # the grid alone: about 13° apart
