@@ -1,21 +1,11 @@
 """Who wins where (issue 32): matching, learned distances, common lines and random starts, refined alike.
 
-On the default profile's test images (the first ``--images`` of the test split, the same images for
-every method) at each noise level ``--noise``:
-
-* ``matching``: projection matching against the true map (global grid, then local search);
-* ``learned``: the study's estimator for that level → recovery → gauge fixed from the images;
-* ``learned+refined``: those orientations refined against the images' own half maps;
-* ``common_lines``: ASPIRE on the same images, ``n_theta`` 360 (its default), no shift search (the
-  images are centred);
-* ``common_lines+refined``, ``random+refined``: the same refinement from common lines and from
-  random orientations (what an initial model is worth).
-
-Each gets :func:`cryoorient.alignment.score_orientations` (E_OR, E_OR,reg, within 5° and 10°), its
-wall time (training apart: the estimators are the shipped ones) and the FSC-0.5 resolution against
-the true map of the map the images give with its orientations, brought into the true map's frame
-(:func:`cryoorient.refinement.map_in_frame`).
-Refined rows also record the half maps' FSC-0.143 resolution, which needs no truth.
+The full-size run of notebook 11's study (:mod:`cryoorient.contest`, where the contenders are
+described): on the default profile's test images (the first ``--images`` of the test split, the
+same images for every contender) at each noise level ``--noise``, every contender's E_OR,
+E_OR,reg, medians, share within 5° and 10°, wall time (training apart: the estimators are the
+shipped ones) and FSC-0.5 resolution against the true map; refined rows also the half maps'
+FSC-0.143 resolution, which needs no truth.
 
 Writes ``benchmarks/results/who_wins.json`` after every row, atomically; a rerun with the same
 parameters skips the rows already there (``--again`` recomputes them).
@@ -33,31 +23,20 @@ import argparse
 import datetime
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from _common import machine_info, print_table
 
-from cryoorient.alignment import score_orientations
-from cryoorient.common_lines import common_lines_orientations
+from cryoorient.contest import CONTENDERS, ContestSettings, contest_level
 from cryoorient.dataset import study_dataset
 from cryoorient.density import load_map
-from cryoorient.gauge import fix_gauge
-from cryoorient.geometry import matrix_to_quaternion, quaternion_to_matrix
-from cryoorient.matching import match_to_map
 from cryoorient.model_cache import model_config, noise_curriculum
 from cryoorient.paths import atomic_write, git_commit
-from cryoorient.pipeline import learned_recovery
-from cryoorient.refinement import map_in_frame, refine
-from cryoorient.sampling import sample_orientations
 from cryoorient.study import default_study
 
 RESULT = Path(__file__).resolve().parent / "results" / "who_wins.json"
-CONTENDERS = (
-    "matching", "learned", "learned+refined", "common_lines", "common_lines+refined", "random+refined"
-)
 
 
 def parameters_key(parameters: dict) -> str:
@@ -75,52 +54,18 @@ def run_level(study, level: float, model, image_size, volume: torch.Tensor, args
               rows: dict, save) -> None:
     """The rows of one noise level asked for in ``args``, into ``rows``; ``save()`` after each."""
     data = study_dataset(study, noise_variance=level, progress=False)
-    subset = data.splits["test"][: args.images]
-    images = torch.from_numpy(data.particles.images[subset])
-    true_q = torch.as_tensor(data.quaternions[subset], dtype=torch.float64)
-    pixel = data.particles.pixel_size
+    test = data.splits["test"]
+    settings = ContestSettings(rounds=args.rounds, n_theta=args.n_theta, seed=study.seed,
+                               chance_seed=study.chance_seed)
 
-    def wanted(name: str) -> bool:
-        return name in args.contenders and (args.again or name not in rows)
-
-    def record(name: str, found_q: torch.Tensor, seconds: float, **extra) -> None:
-        tic = time.perf_counter()
-        rotations = quaternion_to_matrix(found_q).float()
-        resolution = map_in_frame(images, rotations, volume, pixel, seed=study.seed).resolution
-        timing = {"seconds": seconds, "resolution": resolution, "map_seconds": time.perf_counter() - tic}
-        rows[name] = score_orientations(true_q, found_q, seed=study.seed).to_dict() | timing | extra
+    def keep(name: str, row: dict) -> None:
+        rows[name] = row
         save()
-        print(f"σ² = {level:g}, {name}: E_OR,reg {rows[name]['e_reg']:.3f} rad, "
-              f"FSC 0.5 {resolution:.1f} Å ({seconds:.0f} s)", flush=True)
 
-    if wanted("matching"):
-        matches, seconds = match_to_map(images, volume, progress=True)
-        record("matching", matrix_to_quaternion(matches.rotations), seconds)
-    starts: dict[str, torch.Tensor] = {}
-    if wanted("learned") or wanted("learned+refined"):
-        tic = time.perf_counter()
-        run = learned_recovery(model, torch.from_numpy(data.particles.images), data.quaternions, subset,
-                               image_size, seed=study.seed)
-        fixed = fix_gauge(images, run.recovery.quaternions.cpu(), seed=study.seed, progress=False)
-        starts["learned"] = fixed.quaternions.cpu().double()
-        if wanted("learned"):
-            record("learned", starts["learned"], time.perf_counter() - tic)
-    if wanted("common_lines") or wanted("common_lines+refined"):
-        found = common_lines_orientations(images, pixel, n_theta=args.n_theta, seed=study.seed)
-        starts["common_lines"] = found.quaternions.double()
-        if wanted("common_lines"):
-            record("common_lines", starts["common_lines"], found.seconds)
-    if wanted("random+refined"):
-        starts["random"] = sample_orientations(len(subset), seed=study.chance_seed)
-    for origin, start in starts.items():
-        name = f"{origin}+refined"
-        if wanted(name):
-            tic = time.perf_counter()
-            refinement = refine(images, quaternion_to_matrix(start), pixel_size=pixel, max_rounds=args.rounds,
-                                seed=study.seed, progress=True)
-            record(name, matrix_to_quaternion(refinement.rotations), time.perf_counter() - tic,
-                   half_map_resolution=refinement.resolution,
-                   rounds=len(refinement.rounds), converged=refinement.converged)
+    print(f"σ² = {level:g}", flush=True)
+    contest_level(data.particles.images, data.quaternions, test[: args.images], test, volume,
+                  data.particles.pixel_size, model=model, image_size=image_size, contenders=args.contenders,
+                  settings=settings, done=() if args.again else set(rows), on_row=keep, progress=True)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -25,6 +25,7 @@ from cryoorient.sampling import haar_distance_pdf
 __all__ = [
     "grouped_bars",
     "plot_directions",
+    "plot_contest",
     "plot_errors_and_fsc",
     "plot_distance_agreement",
     "plot_distance_histogram",
@@ -657,3 +658,51 @@ def plot_error_vs_noise(
     ax.set_xlabel(f"noise variance σ² (per pixel{pixels})")
     ax.set_ylabel("orientation error (rad)")
     ax.legend(fontsize=7)
+
+
+def plot_contest(
+    axes: Sequence[Axes],
+    levels: Mapping[str, Mapping[str, Mapping[str, float]]],
+    labels: Mapping[str, str],
+    *,
+    chance: float | None = None,
+    ceilings: Mapping[str, float] | None = None,
+    box_size: int | None = None,
+) -> None:
+    """Who wins where: each contender's mean ``E_OR,reg`` (left) and map resolution (right) against σ².
+
+    Parameters
+    ----------
+    axes : two cartesian axes (their x axes become symmetric-log, see :func:`noise_axis`).
+    levels : ``{σ² as text: {contender: row}}``, rows with ``e_reg`` (radians) and ``resolution``
+        (FSC 0.5 against the true map, Å), e.g. :func:`cryoorient.contest.contest_level`'s.
+    labels : ``{contender: legend label}``, in the order to draw; contenders without rows are left out.
+    chance : ``E_OR,reg`` of random orientations, radians (dotted line); none if ``None``.
+    ceilings : ``{σ² as text: Å}`` the resolution of the map from the same images with the true
+        orientations (dashed black line), where known.
+    box_size : image size in pixels, for the axis labels.
+    """
+    if len(axes) != 2:
+        raise ValueError(f"plot_contest draws on two axes; got {len(axes)}")
+    refined = ("refined" in name for name in labels)
+    for (name, label), dashed in zip(labels.items(), refined, strict=True):
+        points = sorted((float(v), rows[name]) for v, rows in levels.items() if name in rows)
+        if not points:
+            continue
+        x = [v for v, _ in points]
+        style = "s--" if dashed else "o-"
+        (line,) = axes[0].plot(x, [r["e_reg"] for _, r in points], style, label=label)
+        axes[1].plot(x, [r["resolution"] for _, r in points], style, color=line.get_color(), label=label)
+    if chance is not None:
+        axes[0].axhline(chance, color="0.5", lw=0.8, ls=":", label=f"random orientations, {chance:.2f}")
+    if ceilings:
+        known = sorted((float(v), a) for v, a in ceilings.items())
+        axes[1].plot(*zip(*known, strict=True), "k--", lw=1, label="true orientations (same images)")
+    pixels = "" if box_size is None else f", {box_size} px images"
+    for ax in axes:
+        noise_axis(ax)
+        ax.set_xlabel(f"noise variance σ² (per pixel{pixels})")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel(r"mean $E_{OR,reg}$ (rad)")
+    axes[1].set_ylabel("FSC 0.5 against the true map (Å)")
+    axes[0].legend(fontsize=7)

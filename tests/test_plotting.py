@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 from cryoorient.plotting import (  # noqa: E402
     file_tag,
     grouped_bars,
+    plot_contest,
     plot_directions,
     plot_distance_agreement,
     plot_distance_histogram,
@@ -179,6 +180,25 @@ def test_plot_ladder_draws_a_bar_per_rung_and_medians_only_when_given():
     assert [t.get_text() for t in right.get_legend().get_texts()] == ["mean"]
     with pytest.raises(ValueError, match="labels"):
         plot_ladder(right, ["a"], [1.0, 2.0], [1.0, 2.0])
+    plt.close(fig)
+
+
+def test_plot_contest_draws_a_line_per_contender_with_rows_sorted_by_noise():
+    levels = {"16": {"matching": {"e_reg": 0.05, "resolution": 20.0}},
+              "0": {"matching": {"e_reg": 0.004, "resolution": 8.0},
+                    "learned+refined": {"e_reg": 0.01, "resolution": 9.0}}}
+    labels = {"matching": "matching", "learned+refined": "refined", "random+refined": "random"}
+    fig, axes = plt.subplots(1, 2)
+    plot_contest(axes, levels, labels, chance=2.0, ceilings={"0": 7.5, "16": 19.0})
+    matching, refined = axes[0].get_lines()[:2]
+    np.testing.assert_allclose(matching.get_xdata(), [0.0, 16.0])  # sorted by σ², not by key order
+    np.testing.assert_allclose(matching.get_ydata(), [0.004, 0.05])
+    assert refined.get_linestyle() == "--" and matching.get_linestyle() == "-"
+    legend = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert legend == ["matching", "refined", "random orientations, 2.00"]  # no row, no line
+    np.testing.assert_allclose(axes[1].get_lines()[-1].get_ydata(), [7.5, 19.0])  # the ceiling
+    with pytest.raises(ValueError, match="two axes"):
+        plot_contest(axes[:1], levels, labels)
     plt.close(fig)
 
 
