@@ -118,21 +118,23 @@ def images_at(level: float) -> torch.Tensor:
     return torch.from_numpy(study_dataset(study, noise_variance=level).particles.images[test])
 
 
-runs = [(name, images_at(0.0), q) for name, q in list(orientations.items())[:2]]
-runs += [(f"recovered, σ² = {v:.3g}", images_at(v), orientations[f"recovered, σ² = {v:.3g}"]) for v in levels]
+# (name, σ² of the images, orientations); each stack is read when its map is made, so that only one
+# is in memory at a time
+runs = [(name, 0.0, q) for name, q in list(orientations.items())[:2]]
+runs += [(f"recovered, σ² = {v:.3g}", v, orientations[f"recovered, σ² = {v:.3g}"]) for v in levels]
 # the ceiling: the same noisy projections with their true orientations
 ceilings = {v: f"true, σ² = {v:.3g}" for v in levels if v > 0}
-runs += [(name, images_at(v), orientations["true"]) for v, name in ceilings.items()]
+runs += [(name, v, orientations["true"]) for v, name in ceilings.items()]
 # the paper's protocol (§ 3.5): the noiseless projections with the orientations recovered from noisy ones
 paper_protocol = {
     v: f"recovered, σ² = {v:.3g}, noiseless images" for v in (matched, study.paper_noise_variance)
 }
-runs += [(name, images_at(0.0), orientations[name.removesuffix(", noiseless images")])
+runs += [(name, 0.0, orientations[name.removesuffix(", noiseless images")])
          for name in paper_protocol.values()]
 maps, curves, seconds = {}, {}, {}
-for name, images, q in runs:
-    result = reconstruct(images, quaternion_to_matrix(q).float(), method=method, n_iterations=n_iterations,
-                         device=device, progress=False)
+for name, level, q in runs:
+    result = reconstruct(images_at(level), quaternion_to_matrix(q).float(), method=method,
+                         n_iterations=n_iterations, device=device, progress=False)
     maps[name] = result.volume.cpu()
     seconds[name] = result.seconds
     freq, fsc = fourier_shell_correlation(maps[name], truth.data, pixel)
@@ -304,11 +306,11 @@ plt.show()
 
 # %%
 folder = data_dir() / "reconstructions" / clean.path.name
-for name, images, q in runs:
+for name, level, q in runs:
     if name.startswith("recovered"):
         stem = name.replace(", ", "_").replace(" = ", "").replace("σ²", "noise").replace(" ", "_")
         mrc, star = write_reconstruction(
-            folder, maps[name], pixel, quaternion_to_matrix(q), images=images, name=stem
+            folder, maps[name], pixel, quaternion_to_matrix(q), images=images_at(level), name=stem
         )
         print(f"{mrc.relative_to(data_dir())}  +  {star.name}")
 
