@@ -215,6 +215,9 @@ def collect(profile: str, claims: Claims | None = None) -> dict:
     spreads = seed_spreads(profile, claims)
     if spreads:
         collected["spreads"] = spreads
+    contest = loaded.get("11_projection_matching")
+    if contest is not None and contest.values.get("full"):
+        collected["contest"] = portable(contest.values)
     baseline = loaded.get("08_common_lines")
     if baseline is not None and "common_lines" in baseline.values:
         collected["common_lines"] = portable(baseline.values["common_lines"])
@@ -264,6 +267,44 @@ def common_lines_section(comparison: dict, profile: str) -> list[str]:
             "the machine that trained it)"
         )
     lines.append(f"**Verdict, by E_OR,reg (what a user without the truth gets):** {verdict_text}.")
+    return lines + [""]
+
+
+def contest_section(contest: dict, profile: str) -> list[str]:
+    """``## With the map: who wins where``: notebook 11's full study, its table and its verdict.
+
+    ``contest`` is that notebook's saved ``values``: ``full`` (the committed run of
+    ``benchmarks/who_wins.py``: ``levels``, ``parameters``, ``commit``), ``labels`` and ``verdict``
+    (sentences the notebook generated from the numbers). Nothing when the full study has not run.
+    """
+    full = contest.get("full")
+    if not full:
+        return []
+    labels = contest.get("labels", {})
+    parameters = full["parameters"]
+    lines = [
+        f"Notebook 11 ({profile} profile), from the run of `benchmarks/who_wins.py` at {full['commit'][:7]}: "
+        f"the same {parameters['images']} test projections for every method at each noise level; "
+        "projection matching against the true map, learned distances (recovery and the gauge fixed from "
+        "the images), common lines (ASPIRE) on the projections and on class averages, and the same "
+        f"refinement against half maps from the images (at most {parameters['rounds']} rounds, no truth) "
+        "from the learned, the common-lines and random orientations. The paper ran none of these, so there "
+        "is no paper column. Errors in rad, mean (median); FSC 0.5 against the true map of the map the "
+        "images give with those orientations (true orientations: the ceiling); times on the machine that "
+        "ran it, without training the estimators.",
+        "",
+    ]
+    rows = []
+    for level in sorted(full["levels"], key=float):
+        for name, row in full["levels"][level].items():
+            o4, reg = (f"{row[k]:.3f} ({row[k + '_median']:.3f})" for k in ("e_or", "e_reg"))
+            within = f"{100 * row['within_5']:.0f} % / {100 * row['within_10']:.0f} %"
+            rows.append([level, labels.get(name, name), o4, reg, within, f"{row['resolution']:.1f} Å",
+                         _duration(row["seconds"])])
+    header = ["σ²", "method", "E_OR (O(4))", "E_OR,reg", "within 5° / 10°", "FSC 0.5", "time"]
+    lines += [_markdown_table(header, rows), ""]
+    lines += ["**Verdict, by E_OR,reg (generated from the numbers):**", ""]
+    lines += [f"- {sentence}" for sentence in contest.get("verdict", [])]
     return lines + [""]
 
 
@@ -431,6 +472,10 @@ def render_report(document: dict, claims: Claims | None = None) -> str:
         if "common_lines" in full[p]:
             parts += ["", "## Against common lines", ""] + common_lines_section(full[p]["common_lines"], p)
             break  # one profile's comparison (the first that ran it)
+    for p in profiles:
+        if "contest" in full[p]:
+            parts += ["", "## With the map: who wins where", ""] + contest_section(full[p]["contest"], p)
+            break
     parts += ["", "## Setup", ""]
     setup_rows = []
     for key, paper_value in claims.setup:

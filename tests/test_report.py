@@ -386,3 +386,27 @@ def test_seeds_without_a_seed_spread_file_are_refused(raw_claims, tmp_path):
     del content["seed_spread"]
     with pytest.raises(ClaimsError, match="numbers name seeds but there is no `seed_spread`"):
         load_claims(write_claims(tmp_path, content))
+
+
+def test_contest_section_renders_the_full_study_and_its_generated_verdict():
+    from cryoorient.report import contest_section
+
+    def row(e: float) -> dict:
+        return {"e_or": e, "e_or_median": e / 2, "e_reg": e, "e_reg_median": e / 2, "within_5": 0.5,
+                "within_10": 0.75, "resolution": 12.3, "seconds": 61.0}
+
+    contest = {
+        "full": {"levels": {"16": {"matching": row(0.05)},
+                            "0": {"matching": row(0.004), "learned": row(0.07)}},
+                 "parameters": {"images": 400, "rounds": 8}, "commit": "0123456789abcdef"},
+        "labels": {"matching": "projection matching (true map)"},
+        "verdict": ["Learned distances, unrefined, lose to projection matching."],
+    }
+    text = "\n".join(contest_section(contest, "default"))
+    assert "at 0123456" in text and "the same 400 test projections" in text
+    table = [line for line in text.splitlines() if line.startswith("| 0 ") or line.startswith("| 16 ")]
+    assert [line.split(" | ")[0] for line in table] == ["| 0", "| 0", "| 16"]  # σ² in numeric order
+    assert "| projection matching (true map) | 0.004 (0.002) |" in text and "| learned |" in text
+    assert "| 50 % / 75 % | 12.3 Å | 61 s |" in text
+    assert "- Learned distances, unrefined, lose to projection matching." in text
+    assert contest_section({"full": None, "verdict": []}, "default") == []  # not run: no section
