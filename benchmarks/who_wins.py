@@ -58,8 +58,10 @@ def run_level(study, level: float, model, image_size, volume: torch.Tensor, args
     settings = ContestSettings(rounds=args.rounds, n_theta=args.n_theta, seed=study.seed,
                                chance_seed=study.chance_seed)
 
+    commit = git_commit()
+
     def keep(name: str, row: dict) -> None:
-        rows[name] = row
+        rows[name] = row | {"commit": commit}  # a resumed run may span commits: each row names its own
         save()
 
     print(f"σ² = {level:g}", flush=True)
