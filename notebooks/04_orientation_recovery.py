@@ -246,7 +246,7 @@ for noise, trained in chain.items():
                                   image_size)
         for split in ("train", "validation")
     }
-    learned[noise] = {"run": run, "boxes": boxes, "model": trained.folder.name, "data": data}
+    learned[noise] = {"run": run, "boxes": boxes, "model": trained.folder.name}  # images: one level at a time
     errors = run.alignment.errors
     print(f"σ² = {noise:5.2f}: E_OR {run.alignment.error:.3f} rad (median {errors.median():.3f}), "
           f"L_OR {run.recovery.loss:.4f} rad², L_DE train {boxes['train']['loss']:.4f} / validation "
