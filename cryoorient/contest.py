@@ -172,6 +172,8 @@ def contest_level(
         rows["truth"] = row
         if on_row is not None:
             on_row("truth", row)
+        if progress:
+            print(f"{CONTENDERS['truth']}: FSC 0.5 {ceiling:.1f} Å", flush=True)
     if "matching" in wanted:
         matches, seconds = match_to_map(chosen, volume, device=device, progress=progress)
         record("matching", matrix_to_quaternion(matches.rotations), seconds)

@@ -1,14 +1,14 @@
 # %% [markdown]
 # # 99 · The paper's figures, and the reproduction report
 #
-# The last chapter, whatever studies come before it (hence 99). Notebooks 01–10 each end by saving
+# The last chapter, whatever studies come before it (hence 99). Notebooks 01–11 each end by saving
 # what they measured — numbers, and the arrays behind their plots — under
 # `paper/results/PROFILE/`. This notebook trains nothing and recomputes nothing: it
 # reads those results and assembles the multi-panel figures of the paper (method overview aside),
 # then writes the claim-by-claim report `paper/README.md`, `paper/numbers.json` and the LaTeX
 # macros `paper/numbers.tex` that `paper/main.tex` uses.
 #
-# `figures/README.md` maps every paper figure to the files made here and by notebooks 01–10, with
+# `figures/README.md` maps every paper figure to the files made here and by notebooks 01–11, with
 # what differs from the paper. Each figure's JSON sidecar records the profile, map and commit of
 # the runs it was drawn from.
 
