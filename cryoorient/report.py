@@ -296,7 +296,7 @@ def contest_section(contest: dict, profile: str) -> list[str]:
     ]
     rows = []
     for level in sorted(full["levels"], key=float):
-        for name, row in full["levels"][level].items():
+        for name, row in sorted(full["levels"][level].items(), key=lambda item: item[1]["e_reg"]):
             o4, reg = (f"{row[k]:.3f} ({row[k + '_median']:.3f})" for k in ("e_or", "e_reg"))
             within = f"{100 * row['within_5']:.0f} % / {100 * row['within_10']:.0f} %"
             rows.append([level, labels.get(name, name), o4, reg, within, f"{row['resolution']:.1f} Å",

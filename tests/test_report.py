@@ -405,7 +405,7 @@ def test_contest_section_renders_the_full_study_and_its_generated_verdict():
     text = "\n".join(contest_section(contest, "default"))
     assert "at 0123456" in text and "the same 400 test projections" in text
     table = [line for line in text.splitlines() if line.startswith("| 0 ") or line.startswith("| 16 ")]
-    assert [line.split(" | ")[0] for line in table] == ["| 0", "| 0", "| 16"]  # σ² in numeric order
+    assert [line.split(" | ")[0] for line in table] == ["| 0", "| 0", "| 16"]  # numeric σ² order
     assert "| projection matching (true map) | 0.004 (0.002) |" in text and "| learned |" in text
     assert "| 50 % / 75 % | 12.3 Å | 61 s |" in text
     assert "- Learned distances, unrefined, lose to projection matching." in text
