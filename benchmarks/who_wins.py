@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from _common import machine_info, print_table
 
-from cryoorient.contest import CONTENDERS, ContestSettings, contest_level
+from cryoorient.contest import CONTENDERS, ContestSettings, contest_level, estimator_level
 from cryoorient.dataset import study_dataset
 from cryoorient.density import load_map
 from cryoorient.model_cache import model_config, noise_curriculum
@@ -101,9 +101,10 @@ def main(argv: list[str] | None = None) -> dict:
     chain = noise_curriculum(clean, config, [0.0, *study.noise_study_levels],
                              epochs=study.curriculum_epochs, learning_rate=study.curriculum_learning_rate)
     for asked in levels:
-        level = next((v for v in chain if abs(v - asked) < 0.01), None)  # 4.87 is the matched 4.87039
-        if level is None:
-            raise SystemExit(f"σ² = {asked:g} has no estimator; the study's levels are {sorted(chain)}")
+        try:
+            level = estimator_level(asked, chain, study.matched_noise_variance)  # 4.87: the matched 4.87039
+        except ValueError as error:
+            raise SystemExit(f"--noise: {error}") from None
         run_level(study, level, chain[level].model, config.image_size, volume, args,
                   result["levels"].setdefault(f"{level:g}", {}), lambda: write(result, args.output))
     header = ["σ²", "contender", "E_OR", "E_OR,reg", "median", "< 5°", "< 10°", "FSC 0.5 (Å)", "seconds"]

@@ -30,12 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryoorient._version import __version__
 from cryoorient.alignment import score_orientations
 from cryoorient.common_lines import aspire_version, class_averages, common_lines_orientations
 from cryoorient.dataset import Dataset
 from cryoorient.gauge import fix_gauge
-from cryoorient.paths import atomic_write, data_dir
+from cryoorient.paths import CACHE_SCHEMA, atomic_write, data_dir
 from cryoorient.pipeline import estimated_distances
 from cryoorient.recovery import recover_orientations
 from cryoorient.results import COMPARISON_METHODS
@@ -115,7 +114,7 @@ def compare_with_common_lines(
         "dataset": data.path.name, "model": model_key, "subset": subset.tolist(), "pool": pool.tolist(),
         "image_size": image_size, "class_averaging": class_averaging, "box_size": box_size,
         "n_theta": n_theta, "n_neighbours": n_neighbours, "seed": seed, "aspire": version,
-        "cryoorient": __version__,
+        "cache_schema": CACHE_SCHEMA,
     })
     path = Path(cache_dir) if cache_dir is not None else data_dir() / "baselines"
     path = path / f"{key}.json"

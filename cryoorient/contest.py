@@ -29,7 +29,7 @@ verdicts come from the numbers.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +48,9 @@ from cryoorient.refinement import map_in_frame, refine
 from cryoorient.sampling import sample_orientations
 from cryoorient.siamese import SiameseDistance
 
-__all__ = ["CONTENDERS", "REFINED_FROM", "ContestSettings", "contest_level", "contest_verdict"]
+__all__ = [
+    "CONTENDERS", "REFINED_FROM", "ContestSettings", "contest_level", "contest_verdict", "estimator_level",
+]
 
 CONTENDERS: dict[str, str] = {
     "truth": "true orientations (the ceiling)",
@@ -89,6 +91,30 @@ class ContestSettings:
     n_neighbours: int = 10
     seed: int = 0
     chance_seed: int = 1
+
+
+def estimator_level(asked: float | str, levels: Iterable[float], matched: float, *,
+                    tolerance: float = 0.01) -> float:
+    """The σ² among ``levels`` (those with an estimator) that ``asked`` names.
+
+    Parameters
+    ----------
+    asked : a σ² (a number, or its text) or ``"matched"``: the SNR-matched level.
+    levels : the σ² that have an estimator (a noise curriculum's keys).
+    matched : the study's SNR-matched σ² (e.g. 4.87039; asked as 4.87 on a command line).
+    tolerance : how far ``asked`` may be from a level and still name it.
+
+    Raises
+    ------
+    ValueError : no level within ``tolerance``; the message lists the choices.
+    """
+    levels = sorted(levels)
+    value = matched if asked == "matched" else float(asked)
+    found = [v for v in levels if abs(v - value) < tolerance]
+    if not found:
+        choices = [f"{v:g}" for v in levels]
+        raise ValueError(f"σ² = {asked} has no estimator; choose among {choices} or 'matched'")
+    return min(found, key=lambda v: abs(v - value))
 
 
 def contest_level(
@@ -146,6 +172,13 @@ def contest_level(
     wanted = [c for c in CONTENDERS if c in contenders and c not in done]
     rows: dict[str, dict] = {}
 
+    def emit(name: str, row: dict, line: str) -> None:
+        rows[name] = row
+        if on_row is not None:
+            on_row(name, row)
+        if progress:
+            print(f"{CONTENDERS[name]}: {line}", flush=True)
+
     def record(name: str, found_q: torch.Tensor, seconds: float, truth: torch.Tensor = true_q,
                stack: torch.Tensor = chosen, **extra) -> None:
         tic = time.perf_counter()
@@ -155,25 +188,17 @@ def contest_level(
             "seconds": seconds, "resolution": framed.resolution, "map_seconds": time.perf_counter() - tic,
             "n": len(found_q),
         } | extra
-        rows[name] = row
-        if on_row is not None:
-            on_row(name, row)
-        if progress:
-            print(f"{CONTENDERS[name]}: E_OR,reg {row['e_reg']:.3f} rad, FSC 0.5 {framed.resolution:.1f} Å "
-                  f"({seconds:.0f} s)", flush=True)
+        emit(name, row,
+             f"E_OR,reg {row['e_reg']:.3f} rad, FSC 0.5 {framed.resolution:.1f} Å ({seconds:.0f} s)")
 
-    if "truth" in wanted:
+    if "truth" in wanted:  # already in the true map's frame: reconstructed as is, no map alignment
         tic = time.perf_counter()
         volume_true = reconstruct(chosen, quaternion_to_matrix(true_q).float(), method="cgls",
                                   n_iterations=20, device=device, progress=False).volume.cpu()
         ceiling = resolution(*fourier_shell_correlation(volume_true, volume, pixel_size), 0.5)
         row = score_orientations(true_q, true_q, seed=settings.seed).to_dict() | {
             "seconds": 0.0, "resolution": ceiling, "map_seconds": time.perf_counter() - tic, "n": len(true_q)}
-        rows["truth"] = row
-        if on_row is not None:
-            on_row("truth", row)
-        if progress:
-            print(f"{CONTENDERS['truth']}: FSC 0.5 {ceiling:.1f} Å", flush=True)
+        emit("truth", row, f"FSC 0.5 {ceiling:.1f} Å")
     if "matching" in wanted:
         matches, seconds = match_to_map(chosen, volume, device=device, progress=progress)
         record("matching", matrix_to_quaternion(matches.rotations), seconds)

@@ -199,14 +199,11 @@ print("cosine floor above 0.4 rad; orientation floor below 0.05 rad")
 
 # %% [markdown]
 # ## 3 · Sensitivity to shifts and noise
-# One model per setting, trained on the grid dataset with shifts (or noise) added on the fly and
-# tested on test projections degraded the same way (drawn once from a fixed seed). Box plots of
-# the per-pair loss $(\hat d_p - d_q)^2$ on the test pairs, as in the paper's figures; the paper
-# trained at 116 px with shifts up to 20 px, here shifts are in pixels of the `box_size` dataset.
-# The grid models are small (`grid_projections` images, `grid_epochs` epochs): on another CPU
-# the rounding of training moves their errors by a few hundredths of a radian (σ² = 4 and 16
-# swapped places between two of our machines), so the check below asks only that every degraded
-# model does worse than the clean one.
+# One model per setting, trained with shifts (or noise) added on the fly, tested on test
+# projections degraded the same way (a fixed seed): box plots of $(\hat d_p - d_q)^2$ per test
+# pair, as in the paper's figures (which trained at 116 px, shifts up to 20 px; ours are in pixels
+# of the `box_size` dataset). These small models' errors move by a few hundredths of a radian
+# with a CPU's rounding, so the check asks only that every degraded model does worse than the clean.
 
 # %%
 grid = study_dataset(study, progress=False, n_projections=grid_projections)
@@ -263,9 +260,7 @@ boxes(noise_labels, "trained and tested with noise", "sensitivity_noise", {shift
 # %% [markdown]
 # ## 4 · Ablations: the feature distance $d_f$ and the feature dimension $n_f$
 # Same grid dataset and training; only $d_f$ or $n_f$ changes (noiseless, no shifts). The paper's
-# training recipe is not compared here: at this grid's few epochs it would be far from converged,
-# so notebook 09 trains the paper's whole method until its validation curve is flat and climbs
-# from it to ours one change at a time (the ladder).
+# training recipe would be far from converged at these few epochs: notebook 09 trains it fully.
 
 # %%
 base_label = "shift ±0 px" if 0.0 in shift_limits else "baseline"

@@ -22,12 +22,9 @@
 #
 # $$E_{OR} = \min_{T \in O(4)} \operatorname{mean}_i\, d_q(q_i, T\hat q_i) \quad\text{(radians)}.$$
 #
-# We recover the test split's orientations ($P$ = 1,650 at the paper's size) from (1) exact
-# distances, (2) exact distances plus Gaussian errors, as the paper does to see how much error the
-# recovery tolerates, and (3) the distances learned in notebook 02, from noiseless and from noisy
-# projections. Recovery starts from a closed-form spectral estimate and runs L-BFGS to
-# convergence; the alignment is a Procrustes solver on quaternions (both in the package, with
-# benchmarks in `benchmarks/recovery.py`).
+# We recover the test split's orientations from (1) exact distances, (2) exact distances plus
+# Gaussian errors, as the paper does, and (3) the distances learned in notebook 02. Recovery is a
+# spectral start then L-BFGS; the alignment a Procrustes solver (`benchmarks/recovery.py`).
 
 # %%
 # Colab only: install the package from the repository (does nothing elsewhere).
@@ -87,10 +84,9 @@ tag = file_tag(clean.map_name)
 print(f"map {clean.map_name}: recovering the {len(test)} orientations of the test split")
 
 # %% [markdown]
-# **Chance level.** Orientations drawn at random, then aligned with the best $T \in O(4)$ like
-# any recovered set: the alignment alone brings their error below the mean distance of two random
-# orientations ($\pi/2 + 2/\pi \approx 2.21$ rad, notebook 01), to the level printed here. Every
-# $E_{OR}$ below is read against it.
+# **Chance level.** Random orientations aligned with the best $T \in O(4)$ like any recovered set:
+# the alignment alone brings their error below $\pi/2 + 2/\pi \approx 2.21$ rad (notebook 01), to
+# the level printed here. Every $E_{OR}$ below is read against it.
 
 # %%
 chance = align_orientations(q_test, sample_orientations(len(test), seed=study.chance_seed), seed=study.seed)
@@ -133,17 +129,13 @@ plt.show()
 
 # %% [markdown]
 # ## 2 · Perturbed distances: how much error does recovery tolerate?
-# Gaussian errors of variance $v$ (standard deviation $\sqrt v$) are added to every $d_q$, the
-# same error for $(i, j)$ and $(j, i)$, clipped to $[0, \pi]$. Beside $E_{OR}$ we plot the final
-# $L_{OR}$, and $L_{OR}$ at the *true* orientations: the paper proposes $L_{OR}$ as a proxy for
-# $E_{OR}$ when the truth is unknown. The paper's "variance 0.8" could also be read as a standard
-# deviation of 0.8; `benchmarks/recovery.py` runs both readings.
-#
-# Two sets of orientations. Ours: the test split, Haar-uniform over all of SO(3). The paper's
-# protocol: as many orientations with Euler angles drawn uniformly over half the sphere of
-# directions (rot and psi in $[0, 2\pi)$, tilt in $[0, \pi/2]$: the authors' `uniform_angles`,
-# the sampling scheme `"paper_half"`), whose median error the paper plots. The claims table compares the
-# paper's curve with the second.
+# Gaussian errors of variance $v$ are added to every $d_q$ (the same for $(i, j)$ and $(j, i)$),
+# clipped to $[0, \pi]$. Beside $E_{OR}$: the final $L_{OR}$, and $L_{OR}$ at the *true*
+# orientations (the paper proposes $L_{OR}$ as a proxy for $E_{OR}$). `benchmarks/recovery.py` also
+# reads the paper's "variance 0.8" as a standard deviation. Two sets of orientations: the test
+# split (Haar-uniform over SO(3)), and as many with Euler angles uniform over half the sphere of
+# directions (tilt in $[0, \pi/2]$: the authors' `uniform_angles`, our `"paper_half"`), whose
+# median error the paper plots and the claims table compares.
 
 
 # %%
@@ -216,14 +208,11 @@ plt.show()
 
 # %% [markdown]
 # ## 3 · Learned distances, from noiseless to very noisy projections
-# The estimators of notebook 02 (loaded from the cache, or trained now): the noiseless one and the
-# noise curriculum, one estimator per σ², each fine-tuned from the one below. Each is applied to
-# the test projections of a dataset with that noise (same orientations, noise drawn once), which
-# no network saw; recovery and alignment follow. The SNR-matched σ² (printed below) is the paper's
-# σ² = 16 in integrated SNR at our image size (notebook 02, section 5): that row is the one to
-# compare with the paper's 0.25 rad. We report the mean of the per-projection errors ($E_{OR}$,
-# the paper's definition) and their median (the statistic of the paper's plots). Notebook 05 asks
-# what limits the noisy levels.
+# Notebook 02's estimators (noiseless, then one per σ² of the noise curriculum) applied to the test
+# projections of a dataset with that noise, which no network saw. The SNR-matched σ² is the paper's
+# σ² = 16 in integrated SNR at our image size (notebook 02, section 5): the row to compare with
+# the paper's 0.25 rad. We report $E_{OR}$ (the mean, the paper's definition) and the median (its
+# plots' statistic). Notebook 05 asks what limits the noisy levels.
 
 # %%
 matched = study.matched_noise_variance

@@ -9,16 +9,11 @@
 # missing there is recovered here, with the cached or shipped estimators, in about a minute per
 # level), and the test projections of notebook 01's datasets.
 #
-# As the paper does, we reconstruct the density from the test projections with (a) the **true**
-# orientations, the best this projector, box and number of projections allow; (b) **random** ones,
-# what no orientation information gives; (c) orientations **recovered** at every noise level
-# (notebook 04), brought into the frame of the truth by its O(4) alignment, from the images they
-# were recovered from and, as the paper did, from the noiseless ones. A user has no truth to align
-# with: section 3 reconstructs from the orientations as recovered and gauge-fixed from the images
-# alone (notebook 06), compared with the truth after a map-to-map alignment. The reconstruction is
-# least squares by conjugate gradients (the paper: ASTRA's CGLS) with our projector, started from
-# a direct Fourier reconstruction; the FSC against the ground-truth map gives the resolution at 0.5,
-# the criterion against a noise-free reference (0.143 is for two half-maps; not here).
+# As the paper does, we reconstruct from the test projections with (a) the **true** orientations,
+# the ceiling; (b) **random** ones; (c) orientations **recovered** at every noise level (notebook
+# 04), aligned with the truth by O(4). Section 3 does it without the truth. Reconstruction is least
+# squares by conjugate gradients (the paper: ASTRA's CGLS) from a direct Fourier start; the FSC
+# against the true map gives the resolution at 0.5 (0.143 is for two half-maps; not here).
 
 # %%
 # Colab only: install the package, and fetch the saved results of notebooks 01-06 (does nothing elsewhere).
@@ -76,10 +71,8 @@ print(
 
 # %% [markdown]
 # ## 1 · Orientations: true, random and recovered at every noise level
-# The recovered orientations are notebook 04's, and the gauge-fixed ones notebook 06's (read from
-# their saved results when they come from the same cached estimators, else recovered now, so this
-# notebook runs on its own), aligned with
-# the truth by the O(4) transform, as the paper does before reconstructing.
+# Notebook 04's recovered and notebook 06's gauge-fixed orientations (from their saved results,
+# else recovered now), aligned with the truth by the O(4) transform, as the paper does.
 
 # %%
 matched = study.matched_noise_variance
@@ -179,19 +172,14 @@ plt.show()
 
 # %% [markdown]
 # ## 3 · From the projections alone: no true orientation anywhere
-# Every recovered map above used the O(4) alignment with the true orientations. Without the truth
-# there are two choices: reconstruct from the orientations as `recover_orientations` returns them
-# ("as recovered"), or first fix their gauge from the images by common lines ("gauge-fixed",
-# notebook 06). Either map can only match the truth up to a rotation of the whole map
-# and the mirror (which images cannot see), so each is compared with the true map after a rigid
-# map-to-map alignment found from the two maps alone (`map_alignment.align_maps`, rotation and
-# mirror, as ChimeraX's `fitmap` would do). Resampling a map onto another grid costs resolution near
-# Nyquist, even with cubic B-splines, and the truth-aligned map was never resampled; so, to compare
-# orientations and not interpolations, the map is then made again from the same images with every
-# orientation composed with that alignment ($A_i M^\top$), which puts it in the true map's frame
-# exactly. The FSC of the resampled map (what `cryoorient fsc --align` gives a user) is printed
-# beside it. Side by side, from the same test projections: true orientations; truth-aligned (the
-# paper's way, above); as recovered; gauge-fixed.
+# Every map above used the O(4) alignment with the truth. Without it, a user reconstructs from the
+# orientations "as recovered", or after fixing their gauge from the images ("gauge-fixed",
+# notebook 06). Either map matches the truth only up to a rotation and the mirror, so it is
+# compared after a rigid map-to-map alignment found from the two maps alone
+# (`map_alignment.align_maps`, as ChimeraX's `fitmap`). Resampling costs resolution near Nyquist, so
+# the map is then made again with every orientation composed with that alignment ($A_i M^\top$),
+# in the true map's frame exactly; the resampled map's FSC (`cryoorient fsc --align`) is printed
+# beside it.
 
 # %%
 alone, alone_maps = {}, {}

@@ -66,7 +66,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from cryoorient.common_lines import aspire_version
-from cryoorient.contest import CONTENDERS, ContestSettings, contest_level, contest_verdict
+from cryoorient.contest import CONTENDERS, ContestSettings, contest_level, contest_verdict, estimator_level
 from cryoorient.dataset import study_dataset
 from cryoorient.density import load_map
 from cryoorient.model_cache import model_config, noise_curriculum
@@ -90,12 +90,7 @@ chain = noise_curriculum(clean, config, [0.0, *study.noise_study_levels], epochs
 
 def level_of(asked: float | str) -> float:
     """The estimator's σ² for a level asked as a number or as "matched"."""
-    value = study.matched_noise_variance if asked == "matched" else float(asked)
-    found = [v for v in chain if abs(v - value) < 0.01]
-    if not found:
-        raise ValueError(f"contest_levels: σ² = {asked} has no estimator; "
-                         f"choose among {sorted(chain)} or 'matched'")
-    return found[0]
+    return estimator_level(asked, chain, study.matched_noise_variance)
 
 
 if "common_lines" in contest_contenders and aspire_version() is None:

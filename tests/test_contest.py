@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from cryoorient.contest import CONTENDERS, REFINED_FROM, ContestSettings, contest_level, contest_verdict
+from cryoorient.contest import (
+    CONTENDERS,
+    REFINED_FROM,
+    ContestSettings,
+    contest_level,
+    contest_verdict,
+    estimator_level,
+)
 from cryoorient.density import load_map
 from cryoorient.geometry import quaternion_to_matrix
 from cryoorient.projection import project
@@ -16,6 +23,18 @@ def row(e_reg: float, resolution: float = 20.0) -> dict:
 def test_every_refined_contender_refines_a_start_that_is_a_contender_or_random():
     assert set(REFINED_FROM) <= set(CONTENDERS)
     assert set(REFINED_FROM.values()) <= set(CONTENDERS) | {"random"}
+
+
+@pytest.mark.parametrize(("asked", "expected"), [
+    ("matched", 4.87039), (4.87, 4.87039), ("4.87", 4.87039), (0, 0.0), ("16", 16.0), (16.004, 16.0),
+])
+def test_estimator_level_names_the_curriculum_level_within_the_tolerance(asked, expected):
+    assert estimator_level(asked, [0.0, 1.0, 4.0, 4.87039, 16.0], 4.87039) == expected
+
+
+def test_estimator_level_refuses_a_level_without_estimator_and_lists_the_choices():
+    with pytest.raises(ValueError, match=r"σ² = 8 has no estimator; choose among \['0', '1', '16'\]"):
+        estimator_level(8, [16.0, 0.0, 1.0], 4.87039)
 
 
 def test_verdict_ranks_each_level_by_mean_registered_error():
