@@ -54,7 +54,7 @@ figures: install  ## run the notebooks (01-11, 99) at PROFILE (default|paper): f
 notebooks: install  ## re-execute every notebook at its defaults and refresh the paired .ipynb
 	$(PY) -m cryoorient._notebooks refresh
 
-benchmark: install  ## projection, recovery, reconstruction, training and common-lines benchmarks -> paper/benchmarks.md
+benchmark: install  ## projection, recovery, reconstruction, training, common-lines, scale and matching benchmarks -> paper/benchmarks.md
 	$(PY) benchmarks/run_all.py
 
 book: $(BOOK_INSTALLED)  ## the course: executed notebooks (as stored, none re-run), results, figures, report -> build/book/

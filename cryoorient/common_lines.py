@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from cryoorient._checks import check_positive_int
+from cryoorient._memory import release_free_memory
 from cryoorient.geometry import matrix_to_quaternion
 
 __all__ = [
@@ -176,8 +177,11 @@ def common_lines_orientations(
         estimator.estimate_rotations()
         rotations = np.asarray(estimator.rotations, dtype=np.float64)
     seconds = time.perf_counter() - start
+    box = int(source.L)
+    del source, estimator
+    release_free_memory()  # the common-lines matrices and voting temporaries otherwise stay resident
     matrices = torch.from_numpy(np.ascontiguousarray(rotations.transpose(0, 2, 1)))  # A_i = R_iᵀ
-    return CommonLinesResult(matrix_to_quaternion(matrices), seconds, int(source.L), int(n_theta))
+    return CommonLinesResult(matrix_to_quaternion(matrices), seconds, box, int(n_theta))
 
 
 @dataclass(frozen=True)
@@ -266,4 +270,7 @@ def class_averages(
         stack = averager.average(classes[chosen], reflections[chosen]).asnumpy().astype(np.float64)
     members = np.asarray(classes[chosen], dtype=np.int64)
     seconds = time.perf_counter() - start
-    return ClassAverages(stack, members[:, 0].copy(), members, float(source.pixel_size), seconds)
+    averages_pixel_size = float(source.pixel_size)  # after the downsampling
+    del source, classifier, averager, classes, reflections, distances
+    release_free_memory()  # ASPIRE's temporaries (bispectrum, PCA) otherwise stay resident
+    return ClassAverages(stack, members[:, 0].copy(), members, averages_pixel_size, seconds)

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cryoorient._memory import release_free_memory
 from cryoorient._version import __version__
 from cryoorient.density import DensityMap, load_map
 from cryoorient.geometry import matrix_to_euler, quaternion_to_matrix
@@ -455,4 +456,6 @@ def load_dataset(
         if not folder.exists():
             raise
         # a concurrent run (two notebooks, two helpers) cached the same dataset first: use theirs
+    del stack, quaternions, splits  # the cache is read back below; the simulation's heap goes back to the OS
+    release_free_memory()
     return _load_cached(folder, expected)
