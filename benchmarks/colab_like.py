@@ -118,6 +118,7 @@ class Measurement:
     install_seconds: float | None
     peak_kernel_tree_rss_bytes: int
     peak_total_rss_bytes: int
+    peak_cell: str | None
     kernel_python: str | None
     installed_from: list[str] | None
     error: str | None
@@ -322,6 +323,7 @@ class TreePoller:
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
         self.peak_kernel = 0
+        self.peak_kernel_time: datetime.datetime | None = None
         self.peak_total = 0
         self.kernel_python: str | None = None
         self._stop = threading.Event()
@@ -368,7 +370,9 @@ class TreePoller:
                 tree = [kernel, *kernel.children(recursive=True)]
             except psutil.Error:
                 return
-            self.peak_kernel = max(self.peak_kernel, self._rss(tree))
+            rss = self._rss(tree)
+            if rss > self.peak_kernel:
+                self.peak_kernel, self.peak_kernel_time = rss, datetime.datetime.now(datetime.timezone.utc)
 
     def _poll(self) -> None:
         while not self._stop.is_set():
@@ -402,6 +406,27 @@ def install_seconds(notebook: dict) -> float | None:
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code" and "google.colab" in "".join(cell["source"]):
             return cell.get("metadata", {}).get("papermill", {}).get("duration")
+    return None
+
+
+def peak_cell(notebook: dict | None, when: datetime.datetime | None) -> str | None:
+    """Which cell ran at ``when`` (the peak): its number among the code cells and its first code line.
+
+    Papermill stores each cell's start and end (UTC) in its metadata; ``None`` when none spans ``when``.
+    """
+    if notebook is None or when is None:
+        return None
+    code_cells = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    for number, cell in enumerate(code_cells, start=1):
+        times = cell.get("metadata", {}).get("papermill", {})
+        if not times.get("start_time") or not times.get("end_time"):
+            continue
+        start, end = (datetime.datetime.fromisoformat(times[k].replace("Z", "+00:00"))
+                      for k in ("start_time", "end_time"))
+        if start <= when <= end:
+            lines = [line.strip() for line in "".join(cell["source"]).splitlines()]
+            first = next((line for line in lines if line and not line.startswith("#")), "")
+            return f"code cell {number}: {first[:80]}"
     return None
 
 
@@ -468,6 +493,7 @@ def measure(name: str, commit: str, base: Path, python: Path, work: Path, gitcon
             notebook=name, commit=commit, ok=code == 0, wall_seconds=round(wall, 1),
             install_seconds=None if executed is None else install_seconds(executed),
             peak_kernel_tree_rss_bytes=poller.peak_kernel, peak_total_rss_bytes=poller.peak_total,
+            peak_cell=peak_cell(executed, poller.peak_kernel_time),
             kernel_python=runtime_path(poller.kernel_python, folder), installed_from=installed_from(venv),
             error=None if code == 0 else (f"timed out after {timeout:.0f} s" if code == -9 else
                                           notebook_error(executed, log)),

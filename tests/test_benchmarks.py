@@ -136,3 +136,26 @@ def test_seed_spread_summarises_each_measure_over_the_seeds_that_have_it(monkeyp
     assert seed_spread.summary(rows, "second_protein", "resolution") is None  # one seed: no spread
     assert seed_spread.summary(rows, "paper_method", "e_or") is None
     assert set(seed_spread.LEVELS) >= {"paper_method", "second_protein"}
+
+
+def test_colab_like_names_the_cell_that_ran_at_the_peak(monkeypatch):
+    import datetime
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    colab_like = importlib.import_module("colab_like")
+
+    def cell(source, start, end):
+        times = {"start_time": f"2026-12-07T17:00:{start:02d}.000000Z",
+                 "end_time": f"2026-12-07T17:00:{end:02d}.0Z"}
+        return {"cell_type": "code", "source": source, "metadata": {"papermill": times}}
+
+    notebook = {"cells": [
+        cell("import os\n", 0, 5),
+        {"cell_type": "markdown", "source": "## text", "metadata": {}},
+        cell("# a comment\nsubset = comparison_subset(test, 200)\n", 5, 40),
+    ]}
+    at = datetime.datetime(2026, 12, 7, 17, 0, 30, tzinfo=datetime.timezone.utc)
+    assert colab_like.peak_cell(notebook, at) == "code cell 2: subset = comparison_subset(test, 200)"
+    later = at + datetime.timedelta(minutes=5)
+    assert colab_like.peak_cell(notebook, later) is None
+    assert colab_like.peak_cell(None, at) is None
