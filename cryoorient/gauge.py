@@ -522,11 +522,16 @@ def fix_gauge(
         torch.arange(p, device=dev)[:, None].expand(p, int(n_angles)), table_angles.expand(p, int(n_angles))
     ).to(torch.complex64)  # (P, L, R)
     pi, pj = _random_pairs(p, int(n_pairs), rng)
-    tables = torch.einsum("klr,kmr->klm", all_lines[pi], all_lines[pj].conj()).real  # (K, L, L)
+    # (K, L, L) real tables, filled a block of pairs at a time: the complex products of all pairs at
+    # once would hold twice the table (and the pairs' lines) at the peak
+    tables = torch.empty(int(n_pairs), int(n_angles), int(n_angles), device=dev)
+    for start in range(0, int(n_pairs), 256):
+        rows = slice(start, start + 256)
+        tables[rows] = torch.einsum("klr,kmr->klm", all_lines[pi[rows]], all_lines[pj[rows]].conj()).real
     del all_lines
     candidates = quaternion_to_matrix(torch.from_numpy(_haar(int(n_candidates), rng))).to(dev)  # (C, 3, 3)
     pair_rows = torch.arange(int(n_pairs), device=dev)
-    chunk = max(1, (1 << 22) // int(n_pairs))
+    chunk = max(1, (1 << 20) // int(n_pairs))  # candidates per block: (chunk, K) temporaries of ~4 MB
     coarse: dict[str, torch.Tensor] = {}
     bar = tqdm(total=2 * int(n_candidates), desc="gauge search", unit="candidate", disable=not progress)
     for gauge_class in GAUGE_CLASSES:
