@@ -525,8 +525,8 @@ def fix_gauge(
     # (K, L, L) real tables, filled a block of pairs at a time: the complex products of all pairs at
     # once would hold twice the table (and the pairs' lines) at the peak
     tables = torch.empty(int(n_pairs), int(n_angles), int(n_angles), device=dev)
-    for start in range(0, int(n_pairs), 256):
-        rows = slice(start, start + 256)
+    for first in range(0, int(n_pairs), 256):
+        rows = slice(first, first + 256)
         tables[rows] = torch.einsum("klr,kmr->klm", all_lines[pi[rows]], all_lines[pj[rows]].conj()).real
     del all_lines
     candidates = quaternion_to_matrix(torch.from_numpy(_haar(int(n_candidates), rng))).to(dev)  # (C, 3, 3)
