@@ -2,10 +2,11 @@
 
 CPython, NumPy and PyTorch (on the CPU) allocate through the C library's ``malloc``. On Linux
 (glibc), memory freed in the middle of the heap stays in the process: simulating one 5,000-image
-dataset left about 0.18 GB resident after every array of it was freed, and ASPIRE's class averaging
-about as much. In a notebook that simulates five datasets and averages three stacks one after the
-other, that resident-but-unused memory, not the data, set the peak (issue 30: notebook 08 at
-2.09 GB in a Colab-like runtime). glibc's ``malloc_trim(0)`` returns it; nothing else changes.
+dataset of 64 px left about 0.18 GB resident after every array of it was freed. In a notebook that
+simulates five datasets and runs ASPIRE three times one after the other (notebook 08), that
+resident-but-unused memory raises the baseline every later peak stacks on. glibc's
+``malloc_trim(0)`` returns it; nothing else changes. (Notebook 08's own peak, 2.09 GB in a
+Colab-like runtime, was the gauge search's temporaries: see :func:`cryoorient.gauge.fix_gauge`.)
 """
 
 from __future__ import annotations
