@@ -108,7 +108,7 @@ def estimator_level(asked: float | str, levels: Iterable[float], matched: float,
     ------
     ValueError : no level within ``tolerance``; the message lists the choices.
     """
-    levels = sorted(levels)
+    levels = sorted(set(levels))
     value = matched if asked == "matched" else float(asked)
     found = [v for v in levels if abs(v - value) < tolerance]
     if not found:
