@@ -18,6 +18,7 @@ warn).
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 import tempfile
@@ -76,6 +77,12 @@ def declared_parameters(source: Path) -> dict:
         notebook = Path(tmp) / f"{source.stem}.ipynb"
         nbformat.write(to_notebook(source), notebook)
         return papermill.inspect_notebook(str(notebook))
+
+
+def default_profile(source: Path) -> str | None:
+    """The ``profile`` a notebook runs at when given no parameters (``None`` if it declares none)."""
+    declared = declared_parameters(source).get("profile")
+    return None if declared is None else ast.literal_eval(declared["default"])
 
 
 def check_parameters(source: Path, parameters: dict) -> None:
@@ -144,8 +151,13 @@ def strip_run_metadata(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def refresh(source: Path) -> Path:
     """Re-execute ``source`` at its defaults and store the outputs in its paired ``.ipynb``."""
+    run = execute(source, build_dir() / "notebooks" / "refresh" / f"{source.stem}.ipynb", {})
+    return store_paired(source, run)
+
+
+def store_paired(source: Path, run: Path) -> Path:
+    """Store ``run``, an execution of ``source`` at its defaults (no parameters), in the paired ``.ipynb``."""
     paired = source.with_suffix(".ipynb")
-    run = execute(source, build_dir() / "notebooks" / "refresh" / paired.name, {})
     nb = strip_run_metadata(nbformat.read(run, as_version=4))
     with atomic_path(paired) as tmp:  # the umask's mode, not mkstemp's 0600
         nbformat.write(nb, str(tmp))
@@ -187,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         for source in sources:
             out = build_dir() / "notebooks" / args.profile / f"{source.stem}.ipynb"
             print(f"[{args.profile}] {source.name} -> {out}", flush=True)
-            execute(source, out, parameters[source.stem])
+            if parameters[source.stem] == {"profile": default_profile(source)}:
+                # the notebook's own defaults: run as they are, and its paired .ipynb stores this run
+                # too, so that the report, the figures and the stored notebooks come from one run
+                store_paired(source, execute(source, out, {}))
+            else:
+                execute(source, out, parameters[source.stem])
     else:
         for source in sources:
             print(f"[refresh] {source.name} -> {source.with_suffix('.ipynb').name}", flush=True)
