@@ -47,7 +47,7 @@ lint: install  ## ruff on the package, tests and notebook sources; the package's
 	$(PY) -m ruff check cryoorient tests notebooks benchmarks book conftest.py
 	$(VENV)/bin/lint-imports --no-cache
 
-figures: install  ## run the notebooks (01-11, 99) at PROFILE (default|paper): figures/, paper/ report, README table
+figures: install  ## run the notebooks (01-11, 99) at PROFILE (default|paper): figures/, paper/ report, README table (default: the paired .ipynb too)
 	$(PY) -m cryoorient._notebooks run --profile $(PROFILE)
 	$(PY) -m cryoorient.report
 
