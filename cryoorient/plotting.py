@@ -684,13 +684,12 @@ def plot_contest(
     """
     if len(axes) != 2:
         raise ValueError(f"plot_contest draws on two axes; got {len(axes)}")
-    refined = ("refined" in name for name in labels)
-    for (name, label), dashed in zip(labels.items(), refined, strict=True):
+    for name, label in labels.items():
         points = sorted((float(v), rows[name]) for v, rows in levels.items() if name in rows)
         if not points:
             continue
         x = [v for v, _ in points]
-        style = "s--" if dashed else "o-"
+        style = "s--" if "refined" in name else "o-"
         (line,) = axes[0].plot(x, [r["e_reg"] for _, r in points], style, label=label)
         axes[1].plot(x, [r["resolution"] for _, r in points], style, color=line.get_color(), label=label)
     if chance is not None:
