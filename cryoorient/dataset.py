@@ -130,6 +130,10 @@ class SimulationParameters:
     seed : seeds every random choice (orientations, shifts, defoci, noise, splits).
     map_resolution : Å, the resolution an atomic model (or pseudo-protein) ``map`` is rendered at
         (:func:`cryoorient.density.load_map`'s ``resolution``); ``None``: its default, 11 Å.
+    map_low_pass : Å, project the map low-pass filtered to this resolution
+        (:func:`cryoorient.density.load_map`'s ``low_pass``): a low-resolution initial model of the
+        structure, with the same orientations, shifts and noise as the dataset of the map itself
+        (same seed); ``None``: the map as loaded.
     """
 
     map: str = "pseudo"
@@ -144,6 +148,7 @@ class SimulationParameters:
     seed: int = 0
     split: dict[str, float] = field(default_factory=lambda: dict(PAPER_SPLIT))
     map_resolution: float | None = None
+    map_low_pass: float | None = None
 
     def __post_init__(self) -> None:
         if int(self.n_projections) != self.n_projections or self.n_projections < 1:
@@ -160,6 +165,8 @@ class SimulationParameters:
             raise ValueError(
                 f"shift_limit {self.shift_limit} px is larger than half the box ({self.box_size} px)"
             )
+        if self.map_low_pass is not None and not self.map_low_pass > 0:
+            raise ValueError(f"map_low_pass must be a positive number of Å; got {self.map_low_pass!r}")
         low, high = self.defocus_range
         if not 0 < low <= high:
             raise ValueError(f"defocus_range must satisfy 0 < low <= high (Å); got {self.defocus_range}")
@@ -168,8 +175,9 @@ class SimulationParameters:
         """JSON-ready parameters."""
         d = asdict(self)
         d["defocus_range"] = list(self.defocus_range)
-        if self.map_resolution is None:  # the default: absent, so datasets cached before it keep their keys
-            del d["map_resolution"]
+        for name in ("map_resolution", "map_low_pass"):  # absent by default: older caches keep their keys
+            if d[name] is None:
+                del d[name]
         return d
 
 
@@ -435,7 +443,11 @@ def load_dataset(
     progress : show a progress bar while simulating.
     """
     density = load_map(
-        params.map, box_size=params.box_size, voxel_size=params.voxel_size, resolution=params.map_resolution
+        params.map,
+        box_size=params.box_size,
+        voxel_size=params.voxel_size,
+        resolution=params.map_resolution,
+        low_pass=params.map_low_pass,
     )
     root = Path(cache_dir) if cache_dir is not None else data_dir() / "datasets"
     root.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,7 @@ import numpy as np
 import scipy.fft
 import torch
 
+from cryoorient.filters import low_pass as low_pass_filter
 from cryoorient.fsc import fourier_shell_correlation
 from cryoorient.paths import atomic_path, atomic_write, data_dir, map_dirs, sha256_file
 from cryoorient.pseudo_protein import pseudo_protein
@@ -707,6 +708,7 @@ def load_map(
     voxel_size: float | None = None,
     fallback: bool = True,
     resolution: float | None = None,
+    low_pass: float | None = None,
 ) -> DensityMap:
     """Load a density map by path or by name, as a cube.
 
@@ -752,6 +754,11 @@ def load_map(
     resolution : Å, the resolution atomic models and pseudo-proteins are rendered at (``None``:
         :data:`DEFAULT_RESOLUTION` at ``voxel_size``); an error for MRC maps, whose resolution
         is what it is.
+    low_pass : Å: the map, once resampled (and normalised), is low-pass filtered to this
+        resolution (:func:`cryoorient.filters.low_pass`: half amplitude there, a 2-shell cosine
+        edge), as a user's low-resolution initial model of the structure; its values are then as
+        the filter leaves them (with some ringing below zero), and :attr:`DensityMap.origin`
+        records the filter. At least the Nyquist limit, twice the returned voxel size.
 
     Returns
     -------
@@ -770,6 +777,8 @@ def load_map(
         raise ValueError(f"voxel_size must be a positive number of Å; got {voxel_size!r}")
     if resolution is not None and (not np.isfinite(resolution) or resolution <= 0):
         raise ValueError(f"resolution must be a positive number of Å; got {resolution!r}")
+    if low_pass is not None and (not np.isfinite(low_pass) or low_pass <= 0):
+        raise ValueError(f"low_pass must be a positive number of Å; got {low_pass!r}")
     if resolution is None:
         render = (DEFAULT_RESOLUTION, DEFAULT_VOXEL_SIZE if voxel_size is None else float(voxel_size))
     else:
@@ -807,9 +816,26 @@ def load_map(
     density = resample_map(density, box_size=box_size, voxel_size=voxel_size)
     processed = f"{density.origin}; {density.box_size} px at {density.voxel_size:.6g} Å"
     if as_given:
-        return DensityMap(density.data, density.voxel_size, density.name, density.source, processed)
-    data = normalize_map(density.data)
-    return DensityMap(data, density.voxel_size, density.name, density.source, processed + ", normalised")
+        density = DensityMap(density.data, density.voxel_size, density.name, density.source, processed)
+    else:
+        data = normalize_map(density.data)
+        processed += ", normalised"
+        density = DensityMap(data, density.voxel_size, density.name, density.source, processed)
+    return density if low_pass is None else _low_passed(density, float(low_pass))
+
+
+def _low_passed(density: DensityMap, resolution: float) -> DensityMap:
+    """``density`` low-pass filtered to ``resolution`` Å, the filter recorded in its origin."""
+    nyquist = 2 * density.voxel_size
+    if resolution < nyquist:
+        raise ValueError(
+            f"low_pass {resolution:g} Å is finer than the map's Nyquist limit, {nyquist:.4g} Å "
+            f"(twice its {density.voxel_size:.4g} Å voxels): ask for {nyquist:.4g} Å or coarser"
+        )
+    data = low_pass_filter(density.data, density.voxel_size, resolution).numpy()
+    return DensityMap(
+        data, density.voxel_size, density.name, density.source, f"{density.origin}; low-pass {resolution:g} Å"
+    )
 
 
 def _fall_back(key: str, reason: str, render: tuple[float, float], fallback: bool) -> DensityMap:

@@ -128,6 +128,27 @@ def test_parameters_change_the_key(tmp_path):
     assert not np.array_equal(a.particles.images, b.particles.images)
 
 
+def test_a_low_passed_map_gives_the_same_orientations_blurred_images_and_its_own_key(tmp_path):
+    plain = load_dataset(SimulationParameters(**SMALL), cache_dir=tmp_path, progress=False)
+    params = SimulationParameters(**SMALL, map_low_pass=40.0)
+    blurred = load_dataset(params, cache_dir=tmp_path, progress=False)
+    assert blurred.path != plain.path
+    assert np.array_equal(blurred.quaternions, plain.quaternions)  # same seed: same orientations
+    assert {k: list(v) for k, v in blurred.splits.items()} == {k: list(v) for k, v in plain.splits.items()}
+
+    def fine_power(images: np.ndarray) -> float:  # share of the power beyond 1/32 Å⁻¹ (shell 8 of 32)
+        f = np.abs(np.fft.fft2(images - images.mean(axis=(1, 2), keepdims=True))) ** 2
+        k = np.fft.fftfreq(32, d=1 / 32)
+        fine = np.hypot(k[:, None], k[None, :]) > 8
+        return float(f[:, fine].sum() / f.sum())
+
+    assert fine_power(blurred.particles.images) < 0.01 * fine_power(plain.particles.images)
+    assert "map_low_pass" not in plain.record["parameters"]  # the default: older datasets keep their keys
+    assert blurred.record["parameters"]["map_low_pass"] == 40.0
+    with pytest.raises(ValueError, match=r"map_low_pass must be a positive number of Å; got -1"):
+        SimulationParameters(**SMALL, map_low_pass=-1.0)
+
+
 def test_interrupted_write_leaves_no_dataset(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

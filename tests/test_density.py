@@ -25,6 +25,8 @@ from cryoorient.density import (
     resample_map,
     write_map,
 )
+from cryoorient.filters import low_pass
+from cryoorient.fsc import fourier_shell_correlation
 from cryoorient.pseudo_protein import pseudo_protein
 
 SHARED_5J0N = Path(__file__).resolve().parents[2] / "shared" / "data" / "5j0n.mrc"
@@ -656,6 +658,26 @@ def test_unknown_names_raise(name):
     with pytest.raises(MapError, match="accepted") as error:
         load_map(name)
     assert "pseudo-d2" in str(error.value) and "5j0n" in str(error.value)
+
+
+def test_load_map_low_pass_is_the_loaded_map_filtered_and_says_so():
+    plain = load_map("pseudo:1", box_size=40, voxel_size=4.0)
+    blurred = load_map("pseudo:1", box_size=40, voxel_size=4.0, low_pass=25.0)
+    assert blurred.origin == plain.origin + "; low-pass 25 Å"
+    assert blurred.name == plain.name and blurred.voxel_size == plain.voxel_size
+    expected = low_pass(plain.data, 4.0, 25.0).numpy()
+    np.testing.assert_array_equal(blurred.data, expected)  # filtered after normalising, not renormalised
+    frequencies, fsc = fourier_shell_correlation(plain.data, blurred.data, voxel_size=4.0)
+    cut = 40 * 4.0 / 25.0  # shell 6.4: agreement below the edge, none beyond it
+    assert fsc[1 : int(cut - 1) + 1].min() > 0.99
+    k = np.fft.fftfreq(40, d=1 / 40) ** 2
+    beyond = np.sqrt(k[:, None, None] + k[None, :, None] + k[None, None, :]) > cut + 1
+    power = [float((np.abs(np.fft.fftn(m.data)) ** 2)[beyond].sum()) for m in (plain, blurred)]
+    assert power[1] < 1e-9 * power[0]  # float32 rounding only (the FSC, blind to scale, sees that too)
+    with pytest.raises(ValueError, match=r"low_pass 7 Å is finer than the map's Nyquist limit, 8 Å"):
+        load_map("pseudo:1", box_size=40, voxel_size=4.0, low_pass=7.0)
+    with pytest.raises(ValueError, match=r"low_pass must be a positive number of Å; got 0"):
+        load_map("pseudo:1", low_pass=0)
 
 
 def test_load_map_rejects_bad_sizes():
