@@ -131,6 +131,7 @@ def contest_level(
     settings: ContestSettings = ContestSettings(),
     done: Collection[str] = (),
     on_row: Callable[[str, dict], None] | None = None,
+    reference: torch.Tensor | np.ndarray | None = None,
     device: Device = None,
     progress: bool = False,
 ) -> dict[str, dict]:
@@ -151,6 +152,9 @@ def contest_level(
     done : contenders to skip (already measured); their starts are recomputed when a refined
         contender needs them.
     on_row : called with each new row's name and dict as soon as it is measured (to save it).
+    reference : (D, D, D) the map projection matching searches against, on the images' grid
+        (``None``: ``volume``, the true map); e.g. a low-pass filtered map, a user's initial model.
+        Every row is still scored against ``volume``.
     device : where to compute (``None``: CUDA when available).
     progress : progress bars and one line per row.
 
@@ -200,7 +204,8 @@ def contest_level(
             "seconds": 0.0, "resolution": ceiling, "map_seconds": time.perf_counter() - tic, "n": len(true_q)}
         emit("truth", row, f"FSC 0.5 {ceiling:.1f} Å")
     if "matching" in wanted:
-        matches, seconds = match_to_map(chosen, volume, device=device, progress=progress)
+        against = volume if reference is None else torch.as_tensor(reference, dtype=torch.float32)
+        matches, seconds = match_to_map(chosen, against, device=device, progress=progress)
         record("matching", matrix_to_quaternion(matches.rotations), seconds)
     starts: dict[str, torch.Tensor] = {}
     needs = {REFINED_FROM[c] for c in wanted if c in REFINED_FROM}

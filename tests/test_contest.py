@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from cryoorient import contest
 from cryoorient.contest import (
     CONTENDERS,
     REFINED_FROM,
@@ -11,7 +12,9 @@ from cryoorient.contest import (
     estimator_level,
 )
 from cryoorient.density import load_map
+from cryoorient.filters import low_pass
 from cryoorient.geometry import quaternion_to_matrix
+from cryoorient.matching import Matches
 from cryoorient.projection import project
 from cryoorient.sampling import sample_orientations
 
@@ -94,6 +97,28 @@ def test_contest_level_measures_each_contender_asked_for_and_reports_each_row(ti
     again = contest_level(images, q, np.arange(60), np.arange(80), volume, 10.0, model=None, image_size=None,
                           contenders=["matching"], done=["matching"])
     assert again == {}
+
+
+def test_matching_searches_the_reference_and_is_scored_against_the_true_map(tiny, monkeypatch):
+    images, q, volume = tiny
+    searched = []
+
+    def match_to_map(stack, against, **kwargs):  # records the map searched; finds the truth
+        searched.append(against)
+        zeros = torch.zeros(20, dtype=torch.float64)
+        return Matches(quaternion_to_matrix(q[:20]), zeros, zeros * float("nan")), 0.0
+
+    monkeypatch.setattr(contest, "match_to_map", match_to_map)
+    blurred = low_pass(volume, 10.0, 40.0)  # a 40 Å initial model
+
+    def row(reference):
+        return contest_level(images, q, np.arange(20), np.arange(80), volume, 10.0, model=None,
+                             image_size=None, contenders=["matching"], reference=reference)["matching"]
+
+    plain, initial = row(None), row(blurred)
+    assert torch.equal(searched[0], volume) and torch.equal(searched[1], blurred)
+    assert initial["e_reg"] == plain["e_reg"] < 1e-6
+    assert initial["resolution"] == plain["resolution"]  # the map from the images, against the true map
 
 
 def test_contest_level_refuses_unknown_contenders_and_learned_rows_without_a_model(tiny):
