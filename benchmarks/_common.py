@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import platform
@@ -10,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from cryoorient.paths import atomic_write
 
 
 def cpu_model() -> str:
@@ -52,3 +56,14 @@ def status_mib(field: str) -> float:
     except OSError:
         pass
     return math.nan
+
+
+def write_json(result: dict, path: Path, indent: int = 1) -> None:
+    """Write a benchmark's JSON atomically, so that an interrupted run keeps what it had finished."""
+    text = (json.dumps(result, indent=indent, default=float) + "\n").encode()
+    atomic_write(path, lambda f: f.write(text))
+
+
+def parameters_key(parameters: dict) -> str:
+    """A short hash of the parameters a resumable run's rows depend on (rows of others are redone)."""
+    return hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()[:12]

@@ -44,13 +44,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine_info, print_table, status_mib
+from _common import machine_info, print_table, status_mib, write_json
 
 from cryoorient.density import load_map
 from cryoorient.gauge import fix_gauge
 from cryoorient.geometry import quaternion_to_matrix
 from cryoorient.model_cache import DEFAULT_MODEL
-from cryoorient.paths import atomic_write, git_commit
+from cryoorient.paths import git_commit
 from cryoorient.pipeline import DENSE_LIMIT, embed_images, recover_from_features
 from cryoorient.projection import add_noise, project
 from cryoorient.sampling import sample_orientations
@@ -225,11 +225,6 @@ def run_size(n: int, args: argparse.Namespace) -> dict:
     return point
 
 
-def write(result: dict) -> None:
-    """Write the JSON atomically (an interrupted run keeps the sizes it finished)."""
-    text = (json.dumps(result, indent=2, default=float) + "\n").encode()
-    atomic_write(RESULT, lambda f: f.write(text))
-
 
 def main(argv: list[str] | None = None) -> dict:
     """Run each size in its own interpreter, print the table and write the JSON."""
@@ -277,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"P = {n:,} ...", flush=True)
         points.append(run_size(n, args))
         result["machine"]["load_average_1_5_15_min_after"] = list(os.getloadavg())
-        write(result)
+        write_json(result, RESULT, indent=2)
     at_target = [p for p in points if p["status"] == "ok" and p["n"] == TARGET["n"]]
     result["meets_target"] = (
         at_target[0]["peak_rss_mib"] <= TARGET["peak_rss_gib"] * 1024 if at_target else None
@@ -286,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["cli_meets_target"] = (
         cli_at_target[0]["peak_rss_mib"] <= TARGET["peak_rss_gib"] * 1024 if cli_at_target else None
     )
-    write(result)
+    write_json(result, RESULT, indent=2)
     header = ["P", "path", *(f"{s} (s)" for s in STAGES), "total (s)", "peak RSS (MiB)"]
     rows = [header + [f"peak {s} (MiB)" for s in STAGES] + ["recover command (s)", "its peak RSS (MiB)"]]
     for p in points:

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine_info, print_table
+from _common import machine_info, print_table, write_json
 from noise_ablation import BOX, STUDY, dataset, evaluate
 
 from cryoorient.dataset import SimulationParameters, load_dataset
@@ -58,7 +58,7 @@ from cryoorient.geometry import quaternion_to_matrix
 from cryoorient.ladder import evaluate as evaluate_rung
 from cryoorient.ladder import evaluation_pairs
 from cryoorient.model_cache import dataset_model, model_config, noise_curriculum, paper_method_config
-from cryoorient.paths import atomic_write, git_commit
+from cryoorient.paths import git_commit
 from cryoorient.pipeline import learned_recovery
 from cryoorient.reconstruction import reconstruct
 from cryoorient.training import evaluate_distances, split_pairs
@@ -76,11 +76,6 @@ def summary(rows: dict[str, dict], level: str, key: str) -> dict | None:
         return None
     return {"n": len(values), "mean": float(np.mean(values)), "min": min(values), "max": max(values)}
 
-
-def write(result: dict) -> None:
-    """Write the JSON atomically (a run stopped between two models keeps the finished ones)."""
-    text = (json.dumps(result, indent=2, default=float) + "\n").encode()
-    atomic_write(RESULT, lambda f: f.write(text))
 
 
 # each dataset and map is read once, whatever the number of seeds measured on it
@@ -197,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
             row = measure(level)(seed) | {"seconds_now": time.perf_counter() - start}
             rows.setdefault(str(seed), {})[level] = row
             result["spread"] = {lv: {k: summary(rows, lv, k) for k in MEASURES} for lv in LEVELS}
-            write(result)
+            write_json(result, RESULT, indent=2)
             print(
                 f"seed {seed}, {level}: E_OR {row['e_or']:.3f} rad (median {row['e_or_median']:.3f}), "
                 f"MAE {row['mae']:.3f} rad",

@@ -21,33 +21,21 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine_info, print_table
+from _common import machine_info, parameters_key, print_table, write_json
 
 from cryoorient.contest import CONTENDERS, ContestSettings, contest_level, estimator_level
 from cryoorient.dataset import study_dataset
 from cryoorient.density import load_map
 from cryoorient.model_cache import model_config, noise_curriculum
-from cryoorient.paths import atomic_write, git_commit
+from cryoorient.paths import git_commit
 from cryoorient.study import default_study
 
 RESULT = Path(__file__).resolve().parent / "results" / "who_wins.json"
-
-
-def parameters_key(parameters: dict) -> str:
-    """A short hash of the parameters a row depends on (rows of other parameters are recomputed)."""
-    return hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def write(result: dict, path: Path) -> None:
-    """The JSON, atomically."""
-    text = (json.dumps(result, indent=1) + "\n").encode()
-    atomic_write(path, lambda f: f.write(text))
 
 
 def run_level(study, level: float, model, image_size, volume: torch.Tensor, args: argparse.Namespace,
@@ -106,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         except ValueError as error:
             raise SystemExit(f"--noise: {error}") from None
         run_level(study, level, chain[level].model, config.image_size, volume, args,
-                  result["levels"].setdefault(f"{level:g}", {}), lambda: write(result, args.output))
+                  result["levels"].setdefault(f"{level:g}", {}), lambda: write_json(result, args.output))
     header = ["σ²", "contender", "E_OR", "E_OR,reg", "median", "< 5°", "< 10°", "FSC 0.5 (Å)", "seconds"]
     table = [
         [level, name, *(f"{r[k]:.3f}" for k in ("e_or", "e_reg", "e_reg_median", "within_5", "within_10")),
