@@ -94,4 +94,6 @@ def spectral_quaternions(d: torch.Tensor, n_starts: int, generator: torch.Genera
     m = 1.0 + 2.0 * torch.cos(d)
     values, vectors = _top_eigenvectors(lambda z: m @ z, m.shape[0], 9, generator, m)
     y = vectors * values.clamp(min=0).sqrt()
+    if y.shape[1] < 9:  # P < 9: the embedding has rank P at most, its missing axes are zero
+        y = torch.nn.functional.pad(y, (0, 9 - y.shape[1]))
     return rotations_from_embedding(y, n_starts, generator)

@@ -73,6 +73,16 @@ def test_spectral_initialisation_is_exact_for_exact_distances(truth, exact):
     assert align_orientations(truth, q).error < 1e-6
 
 
+@pytest.mark.parametrize("n", [4, 6, 8, 9])
+def test_fewer_than_nine_projections_still_recover(n):
+    # the spectral start's embedding is 9-D; below 9 projections it has rank P, padded with zeros
+    q = sample_orientations(n, seed=20 + n)
+    result = recover_orientations(quaternion_distance_matrix(q), device="cpu", n_restarts=4)
+    found = quaternion_distance_matrix(result.quaternions)
+    assert result.quaternions.shape == (n, 4) and torch.isfinite(result.quaternions).all()
+    assert float((found - quaternion_distance_matrix(q)).abs().max()) < 1e-3
+
+
 def test_refinement_from_a_rough_start(truth, exact):
     # a start 0.2 rad away from the truth, refined by L-BFGS on L_OR alone
     noise = torch.from_numpy(np.random.default_rng(13).standard_normal((P, 4))) * 0.05
