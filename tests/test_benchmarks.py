@@ -1,5 +1,6 @@
 """Fast checks of the benchmark scripts' logic (no timings asserted; the benchmarks themselves are slow)."""
 
+import argparse
 import copy
 import importlib
 from pathlib import Path
@@ -159,3 +160,14 @@ def test_colab_like_names_the_cell_that_ran_at_the_peak(monkeypatch):
     later = at + datetime.timedelta(minutes=5)
     assert colab_like.peak_cell(notebook, later) is None
     assert colab_like.peak_cell(None, at) is None
+
+
+def test_degraded_maps_reads_training_map_resolutions_and_refuses_bad_ones(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    degraded = importlib.import_module("degraded_maps")
+    assert degraded.resolution_key("none") is None and degraded.resolution_key("None") is None
+    assert degraded.resolution_key("25") == 25.0
+    with pytest.raises(argparse.ArgumentTypeError, match=r"positive number of Å or 'none'; got '-5'"):
+        degraded.resolution_key("-5")
+    with pytest.raises(SystemExit):  # argparse turns the refusal into a usage error
+        degraded.main(["--resolutions", "0"])
