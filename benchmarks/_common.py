@@ -67,3 +67,13 @@ def write_json(result: dict, path: Path, indent: int = 1) -> None:
 def parameters_key(parameters: dict) -> str:
     """A short hash of the parameters a resumable run's rows depend on (rows of others are redone)."""
     return hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()[:12]
+
+
+CONTEST_HEADER = ["E_OR", "E_OR,reg", "median", "< 5°", "< 10°", "FSC 0.5 (Å)"]
+"""Column names of :func:`contest_cells`."""
+
+
+def contest_cells(row: dict) -> list[str]:
+    """A :func:`cryoorient.contest.contest_level` row's errors, shares and resolution, as table cells."""
+    shares = (f"{row[k]:.3f}" for k in ("e_or", "e_reg", "e_reg_median", "within_5", "within_10"))
+    return [*shares, f"{row['resolution']:.1f}"]

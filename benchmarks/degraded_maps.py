@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine_info, parameters_key, print_table, write_json
+from _common import CONTEST_HEADER, contest_cells, machine_info, parameters_key, print_table, write_json
 
 from cryoorient.contest import ContestSettings, contest_level, estimator_level
 from cryoorient.dataset import study_dataset
@@ -111,11 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
                           data.particles.pixel_size, model=chain[level].model, image_size=config.image_size,
                           contenders=CONTENDERS, settings=settings, done=set(rows), on_row=keep,
                           reference=torch.from_numpy(reference.data), progress=True)
-    header = ["training map", "σ²", "contender", "E_OR", "E_OR,reg", "median", "< 5°", "< 10°", "FSC 0.5 (Å)"]
+    header = ["training map", "σ²", "contender", *CONTEST_HEADER]
     table = [
-        [name, level, contender,
-         *(f"{r[k]:.3f}" for k in ("e_or", "e_reg", "e_reg_median", "within_5", "within_10")),
-         f"{r['resolution']:.1f}"]
+        [name, level, contender, *contest_cells(r)]
         for name, by_level in result["maps"].items()
         for level, rows in by_level.items()
         for contender, r in rows.items()
