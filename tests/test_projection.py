@@ -395,6 +395,43 @@ def test_ctf_bounds_envelope_and_batching():
     torch.testing.assert_close(damped, plain * torch.exp(-100.0 / 4 * u2).float(), atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow  # imports ASPIRE
+@pytest.mark.parametrize(
+    ("defocus_u", "defocus_v", "angle_degrees", "voltage", "cs", "q0"),
+    [(15000.0, 15000.0, 0.0, 300.0, 2.7, 0.1), (22000.0, 14000.0, 30.0, 300.0, 2.7, 0.1),
+     (9000.0, 12500.0, 125.0, 200.0, 2.0, 0.07)],
+)
+def test_ctf_agrees_with_aspires_independent_port_of_relions_up_to_its_sign(
+    defocus_u, defocus_v, angle_degrees, voltage, cs, q0
+):
+    # ASPIRE's CTFFilter ports RELION's CTF independently (its MATLAB cryo_CTF_Relion): same defocus
+    # columns (Å, positive underfocus), astigmatism angle from the x axis, kV, Cs in mm, Q0. Its
+    # sign is the opposite of RELION's (ASPIRE's value at zero frequency is -Q0, RELION's +Q0, see
+    # above); every frequency must agree once that sign is accounted for.
+    filters = pytest.importorskip("aspire.operators.filters")
+    d, pixel = 96, 1.3
+    ours = ctf_2d(d, pixel, defocus_u=defocus_u, defocus_v=defocus_v, voltage=voltage,
+                  astigmatism_angle=math.radians(angle_degrees), spherical_aberration=cs,
+                  amplitude_contrast=q0, device="cpu").double()
+    cycles = np.fft.fftfreq(d)  # cycles per pixel; RELION's Nyquist bin is +1/2, numpy's -1/2
+    cycles[d // 2] = 0.5
+    fy, fx = np.meshgrid(cycles, cycles, indexing="ij")
+    omega = 2 * np.pi * np.stack([fx.ravel(), fy.ravel()])  # ASPIRE's x first, in radians per pixel
+    theirs = filters.CTFFilter(voltage=voltage, defocus_u=defocus_u, defocus_v=defocus_v,
+                               defocus_ang=math.radians(angle_degrees), Cs=cs, alpha=q0, B=0)
+    aspire = torch.from_numpy(theirs._evaluate(omega, pixel_size=pixel).reshape(d, d))
+    # the one difference: ASPIRE's electron wavelength, 12.2639 / sqrt(V + 0.97845e-6 V²) Å, is 3e-5
+    # shorter than RELION's; the phase error it makes grows with u² (defocus) and u⁴ (Cs)
+    volts = voltage * 1e3
+    theirs_wavelength = 12.2639 / math.sqrt(volts + 0.97845e-6 * volts**2)
+    relion_wavelength = 12.2643247 / math.sqrt(volts * (1 + 0.978466e-6 * volts))
+    u2 = torch.from_numpy((fx**2 + fy**2) / pixel**2)  # 1/Å²
+    phase_error = (math.pi * abs(relion_wavelength - theirs_wavelength) * max(defocus_u, defocus_v) * u2
+                   + math.pi / 2 * cs * 1e7 * abs(relion_wavelength**3 - theirs_wavelength**3) * u2**2)
+    # (at most 0.016 in the corners here: an astigmatism angle, defocus or unit wrong would be O(1))
+    assert torch.all((ours + aspire).abs() <= phase_error + 1e-5)  # |Δ sin γ| <= |Δγ|
+
+
 def test_ctf_rejects_bad_parameters():
     with pytest.raises(ValueError, match="1.5"):
         ctf_2d(**CTF_ARGS, defocus_u=1e4, amplitude_contrast=1.5)
