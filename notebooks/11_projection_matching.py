@@ -215,7 +215,9 @@ for text, met in targets:
 
 # %% [markdown]
 # ## 3 · Results for the report
-# Section 1's rows and the full study's go to `paper/results/PROFILE/11_projection_matching.json`.
+# Section 1's rows and the full study's go to `paper/results/PROFILE/11_projection_matching.json`;
+# its noiseless and SNR-matched levels also give the claims table its projection-matching and
+# refinement rows, beside the learned distances'.
 
 # %%
 verdict = contest_verdict(levels)
@@ -226,6 +228,7 @@ values = {
         "levels": levels, "parameters": full["parameters"], "commit": full["commit"], "date": full["date"],
     },
     "labels": CONTENDERS,
+    "at": {"noiseless": levels.get("0"), "matched": levels.get(matched)},  # the claims table's rows
     "verdict": verdict,
     "targets": [{"target": text, "met": met} for text, met in targets],
 }
