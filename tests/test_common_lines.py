@@ -74,6 +74,13 @@ def test_class_averages_lie_in_their_reference_frame(clean):
         assert np.corrcoef(average.ravel(), reference.ravel())[0, 1] > 0.8
     with pytest.raises(ValueError, match="too few"):
         common_lines.class_averages(images[:20], 4.0, 12)
+    # clean images' neighbourhoods overlap: asked for half the stack, the selector keeps fewer
+    with pytest.raises(ValueError, match=r"ASPIRE selected \d+ classes, fewer than the 80 asked for"):
+        common_lines.class_averages(images, pixel_size, 80, n_neighbours=10, box_size=None)
+    fewer = common_lines.class_averages(images, pixel_size, 80, n_neighbours=10, box_size=None,
+                                        allow_fewer=True)
+    k = len(fewer.references)
+    assert 0 < k < 80 and fewer.images.shape == (k, 32, 32) and fewer.members.shape == (k, 10)
     with pytest.raises(ValueError, match="n_neighbours"):
         common_lines.class_averages(images, 4.0, 12, n_neighbours=1)
 
