@@ -20,8 +20,9 @@ import yaml
 __all__ = ["METHODS", "Claim", "Claims", "ClaimsError", "Number", "claims_path", "load_claims"]
 
 DIRECTIONS = ("lower", "higher")
-METHODS = ("ours", "paper")
-"""What a claims-table row measured: our modified method, or the paper's own method at our images."""
+METHODS = ("ours", "paper", "beyond")
+"""What a claims-table row measured: our modified method, the paper's own method at our images, or
+something beyond the paper (projection matching against the map, refinement), with no verdict."""
 _KEY = re.compile(r"[a-z][a-z0-9_]*")
 _MACRO = re.compile(r"[A-Za-z]+")
 _MATCH_TOLERANCE = 1e-9  # a {field: value} path item matches numbers this close
@@ -110,8 +111,9 @@ class Claim:
     caveat : what makes the comparison imperfect (sizes, hardware).
     comparable : ``False`` when ours measures something else than the paper's (another SNR, other
         work timed): both are shown, with no verdict.
-    method : ``"ours"`` (our modified method measured it) or ``"paper"`` (the paper's own method,
-        run at our images: notebook 09); decides the verdict's words.
+    method : ``"ours"`` (our modified method measured it), ``"paper"`` (the paper's own method,
+        run at our images: notebook 09), which decide the verdict's words, or ``"beyond"`` (what the
+        paper does not run, e.g. projection matching, refinement: always ``comparable=False``).
     seeded : whether the number comes from a trained estimator, so that its verdict needs several
         training seeds (``False`` for, e.g., recovery from perturbed exact distances).
     grid : for a resolution, the number keys of the box size (px) and the pixel size (Å) of the
@@ -290,7 +292,9 @@ def _parse_claim(entry: object, where: str, keys: set[str]) -> Claim:
         raise ClaimsError(f"{where}: better must be 'lower' or 'higher'; got {better!r}")
     method = _field(entry, "method", str, where, "ours")
     if method not in METHODS:
-        raise ClaimsError(f"{where}: method must be 'ours' or 'paper'; got {method!r}")
+        raise ClaimsError(f"{where}: method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method == "beyond" and _field(entry, "comparable", bool, where, True):
+        raise ClaimsError(f"{where}: a row beyond the paper gets no verdict against it: comparable: false")
     grid = _field(entry, "grid", list, where, None)
     if grid is not None:
         if len(grid) != 2 or not all(isinstance(g, str) for g in grid):

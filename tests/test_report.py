@@ -181,6 +181,8 @@ DELETE = object()
         ),
         ("claims", {"paper": "0.2"}, r"claims\[1\] \(key '\w+'\): paper must be"),
         ("claims", {"source": DELETE}, r"claims\[1\] \(key '\w+'\): missing field 'source'"),
+        ("claims", {"method": "theirs"}, r"\(key '\w+'\): method must be one of ours, paper, beyond"),
+        ("claims", {"method": "beyond", "comparable": True}, r"\(key '\w+'\): a row beyond the paper"),
         ("setup", {"key": "nope"}, r"setup\[1\]: no number 'nope'"),
     ],
 )
