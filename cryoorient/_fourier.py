@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "centred_half_spectrum",
+    "frequency_radius",
     "padded_size",
     "signed_frequencies",
     "slice_frequencies",
@@ -27,6 +28,17 @@ def signed_frequencies(n: int, device: torch.device | None = None) -> torch.Tens
     """
     i = torch.arange(n, device=device)
     return torch.where(i <= n // 2, i, i - n)
+
+
+def frequency_radius(d: int, device: torch.device | None = None) -> torch.Tensor:
+    """``|k|`` at every frequency of an unshifted ``(D, D, D)`` transform, in Fourier shells.
+
+    ``k`` are ``torch.fft.fftfreq``'s integer frequencies (Nyquist at ``-D/2`` for even ``D``, the
+    same radius as ``+D/2``); float64 on ``device``. ``round(|k|)`` is the shell of a frequency
+    (``|k|`` is never a half-integer).
+    """
+    k = (torch.fft.fftfreq(d, device=device, dtype=torch.float64) * d) ** 2  # (D,) squared
+    return torch.sqrt(k[:, None, None] + k[None, :, None] + k[None, None, :])
 
 
 def padded_size(d: int, pad_factor: float) -> int:

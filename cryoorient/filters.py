@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from cryoorient._checks import check_volume
+from cryoorient._fourier import frequency_radius
 
 __all__ = ["low_pass", "low_pass_weights"]
 
@@ -51,8 +52,7 @@ def low_pass_weights(
         )
     if not (math.isfinite(edge_shells) and edge_shells >= 0):
         raise ValueError(f"edge_shells must be a non-negative number of Fourier shells; got {edge_shells!r}")
-    k = torch.fft.fftfreq(box_size, d=1.0 / box_size, dtype=torch.float64) ** 2
-    radius = torch.sqrt(k[:, None, None] + k[None, :, None] + k[None, None, :])  # shells
+    radius = frequency_radius(box_size)  # shells
     cut = box_size * voxel_size / resolution
     if edge_shells == 0:
         return (radius <= cut).to(torch.float64)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from cryoorient._checks import check_volume
+from cryoorient._fourier import frequency_radius
 
 __all__ = ["fourier_shell_correlation", "resolution"]
 
@@ -70,9 +71,7 @@ def fourier_shell_correlation(
     d = v1.shape[0]
     f1 = torch.fft.fftn(v1.to(torch.float64))
     f2 = torch.fft.fftn(v2.to(v1.device, torch.float64))
-    k = (torch.fft.fftfreq(d, device=v1.device, dtype=torch.float64) * d) ** 2  # (D,) squared
-    radius = torch.sqrt(k[:, None, None] + k[None, :, None] + k[None, None, :])
-    shell = torch.round(radius).long().reshape(-1)  # |k| is never a half-integer
+    shell = torch.round(frequency_radius(d, v1.device)).long().reshape(-1)  # |k| is never a half-integer
     keep = shell <= d // 2
     shell = shell[keep]
     n_shells = d // 2 + 1

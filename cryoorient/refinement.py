@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from cryoorient._checks import Device, check_positive, check_positive_int, check_rotations
+from cryoorient._fourier import frequency_radius
 from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.geometry import matrix_to_quaternion, quaternion_distance
 from cryoorient.map_alignment import MapAlignment, align_maps
@@ -134,8 +135,7 @@ def fsc_weighted(volume: torch.Tensor, fsc: torch.Tensor) -> torch.Tensor:
     (D, D, D) float32 filtered map (frequencies beyond shell ``D // 2`` removed).
     """
     d = volume.shape[0]
-    k = torch.fft.fftfreq(d, d=1.0 / d, dtype=torch.float64)
-    shell = torch.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2).round().long()
+    shell = frequency_radius(d).round().long()
     f = torch.as_tensor(fsc, dtype=torch.float64).clamp(min=0.0)
     weights = torch.sqrt(2 * f / (1 + f))
     weights = torch.cat((weights, torch.zeros(1, dtype=torch.float64)))  # beyond the last shell
