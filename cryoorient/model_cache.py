@@ -100,7 +100,11 @@ server of ``benchmarks/colab_like.py``, which stands in for GitHub."""
 
 
 def ship_model(
-    key: str, orientations: str, cache_dir: Path | None = None, models: Path | None = None
+    key: str,
+    orientations: str,
+    cache_dir: Path | None = None,
+    models: Path | None = None,
+    dataset_noise_variance: float | None = None,
 ) -> dict:
     """Copy the cached model ``key`` into the repository's ``models/`` and pin it in ``registry.json``.
 
@@ -109,7 +113,9 @@ def ship_model(
     the SHA-256 of ``model.pt``, ``history.json`` and (when the cache has it) ``training_data.json``,
     and the noise variance, epochs and warm start read from the model's own configuration;
     ``orientations`` (one of :data:`~cryoorient.sampling.SAMPLING_SCHEMES`) names the
-    dataset's orientations, which the model file does not hold.
+    dataset's orientations, which the model file does not hold; so does ``dataset_noise_variance``,
+    the noise simulated once into the dataset's images (the paper's way), beside the configuration's
+    ``noise_variance``, drawn afresh at every step.
 
     Parameters
     ----------
@@ -117,6 +123,7 @@ def ship_model(
     orientations : sampling scheme of the dataset it was trained on.
     cache_dir : the model cache (default ``data_dir() / "models"``).
     models : the shipped-models folder holding ``registry.json`` (default :func:`shipped_models_dir`).
+    dataset_noise_variance : σ² of the noise in the dataset's images, recorded when given (and not 0).
 
     Returns
     -------
@@ -143,6 +150,8 @@ def ship_model(
         "warm_start": config.warm_start,
         "orientations": orientations,
     }
+    if dataset_noise_variance:
+        entry["dataset_noise_variance"] = float(dataset_noise_variance)
     registry = json.loads((models / "registry.json").read_text())
     registry[key] = entry
     text = json.dumps(registry, indent=1) + "\n"
@@ -159,9 +168,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("key", help="cache key of the model: its folder name in data/models/")
     parser.add_argument("--orientations", required=True, choices=SAMPLING_SCHEMES,
                         help="sampling scheme of the dataset it was trained on")
+    parser.add_argument("--dataset-noise", type=float, default=None, metavar="SIGMA2",
+                        help="σ² of the noise simulated into the dataset's images (omit when clean)")
     args = parser.parse_args(argv)
     try:
-        entry = ship_model(args.key, args.orientations)
+        entry = ship_model(args.key, args.orientations, dataset_noise_variance=args.dataset_noise)
     except (FileNotFoundError, ValueError) as error:
         parser.exit(1, f"error: {error}\n")
     print(f"models/{args.key} shipped: {json.dumps(entry)}")

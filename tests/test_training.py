@@ -418,6 +418,10 @@ def test_ship_model_copies_a_cached_model_and_pins_it_in_the_registry(data, tmp_
     assert f"models/{key} shipped" in capsys.readouterr().out
     registry = json.loads((shipped / "registry.json").read_text())
     assert list(registry) == ["other", key] and registry[key]["orientations"] == "paper_half"
+    assert "dataset_noise_variance" not in registry[key]  # a clean dataset says nothing
+    model_cache.main([key, "--orientations", "paper_half", "--dataset-noise", "4.87039"])  # noisy images
+    entry = json.loads((shipped / "registry.json").read_text())[key]
+    assert entry["dataset_noise_variance"] == 4.87039 and entry["noise_variance"] == 0.0
     with pytest.raises(ValueError, match="unknown orientations 'sphere'"):
         model_cache.ship_model(key, "sphere", models=shipped)
     with pytest.raises(FileNotFoundError, match="lacks model.pt and history.json: train the model first"):
@@ -445,8 +449,8 @@ def _curriculum_keys(orientations: str, levels: list[float], density, study) -> 
     return found
 
 
-PAPER_METHOD_SHIPPED: tuple[str, ...] = ("uniform",)
-"""Coverages on which notebook 09's paper-method estimator is shipped (in training when empty)."""
+PAPER_METHOD_SHIPPED: tuple[tuple[str, float | str], ...] = (("uniform", 0.0),)
+"""(orientations, σ² or "matched") of notebook 09's shipped paper-method estimators: its ``estimators``."""
 SECOND_PROTEIN_SHIPPED = True
 """Whether notebook 10's estimator on the second protein (5a1a) is shipped."""
 LADDER_SHIPPED: tuple[str, ...] = ("inbatch", "orientation", "mse")
@@ -486,9 +490,12 @@ def test_shipped_models_are_the_notebooks_models():
     paper_method = [
         model_cache.config_key(
             model_cache.paper_method_config(default),
-            _dataset_key(SimulationParameters(**default.simulation(orientations=orientations)), density),
+            _dataset_key(SimulationParameters(**default.simulation(
+                orientations=orientations,
+                noise_variance=default.matched_noise_variance if noise == "matched" else float(noise),
+            )), density),
         )
-        for orientations in PAPER_METHOD_SHIPPED
+        for orientations, noise in PAPER_METHOD_SHIPPED
     ]
     chains[("default", "paper_method")] = paper_method
     # notebook 10: our estimator on the second protein (5a1a at quarter coverage), when its model is here
