@@ -25,11 +25,72 @@ import numpy as np
 import torch
 
 from cryoorient._checks import check_images
+from cryoorient.projection import ctf_2d
 
-__all__ = ["TREATMENTS", "phase_flip", "treat_images", "wiener_filter"]
+__all__ = [
+    "TREATMENTS",
+    "WIENER_NOISE_FLOOR",
+    "ctf_grids",
+    "phase_flip",
+    "treat_images",
+    "treatment_channels",
+    "wiener_filter",
+    "wiener_snr",
+]
 
 TREATMENTS = ("raw", "phase_flip", "wiener", "two_channel")
 """The input treatments, in the order the ablation reports them."""
+
+WIENER_NOISE_FLOOR = 0.01
+"""The smallest σ² the Wiener filter assumes (:func:`wiener_snr`): on noiseless images it then
+divides by the CTF only where ``|CTF| ≳ 0.1`` and lifts the frequencies near a zero at most 5 times,
+instead of dividing by numbers near zero."""
+
+
+def treatment_channels(treatment: str | None) -> int:
+    """Channels per image the network sees under ``treatment``: 2 for ``"two_channel"``, else 1.
+
+    ``None`` (images without a CTF, or used as given) is 1 channel too.
+    """
+    if treatment is not None and treatment not in TREATMENTS:
+        raise ValueError(f"unknown treatment {treatment!r}; choose one of {', '.join(TREATMENTS)}")
+    return 2 if treatment == "two_channel" else 1
+
+
+def wiener_snr(noise_variance: float) -> float:
+    """The Wiener filter's SNR for unit-variance images under white noise of variance ``noise_variance``.
+
+    ``1 / max(σ², WIENER_NOISE_FLOOR)``: the signal's variance over the noise's, the same at every
+    frequency (a flat spectrum: a coarse but parameter-free model).
+    """
+    if not (math.isfinite(noise_variance) and noise_variance >= 0):
+        raise ValueError(f"noise_variance must be a finite number >= 0; got {noise_variance!r}")
+    return 1.0 / max(float(noise_variance), WIENER_NOISE_FLOOR)
+
+
+def ctf_grids(
+    ctf: dict, box_size: int, pixel_size: float, index: np.ndarray | slice | None = None
+) -> torch.Tensor:
+    """The CTF of each particle of a stack: (N, D, D) float32, unshifted layout (:func:`ctf_2d`).
+
+    Parameters
+    ----------
+    ctf : per-particle parameters as in :class:`cryoorient.relion.ParticleStack` (``defocus_u``,
+        ``defocus_v`` (N,) Å, ``astigmatism_angle`` (N,) rad; ``voltage`` kV,
+        ``spherical_aberration`` mm, ``amplitude_contrast``, each one value).
+    box_size : D, pixels; pixel_size : Å per pixel.
+    index : the particles wanted (all when ``None``).
+    """
+    lens = {}
+    for name in ("voltage", "spherical_aberration", "amplitude_contrast"):
+        value = np.asarray(ctf[name], dtype=np.float64)
+        if value.ndim and len(np.unique(value)) > 1:
+            raise ValueError(f"the particles' {name} differs between them (optics groups); give one value")
+        lens[name] = float(value.flat[0])
+    pick = slice(None) if index is None else index
+    per_particle = {name: torch.as_tensor(np.asarray(ctf[name], dtype=np.float64)[pick])
+                    for name in ("defocus_u", "defocus_v", "astigmatism_angle")}
+    return ctf_2d(box_size, pixel_size, **per_particle, **lens, device="cpu")
 
 
 def _spectra(images: torch.Tensor | np.ndarray, ctf: torch.Tensor | np.ndarray):

@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cryoorient.ctf_correction import ctf_grids
 from cryoorient.dataset import Dataset
 from cryoorient.model_input import TRAINING_RECORD, InputRecord, write_record
 from cryoorient.paths import CACHE_SCHEMA, atomic_write, data_dir, installed_source, repo_root, sha256_file
 from cryoorient.sampling import SAMPLING_SCHEMES
-from cryoorient.siamese import SiameseDistance
 from cryoorient.study import Study, default_study
-from cryoorient.training import TrainingConfig, TrainingResult, load_model, train_distance
+from cryoorient.training import TrainingConfig, TrainingResult, load_model, network_for, train_distance
 
 __all__ = [
     "CURRICULUM_EPOCHS",
@@ -44,6 +44,7 @@ __all__ = [
     "ModelCacheWarning",
     "config_key",
     "curriculum_stage",
+    "dataset_ctf",
     "dataset_model",
     "dataset_record",
     "model_config",
@@ -276,6 +277,7 @@ def trained_model(
     cache_dir: str | Path | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    ctf: torch.Tensor | None = None,
 ) -> TrainingResult:
     """The model for ``config`` trained on a dataset: from the cache, else trained and cached.
 
@@ -290,6 +292,8 @@ def trained_model(
     config : the training configuration.
     dataset_key : identifies the data ``images`` come from.
     cache_dir, device, progress : where models live, where to train, progress bar.
+    ctf : (N, D, D) the images' CTFs, for a configuration with a ``treatment`` (as for
+        :func:`train_distance`); they come from the dataset, which ``dataset_key`` names.
     """
     root = Path(cache_dir) if cache_dir is not None else data_dir() / "models"
     folder = root / config_key(config, dataset_key)
@@ -317,7 +321,7 @@ def trained_model(
     try:
         result = train_distance(
             images, quaternions, splits, config, folder=folder, resume=True, device=device,
-            progress=progress, initial=initial,
+            progress=progress, initial=initial, ctf=ctf,
         )
     except ValueError as error:
         if "checkpoint" not in str(error):
@@ -326,7 +330,7 @@ def trained_model(
         (folder / "checkpoint.pt").unlink(missing_ok=True)
         result = train_distance(
             images, quaternions, splits, config, folder=folder, resume=False, device=device,
-            progress=progress, initial=initial,
+            progress=progress, initial=initial, ctf=ctf,
         )
     result.model.eval()
     return result
@@ -342,16 +346,40 @@ def dataset_model(
 ) -> TrainingResult:
     """:func:`trained_model` on a cached dataset (:func:`cryoorient.dataset.load_dataset`).
 
-    The dataset's cache folder name (a hash of its parameters and map) keys the model.
+    The dataset's cache folder name (a hash of its parameters and map) keys the model. A
+    configuration with a ``treatment`` trains on the dataset's CTFs (a dataset simulated with
+    ``ctf=True``); with in-plane rotations they must be isotropic (``defocus_u == defocus_v``).
     """
     images = torch.from_numpy(dataset.particles.images)
     result = trained_model(
         images, dataset.quaternions, dataset.splits, config, dataset.path.name,
-        cache_dir=cache_dir, device=device, progress=progress,
+        cache_dir=cache_dir, device=device, progress=progress, ctf=dataset_ctf(dataset, config),
     )
     if result.folder is not None and not (result.folder / TRAINING_RECORD).is_file():
         write_record(result.folder, dataset_record(dataset, config))
     return result
+
+
+def dataset_ctf(dataset: Dataset, config: TrainingConfig) -> torch.Tensor | None:
+    """The (N, D, D) CTFs ``config`` trains on: ``None`` without a ``treatment``.
+
+    Raises ``ValueError`` when the configuration has a treatment and the dataset no CTF, or when
+    its CTFs are astigmatic and the configuration turns images in-plane (the turned image's CTF
+    would turn with it).
+    """
+    if config.treatment is None:
+        return None
+    ctf = dataset.particles.ctf
+    if ctf is None:
+        raise ValueError(
+            f"treatment {config.treatment!r} needs a dataset with a CTF; {dataset.path.name} has none "
+            "(simulate it with ctf=True)"
+        )
+    if config.rotations and not np.array_equal(ctf["defocus_u"], ctf["defocus_v"]):
+        raise ValueError(f"{dataset.path.name}: astigmatic CTFs and in-plane rotations do not mix; "
+                         "use rotations=False")
+    images = dataset.particles.images
+    return ctf_grids(ctf, images.shape[-1], dataset.particles.pixel_size)
 
 
 def dataset_record(dataset: Dataset, config: TrainingConfig) -> InputRecord:
@@ -482,7 +510,7 @@ def warm_started(config: TrainingConfig, dataset_key: str, **changes) -> Trainin
 
 def config_key(config: TrainingConfig, dataset_key: str) -> str:
     """Cache key of a model: its configuration and the dataset it is trained on."""
-    network = SiameseDistance(config.architecture, config.n_features, config.distance).network
+    network = network_for(config).network
     blob = json.dumps(
         {
             "config": config.to_dict(),

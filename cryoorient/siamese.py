@@ -233,9 +233,9 @@ def distance_function(name: str):
     return _DISTANCE_FUNCTIONS[name]
 
 
-def _paper_network(n_features: int = 512) -> nn.Sequential:
+def _paper_network(n_features: int = 512, in_channels: int = 1) -> nn.Sequential:
     layers: list[nn.Module] = []
-    channels = (1, 32, 64, 128, 256, 256, 512, 512)
+    channels = (in_channels, 32, 64, 128, 256, 256, 512, 512)
     for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
         layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
@@ -277,9 +277,9 @@ class BatchNorm2d(nn.BatchNorm2d):
         return y * self.weight.view(shape) + self.bias.view(shape)
 
 
-def _compact_network(n_features: int) -> nn.Sequential:
+def _compact_network(n_features: int, in_channels: int = 1) -> nn.Sequential:
     layers: list[nn.Module] = []
-    channels = (1, 32, 64, 128, 256, 256)
+    channels = (in_channels, 32, 64, 128, 256, 256)
     for stage, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:], strict=True)):
         if stage > 0:
             layers.append(nn.MaxPool2d(2, ceil_mode=True))
@@ -289,22 +289,28 @@ def _compact_network(n_features: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def feature_network(architecture: str = "compact", n_features: int = 128) -> nn.Sequential:
-    """The feature extractor ``G_w``: ``(B, 1, H, W)`` images to ``(B, n_f)`` features.
+def feature_network(
+    architecture: str = "compact", n_features: int = 128, in_channels: int = 1
+) -> nn.Sequential:
+    """The feature extractor ``G_w``: ``(B, C, H, W)`` images to ``(B, n_f)`` features.
 
     Parameters
     ----------
     architecture : ``"paper"`` (512 features; another ``n_features`` adds a linear map to it, as
         for the appendix's n_f ablation) or ``"compact"``.
     n_features : n_f, the feature dimension.
+    in_channels : C, channels per image: 1, or 2 for a CTF-affected image beside its phase-flipped
+        copy (:func:`cryoorient.ctf_correction.treat_images`, ``"two_channel"``).
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     if int(n_features) != n_features or n_features < 1:
         raise ValueError(f"n_features must be a positive integer; got {n_features!r}")
+    if isinstance(in_channels, bool) or int(in_channels) != in_channels or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer; got {in_channels!r}")
     if architecture == "paper":
-        return _paper_network(int(n_features))
-    return _compact_network(int(n_features))
+        return _paper_network(int(n_features), int(in_channels))
+    return _compact_network(int(n_features), int(in_channels))
 
 
 class SiameseDistance(nn.Module):
@@ -315,22 +321,30 @@ class SiameseDistance(nn.Module):
     architecture : see :func:`feature_network`.
     n_features : n_f.
     distance : ``d_f``, one of :data:`DISTANCES` (``"cosine"``, ``"euclidean"``, ``"orientation"``).
+    in_channels : channels per image (see :func:`feature_network`).
     """
 
     def __init__(
-        self, architecture: str = "compact", n_features: int = 128, distance: str = "cosine"
+        self,
+        architecture: str = "compact",
+        n_features: int = 128,
+        distance: str = "cosine",
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
         self._distance = distance_function(distance)
-        self.config = {"architecture": architecture, "n_features": int(n_features), "distance": distance}
-        self.network = feature_network(architecture, n_features)
+        self.network = feature_network(architecture, n_features, in_channels)
+        self.config = {"architecture": architecture, "n_features": int(n_features), "distance": distance,
+                       "in_channels": int(in_channels)}
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """``G_w``: (B, H, W) or (B, 1, H, W) images to (B, n_f) features."""
-        if images.ndim == 3:
+        """``G_w``: (B, C, H, W) images, or (B, H, W) when C = 1, to (B, n_f) features."""
+        c = self.config["in_channels"]
+        if images.ndim == 3 and c == 1:
             images = images[:, None]
-        if images.ndim != 4 or images.shape[1] != 1:
-            raise ValueError(f"images must have shape (B, H, W) or (B, 1, H, W); got {tuple(images.shape)}")
+        if images.ndim != 4 or images.shape[1] != c:
+            shapes = "(B, H, W) or (B, 1, H, W)" if c == 1 else f"(B, {c}, H, W)"
+            raise ValueError(f"images must have shape {shapes}; got {tuple(images.shape)}")
         if not torch.isfinite(images).all():
             raise ValueError("images contain NaN or infinite values")
         return self.network(images)

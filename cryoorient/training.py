@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from cryoorient._checks import resolve_device
 from cryoorient._version import __version__
+from cryoorient.ctf_correction import TREATMENTS, treat_images, treatment_channels, wiener_snr
 from cryoorient.geometry import quaternion_distance, rotate_in_plane
 from cryoorient.paths import atomic_write
 from cryoorient.projection import add_noise, rotate_images, sample_shifts, shift_images
@@ -57,6 +58,7 @@ __all__ = [
     "load_model",
     "prepare_images",
     "train_distance",
+    "network_for",
     "training_seconds",
     "validation_flat",
 ]
@@ -101,6 +103,11 @@ class TrainingConfig:
         value of the training loss (MSE or MAE, as ``loss``) over the last ``patience`` epochs is
         less than :data:`FLAT_TOLERANCE` (relative) below the best of all earlier epochs.
         ``epochs`` is then the most the training may take; ``None`` trains all ``epochs``.
+    treatment : how CTF-affected images are prepared for the network, one of
+        :data:`~cryoorient.ctf_correction.TREATMENTS` (``"raw"``, ``"phase_flip"``, ``"wiener"``,
+        ``"two_channel"``), applied after the on-the-fly noise, so the noise passes through it as a
+        microscope's would; training then needs each image's CTF. ``None`` (default): images
+        without a CTF, used as given.
     """
 
     # the model's settings default to the default study's (cryoorient/studies/default.yml)
@@ -122,8 +129,12 @@ class TrainingConfig:
     warm_start: str | None = None
     loss: str = "mse"
     patience: int | None = None
+    treatment: str | None = None
 
     def __post_init__(self) -> None:
+        if self.treatment is not None and self.treatment not in TREATMENTS:
+            choices = ", ".join(TREATMENTS)
+            raise ValueError(f"unknown treatment {self.treatment!r}; choose one of {choices} or None")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.patience is not None and (int(self.patience) != self.patience or self.patience < 1):
@@ -149,19 +160,26 @@ class TrainingConfig:
             )
         if not 0 < self.pairs_fraction <= 1:
             raise ValueError(f"pairs_fraction must be in (0, 1]; got {self.pairs_fraction}")
-        SiameseDistance(self.architecture, self.n_features, self.distance)  # validates the network
+        network_for(self)  # validates the network
 
     def to_dict(self) -> dict:
         """JSON-ready parameters.
 
-        ``warm_start``, ``loss`` and ``patience`` appear only when they differ from their defaults,
-        so the cache keys of the models trained before the fields were added did not change.
+        ``warm_start``, ``loss``, ``patience`` and ``treatment`` appear only when they differ from
+        their defaults, so the cache keys of the models trained before the fields were added did
+        not change.
         """
         d = asdict(self)
-        for name, default in (("warm_start", None), ("loss", "mse"), ("patience", None)):
+        for name, default in (("warm_start", None), ("loss", "mse"), ("patience", None), ("treatment", None)):
             if d[name] == default:
                 del d[name]
         return d
+
+
+def network_for(config: TrainingConfig) -> SiameseDistance:
+    """A freshly initialised estimator with ``config``'s network (its channels from ``treatment``)."""
+    return SiameseDistance(config.architecture, config.n_features, config.distance,
+                           in_channels=treatment_channels(config.treatment))
 
 
 @dataclass
@@ -189,8 +207,10 @@ def prepare_images(
     noise_variance: float = 0.0,
     shift_limit: float = 0.0,
     generator: np.random.Generator | None = None,
+    ctf: torch.Tensor | None = None,
+    treatment: str | None = None,
 ) -> torch.Tensor:
-    """Augment (shifts, then noise) and downsample a batch of images for the network.
+    """Augment (shifts, then noise), treat for the CTF and downsample a batch of images for the network.
 
     Parameters
     ----------
@@ -199,19 +219,29 @@ def prepare_images(
     noise_variance : σ² of added white noise, at the dataset's pixel size.
     shift_limit : triangular shifts ±t pixels, at the dataset's pixel size.
     generator : numpy generator for the augmentation (required when augmenting).
+    ctf : (B, D, D) the images' CTFs (unshifted layout), required with ``treatment``.
+    treatment : one of :data:`~cryoorient.ctf_correction.TREATMENTS`, applied after the noise (the
+        Wiener filter assumes :func:`~cryoorient.ctf_correction.wiener_snr` of ``noise_variance``);
+        ``None`` leaves the images as they are.
 
     Returns
     -------
-    (B, 1, S, S) float32 images.
+    (B, C, S, S) float32 images: C = 2 for ``"two_channel"``, else 1.
     """
     x = images.float()
     if (noise_variance > 0 or shift_limit > 0) and generator is None:
         raise ValueError("a generator is needed for on-the-fly augmentation")
+    if treatment is not None and ctf is None:
+        raise ValueError(f"the {treatment!r} treatment needs the images' CTFs (ctf=)")
     if shift_limit > 0:
         x = shift_images(x, sample_shifts(len(x), shift_limit, seed=generator).to(x.device))
     if noise_variance > 0:
         x = add_noise(x, variance=noise_variance, seed=generator)  # float32 draws from ``generator``
-    x = x[:, None]
+    if treatment is None:
+        x = x[:, None]
+    else:
+        x = treat_images(x, ctf.to(x.device), treatment, snr=wiener_snr(noise_variance))
+        x = x[:, None] if x.ndim == 3 else x
     if image_size is not None and image_size != x.shape[-1]:
         x = F.interpolate(x, size=(image_size, image_size), mode="area")
     return x
@@ -235,11 +265,14 @@ def embed(
     noise_variance: float = 0.0,
     shift_limit: float = 0.0,
     seed: int | np.random.Generator = 0,
+    ctf: torch.Tensor | None = None,
+    treatment: str | None = None,
 ) -> torch.Tensor:
     """Features ``G_w(p)`` of a stack, computed once in batches: (N, D, D) -> (N, n_f) on CPU.
 
     ``noise_variance`` and ``shift_limit`` degrade the images first, as in training, with noise and
-    shifts drawn from ``seed`` (so a given seed always gives the same noisy test set).
+    shifts drawn from ``seed`` (so a given seed always gives the same noisy test set); ``ctf``
+    ((N, D, D)) and ``treatment`` prepare them as :func:`prepare_images` does.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     generator = np.random.default_rng(seed)
@@ -247,7 +280,8 @@ def embed(
     out = [
         model.features(
             prepare_images(images[s : s + batch_size], image_size, noise_variance=noise_variance,
-                           shift_limit=shift_limit, generator=generator).to(device)
+                           shift_limit=shift_limit, generator=generator, treatment=treatment,
+                           ctf=None if ctf is None else ctf[s : s + batch_size]).to(device)
         ).cpu()
         for s in range(0, len(images), batch_size)
     ]
@@ -265,6 +299,8 @@ def evaluate_distances(
     noise_variance: float = 0.0,
     shift_limit: float = 0.0,
     seed: int | np.random.Generator = 0,
+    ctf: torch.Tensor | None = None,
+    treatment: str | None = None,
 ) -> dict:
     """Estimated vs true distances on given pairs, and the summary metrics.
 
@@ -275,6 +311,7 @@ def evaluate_distances(
     pairs : (M, 2) index pairs into ``images``.
     image_size : as in training.
     noise_variance, shift_limit, seed : degrade the images used, as :func:`embed` does.
+    ctf, treatment : (N, D, D) the images' CTFs and their treatment, as in training.
 
     Returns
     -------
@@ -288,7 +325,8 @@ def evaluate_distances(
         raise ValueError(f"pairs reference images outside 0..{len(images) - 1}")
     used, inverse = torch.unique(pairs.flatten(), return_inverse=True)
     features = embed(model, images[used], image_size, device=device, noise_variance=noise_variance,
-                     shift_limit=shift_limit, seed=seed)
+                     shift_limit=shift_limit, seed=seed, treatment=treatment,
+                     ctf=None if ctf is None else ctf[used])
     inverse = inverse.reshape(-1, 2)
     d_p = model.feature_distance(features[inverse[:, 0]], features[inverse[:, 1]]).numpy()
     d_q = _pair_targets(quaternions, pairs[:, 0], pairs[:, 1]).numpy()
@@ -394,6 +432,7 @@ def train_distance(
     progress: bool = True,
     max_steps: int | None = None,
     initial: dict | None = None,
+    ctf: torch.Tensor | None = None,
 ) -> TrainingResult:
     """Train a Siamese distance estimator on the ``train`` split, validating on ``validation``.
 
@@ -413,8 +452,12 @@ def train_distance(
         is written.
     initial : a ``state_dict`` to start from instead of the random initialisation (the weights
         of ``config.warm_start``; :func:`cryoorient.model_cache.trained_model` loads them).
+    ctf : (N, D, D) the images' CTFs (:func:`cryoorient.ctf_correction.ctf_grids`), required
+        exactly when ``config.treatment`` is set. With ``config.rotations`` they must be isotropic
+        (no astigmatism): a turned image keeps its CTF.
     """
     images = _checked_images(images, quaternions, splits)
+    ctf = _checked_ctf(ctf, images, config)
     if config.recipe == "inbatch" and len(splits["train"]) < config.batch_size:
         raise ValueError(
             f"the training split holds {len(splits['train'])} images, fewer than one batch "
@@ -455,7 +498,7 @@ def train_distance(
         budget = None if max_steps is None else max_steps - steps
         losses = _train_epoch(
             model, network, recipe, optimizer, scheduler, images, quaternions, _seeded(config, 3, epoch),
-            device, budget,
+            device, budget, ctf,
         )
         steps += len(losses)
         _check_finite(losses, epoch + 1, folder)
@@ -467,6 +510,7 @@ def train_distance(
         val = evaluate_distances(
             model, images, quaternions, val_pairs, config.image_size, device=device,
             noise_variance=config.noise_variance, shift_limit=config.shift_limit, seed=_seeded(config, 4),
+            ctf=ctf, treatment=config.treatment,
         )  # the same degraded validation images every epoch
         elapsed += time.perf_counter() - tic
         _check_finite([val["loss"]], epoch + 1, folder, "validation")
@@ -555,10 +599,24 @@ def _checked_images(images, quaternions, splits: dict[str, np.ndarray]) -> torch
     return images
 
 
+def _checked_ctf(ctf, images: torch.Tensor, config: TrainingConfig) -> torch.Tensor | None:
+    """``ctf`` as a float32 tensor, checked against the images and the configuration's treatment."""
+    if config.treatment is None:
+        if ctf is not None:
+            raise ValueError("CTFs were given but config.treatment is None: choose how the network sees them")
+        return None
+    if ctf is None:
+        raise ValueError(f"config.treatment={config.treatment!r} needs the images' CTFs (ctf=)")
+    ctf = torch.as_tensor(ctf, dtype=torch.float32)
+    if tuple(ctf.shape) != tuple(images.shape):
+        raise ValueError(f"ctf must have the images' shape {tuple(images.shape)}; got {tuple(ctf.shape)}")
+    return ctf
+
+
 def _initial_model(config: TrainingConfig, initial: dict | None, device: torch.device) -> SiameseDistance:
     """The network before training: seeded random weights, or ``initial`` (a warm start)."""
     torch.manual_seed(config.seed)
-    model = SiameseDistance(config.architecture, config.n_features, config.distance).to(device)
+    model = network_for(config).to(device)
     if initial is not None:
         model.load_state_dict(initial)
     elif config.warm_start is not None:
@@ -605,6 +663,7 @@ def _train_epoch(
     rng: np.random.Generator,
     device: torch.device,
     budget: int | None = None,
+    ctf: torch.Tensor | None = None,
 ) -> list[float]:
     """One epoch of optimisation steps (at most ``budget``); returns each step's loss.
 
@@ -624,7 +683,8 @@ def _train_epoch(
         weight = recipe.weights(target)
         x = prepare_images(
             batch_images, config.image_size, noise_variance=config.noise_variance,
-            shift_limit=config.shift_limit, generator=rng,
+            shift_limit=config.shift_limit, generator=rng, treatment=config.treatment,
+            ctf=None if ctf is None else ctf[used],
         ).to(device)
         i, j, target, weight = (t.to(device) for t in (i, j, target, weight))
         loss = _batch_loss(model, network, x, i, j, target, weight, config.loss)
@@ -650,7 +710,7 @@ def load_model(
     try:
         state = torch.load(path, map_location=device or "cpu", weights_only=False)
         config = TrainingConfig(**state["config"])
-        model = SiameseDistance(config.architecture, config.n_features, config.distance)
+        model = network_for(config)
         model.load_state_dict(state["model"])
     except (
         OSError,

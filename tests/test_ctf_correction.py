@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from cryoorient.ctf_correction import TREATMENTS, phase_flip, treat_images, wiener_filter
+from cryoorient.ctf_correction import (
+    TREATMENTS,
+    WIENER_NOISE_FLOOR,
+    ctf_grids,
+    phase_flip,
+    treat_images,
+    treatment_channels,
+    wiener_filter,
+    wiener_snr,
+)
 from cryoorient.projection import apply_ctf, ctf_2d
 
 D, PIXEL = 47, 3.0  # odd: every frequency has its negative on the grid, so an astigmatic CTF is Hermitian
@@ -80,3 +89,27 @@ def test_bad_input_is_refused_with_the_value(stack, ctfs):
         phase_flip(stack, torch.ones(32, 32))
     with pytest.raises(ValueError, match=r"a \(N, H, W\) stack; got shape \(47, 47\)"):
         treat_images(stack[0], ctfs[0], "raw")
+
+
+def test_channels_and_the_wiener_snr():
+    assert [treatment_channels(t) for t in (None, *TREATMENTS)] == [1, 1, 1, 1, 2]
+    assert wiener_snr(4.0) == 0.25 and wiener_snr(0.0) == 1 / WIENER_NOISE_FLOOR
+    with pytest.raises(ValueError, match=r"unknown treatment 'flip'"):
+        treatment_channels("flip")
+    with pytest.raises(ValueError, match=r"noise_variance must be a finite number >= 0; got -1"):
+        wiener_snr(-1.0)
+
+
+def test_ctf_grids_are_each_particles_ctf_and_refuse_mixed_optics(ctfs):
+    defocus = np.linspace(10000.0, 25000.0, 6)
+    params = {"defocus_u": defocus, "defocus_v": defocus - 800.0, "astigmatism_angle": np.full(6, 0.6),
+              "voltage": 300.0, "spherical_aberration": 2.7, "amplitude_contrast": 0.1}
+    grids = ctf_grids(params, D, PIXEL)
+    assert grids.shape == (6, D, D) and grids.dtype == torch.float32
+    torch.testing.assert_close(grids.double(), ctfs, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ctf_grids(params, D, PIXEL, index=np.array([4, 1])), grids[[4, 1]])
+    same = params | {"voltage": np.full(6, 300.0)}  # one optics group written per particle
+    torch.testing.assert_close(ctf_grids(same, D, PIXEL), grids)
+    mixed = params | {"voltage": np.array([300.0] * 3 + [200.0] * 3)}
+    with pytest.raises(ValueError, match=r"the particles' voltage differs between them"):
+        ctf_grids(mixed, D, PIXEL)

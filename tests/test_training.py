@@ -573,3 +573,100 @@ def test_training_seconds_ignore_a_paused_epoch():
     history = [{"epoch": k + 1, "seconds": s} for k, s in enumerate([500.0, 1000.0, 4000.0, 4500.0, 5000.0])]
     assert training.training_seconds(history) == 5 * 500.0  # the 3,000 s pause in epoch 3 is not training
     assert training.training_seconds(history[:1]) == 500.0 and training.training_seconds([]) == 0.0
+
+
+# --- training with a CTF (issue 34) -----------------------------------------------------------------
+
+
+def _toy_ctfs(n: int, box: int = 16) -> torch.Tensor:
+    """(n, box, box) isotropic CTFs, defocus 1-2.5 µm at 4.3 Å per pixel (the default profile's)."""
+    from cryoorient.projection import ctf_2d
+
+    return ctf_2d(box, 4.3, defocus_u=torch.linspace(10000.0, 25000.0, n, dtype=torch.float64), device="cpu")
+
+
+def test_a_treatment_is_part_of_the_configuration_and_its_key_only_when_set():
+    plain = TrainingConfig(**TINY)
+    assert "treatment" not in plain.to_dict()  # the keys of every model trained without one stand
+    flipped = TrainingConfig(**TINY, treatment="phase_flip")
+    assert flipped.to_dict()["treatment"] == "phase_flip"
+    assert model_cache.config_key(flipped, "k") != model_cache.config_key(plain, "k")
+    assert training.network_for(TrainingConfig(**TINY, treatment="two_channel")).config["in_channels"] == 2
+    with pytest.raises(ValueError, match=r"unknown treatment 'flip'; choose one of raw, phase_flip, wiener"):
+        TrainingConfig(**TINY, treatment="flip")
+
+
+def test_a_two_channel_network_takes_two_channel_images_only():
+    model = SiameseDistance("compact", 8, in_channels=2)
+    assert model.features(torch.randn(3, 2, 16, 16)).shape == (3, 8)
+    with pytest.raises(ValueError, match=r"images must have shape \(B, 2, H, W\); got \(3, 16, 16\)"):
+        model.features(torch.randn(3, 16, 16))
+    with pytest.raises(ValueError, match=r"in_channels must be a positive integer; got 0"):
+        SiameseDistance("paper", 8, in_channels=0)
+
+
+def test_prepared_images_are_noised_then_treated(toy_projections):
+    from cryoorient.ctf_correction import treat_images, wiener_snr
+    from cryoorient.projection import add_noise
+
+    images = toy_projections[0][:6]
+    ctf = _toy_ctfs(6)
+    for treatment in ("phase_flip", "wiener", "two_channel"):
+        x = training.prepare_images(images, None, noise_variance=2.0, generator=np.random.default_rng(3),
+                                    ctf=ctf, treatment=treatment)
+        noisy = add_noise(images.float(), variance=2.0, seed=np.random.default_rng(3))
+        expected = treat_images(noisy, ctf, treatment, snr=wiener_snr(2.0))
+        torch.testing.assert_close(x, expected if expected.ndim == 4 else expected[:, None])
+    with pytest.raises(ValueError, match=r"the 'raw' treatment needs the images' CTFs"):
+        training.prepare_images(images, None, treatment="raw")
+
+
+@pytest.mark.parametrize("treatment", ["phase_flip", "two_channel"])
+def test_training_with_a_treatment_trains_and_reloads(data, tmp_path, treatment):
+    images, q, splits = data
+    ctf = _toy_ctfs(len(images))
+    config = TrainingConfig(**TINY, treatment=treatment, noise_variance=0.5)
+    result = train_distance(images, q, splits, config, folder=tmp_path, progress=False, ctf=ctf)
+    assert len(result.history) == 2 and all(math.isfinite(h["validation_loss"]) for h in result.history)
+    model, stored = load_model(tmp_path / "model.pt")
+    assert stored == config and model.config["in_channels"] == (2 if treatment == "two_channel" else 1)
+    # the reloaded network sees the treated test images as the trained one does
+    pairs = torch.tensor([[40, 41], [42, 47], [43, 44]])
+    before = evaluate_distances(result.model, images, q, pairs, 16, ctf=ctf, treatment=treatment)
+    after = evaluate_distances(model, images, q, pairs, 16, ctf=ctf, treatment=treatment)
+    np.testing.assert_allclose(after["d_p"], before["d_p"], atol=1e-6)
+
+
+def test_training_refuses_ctfs_that_do_not_fit_its_configuration(data):
+    images, q, splits = data
+    ctf = _toy_ctfs(len(images))
+    with pytest.raises(ValueError, match=r"config.treatment='wiener' needs the images' CTFs"):
+        train_distance(images, q, splits, TrainingConfig(**TINY, treatment="wiener"), progress=False)
+    with pytest.raises(ValueError, match=r"CTFs were given but config.treatment is None"):
+        train_distance(images, q, splits, TrainingConfig(**TINY), progress=False, ctf=ctf)
+    raw = TrainingConfig(**TINY, treatment="raw")
+    with pytest.raises(ValueError, match=r"the images. shape \(48, 16, 16\); got \(47, 16, 16\)"):
+        train_distance(images, q, splits, raw, progress=False, ctf=ctf[:47])
+
+
+def test_a_dataset_model_with_a_treatment_trains_on_the_datasets_ctfs(tmp_path):
+    import dataclasses
+
+    from cryoorient.ctf_correction import ctf_grids
+    from cryoorient.dataset import SimulationParameters, load_dataset
+
+    params = SimulationParameters(map="pseudo", n_projections=40, box_size=16, ctf=True)
+    data = load_dataset(params, cache_dir=tmp_path / "data", progress=False)
+    config = TrainingConfig(**TINY, treatment="phase_flip")
+    grids = model_cache.dataset_ctf(data, config)
+    torch.testing.assert_close(grids, ctf_grids(data.particles.ctf, 16, data.particles.pixel_size))
+    assert model_cache.dataset_ctf(data, TrainingConfig(**TINY)) is None
+    result = model_cache.dataset_model(data, config, cache_dir=tmp_path / "models", progress=False)
+    assert result.config.treatment == "phase_flip" and len(result.history) == 2
+    clean = load_dataset(dataclasses.replace(params, ctf=False), cache_dir=tmp_path / "data", progress=False)
+    with pytest.raises(ValueError, match=r"treatment 'phase_flip' needs a dataset with a CTF; \w+ has none"):
+        model_cache.dataset_ctf(clean, config)
+    data.particles.ctf["defocus_v"] = data.particles.ctf["defocus_u"] - 500.0  # astigmatic
+    with pytest.raises(ValueError, match=r"astigmatic CTFs and in-plane rotations do not mix"):
+        model_cache.dataset_ctf(data, config)
+    assert model_cache.dataset_ctf(data, dataclasses.replace(config, rotations=False)).shape == (40, 16, 16)
