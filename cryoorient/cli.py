@@ -31,6 +31,7 @@ import torch.distributed as dist
 
 from cryoorient._version import __version__
 from cryoorient.alignment import registration_error
+from cryoorient.ctf_correction import TREATMENTS, ctf_grids, treatment_channels
 from cryoorient.dataset import (
     DatasetError,
     SimulationParameters,
@@ -50,7 +51,7 @@ from cryoorient.geometry import (
 )
 from cryoorient.map_alignment import align_maps
 from cryoorient.matching import grid_spacing, match_to_map
-from cryoorient.model_cache import DEFAULT_MODEL, model_config
+from cryoorient.model_cache import DEFAULT_MODEL, dataset_ctf, model_config
 from cryoorient.model_input import InputRecord, model_input, read_record, standardise_stack, write_record
 from cryoorient.paths import atomic_write, git_commit, sha256_file
 from cryoorient.pipeline import recover_from_images
@@ -71,7 +72,14 @@ from cryoorient.relion import (
 )
 from cryoorient.sampling import SAMPLING_SCHEMES
 from cryoorient.siamese import ARCHITECTURES, DISTANCES
-from cryoorient.training import TrainingConfig, evaluate_distances, load_model, split_pairs, train_distance
+from cryoorient.training import (
+    TrainingConfig,
+    evaluate_distances,
+    input_treatment,
+    load_model,
+    split_pairs,
+    train_distance,
+)
 
 __all__ = ["main"]
 
@@ -377,6 +385,14 @@ def _parser() -> argparse.ArgumentParser:
         help="noise σ² added on the fly, relative to the standardised stack",
     )
     t.add_argument("--shift", type=float, default=0.0, metavar="T", help="shifts ±T px added on the fly")
+    t.add_argument(
+        "--treatment",
+        choices=TREATMENTS,
+        default=None,
+        help="train on CTF-affected particles (the STAR's defocus columns), each prepared this way after "
+        "the on-the-fly noise: raw, phase_flip, wiener, or two_channel (raw + flipped); `recover` "
+        "prepares its particles the same way (default: none, or --init-model's)",
+    )
     t.add_argument("--seed", type=int, default=0, help="seed of training (and of a STAR file's split)")
     t.add_argument(
         "--max-steps", type=int, default=None, metavar="K", help="stop after K steps (smoke tests)"
@@ -658,6 +674,31 @@ def _uniform_ctf(star: Path, particles, defaulted: tuple[str, ...] = ()) -> dict
     return ctf
 
 
+def _model_ctf(
+    star: Path, particles, defaulted: tuple[str, ...], model_file: Path, config: TrainingConfig
+) -> torch.Tensor | None:
+    """The particles' (N, D, D) CTFs for a model trained with a CTF treatment, else ``None``.
+
+    Refuses a stack without CTF columns for such a model; warns when a stack's CTF meets a model
+    trained without one (the images are then used as they are).
+    """
+    if config.treatment is None:
+        if particles.ctf is not None:
+            print(
+                f"warning: {star} has CTF columns but {model_file} was trained without a CTF; the images "
+                "are used as they are (train a model with --treatment, or phase-flip the particles first)",
+                file=sys.stderr,
+            )
+        return None
+    if particles.ctf is None:
+        raise DatasetError(
+            f"{model_file} was trained on CTF-affected images ({config.treatment}); {star} has no "
+            "rlnDefocusU/rlnDefocusV columns. Use a model trained without a CTF for CTF-free particles"
+        )
+    ctf = _uniform_ctf(star, particles, defaulted)
+    return ctf_grids(ctf, particles.images.shape[-1], particles.pixel_size)
+
+
 # --- simulate, project, resample ---------------------------------------------------------------------
 
 
@@ -825,6 +866,7 @@ def _training_config(args: argparse.Namespace, initial: TrainingConfig | None) -
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "learning_rate": args.lr,
+        "treatment": args.treatment,
     }
     changes = {k: v for k, v in given.items() if v is not None}
     if args.image_size is not None and args.image_size < 4:
@@ -846,7 +888,13 @@ def _training_config(args: argparse.Namespace, initial: TrainingConfig | None) -
                 f"{', '.join(f'{k} {network[k]}' for k in clash)}; a fine-tuned network keeps its layout: "
                 "drop these flags or train from scratch"
             )
-        changes = network | {"learning_rate": 3e-4} | changes
+        changes = network | {"learning_rate": 3e-4, "treatment": initial.treatment} | changes
+        if treatment_channels(changes["treatment"]) != treatment_channels(initial.treatment):
+            raise DatasetError(
+                f"--treatment {changes['treatment']}: --init-model {args.init_model} was trained with "
+                f"treatment {initial.treatment}, whose network takes another number of channels; "
+                "train from scratch instead"
+            )
     try:
         return model_config(changes, noise_variance=args.noise_var, shift_limit=args.shift, seed=args.seed)
     except ValueError as error:
@@ -907,8 +955,12 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
         raise DatasetError(f"{args.dataset}: its validation split holds fewer than 2 images; use more images")
     try:
         images = standardise_stack(torch.from_numpy(data.particles.images))
+        ctf = dataset_ctf(data, config)
     except ValueError as error:
         raise DatasetError(f"{args.dataset}: {error}") from error
+    if ctf is None and data.particles.ctf is not None:
+        print(f"warning: {args.dataset} has CTF columns, which training without --treatment ignores",
+              file=sys.stderr)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:  # launched by torchrun
         backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -927,6 +979,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
             progress=not args.quiet,
             max_steps=args.max_steps,
             initial=initial,
+            ctf=ctf,
         )
     except ValueError as error:
         if "checkpoint" in str(error):
@@ -968,6 +1021,8 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
         config.image_size,
         noise_variance=config.noise_variance,
         seed=args.seed,
+        ctf=ctf,
+        **input_treatment(config),
     )
     print(
         f"trained {config.epochs} epochs into {args.output}/; test ({len(pairs)} pairs, uniform d_q): "
@@ -1072,7 +1127,9 @@ def _recover(args: argparse.Namespace, argv: list[str]) -> int:
         record = record or InputRecord.of_training(box, particles.pixel_size, config.noise_variance)
         images = model_input(particles.images, record)
         recovery, how = recover_from_images(
-            model, images, config.image_size, seed=args.seed, device=device, progress=progress
+            model, images, config.image_size, seed=args.seed, device=device, progress=progress,
+            ctf=_model_ctf(args.star, particles, meta.defaulted, model_file, config),
+            treatment=input_treatment(config),
         )
         what = f"distances from {model_file}, {how}"
         inputs.append(model_file)

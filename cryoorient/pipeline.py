@@ -80,6 +80,8 @@ def estimated_distances(
     image_size: int | None,
     *,
     device: torch.device | str | None = None,
+    ctf: torch.Tensor | None = None,
+    treatment: dict | None = None,
 ) -> torch.Tensor:
     """All estimated distances ``D[i, j] = d̂_p(p_i, p_j)`` of a stack, features computed once.
 
@@ -89,12 +91,14 @@ def estimated_distances(
     images : (P, D, D) projections, normalised as the training data.
     image_size : the size the model was trained at.
     device : where to run the network.
+    ctf, treatment : for a model trained on CTF-affected images, the images' (P, D, D) CTFs and
+        :func:`~cryoorient.training.input_treatment` of its configuration.
 
     Returns
     -------
     (P, P) float64 symmetric distances with a zero diagonal, radians.
     """
-    features = embed(model, torch.as_tensor(images), image_size, device=device)
+    features = embed(model, torch.as_tensor(images), image_size, device=device, ctf=ctf, **(treatment or {}))
     return _distance_matrix(model, features)
 
 
@@ -115,6 +119,8 @@ def embed_images(
     device: Device = None,
     progress: bool = True,
     chunk: int = 4096,
+    ctf: torch.Tensor | None = None,
+    treatment: dict | None = None,
 ) -> torch.Tensor:
     """:func:`cryoorient.training.embed` with a progress bar: (P, D, D) images to (P, n_f) CPU features.
 
@@ -126,14 +132,16 @@ def embed_images(
     model : the estimator; images : (P, D, D) preprocessed particles; image_size : network input
         size (``None``: the images'); device : where to run the network (``None``: where the
         model is, as for ``embed``); progress : show a progress bar; chunk : images per call of
-        ``embed``.
+        ``embed``; ctf, treatment : as for :func:`estimated_distances`.
     """
     if isinstance(chunk, bool) or int(chunk) != chunk or chunk < 256 or chunk % 256:
         raise ValueError(f"chunk must be a multiple of embed's batch of 256 images; got {chunk!r}")
     parts = []
     with tqdm(total=len(images), desc="features", unit="image", disable=not progress) as bar:
         for start in range(0, len(images), int(chunk)):
-            parts.append(embed(model, images[start : start + int(chunk)], image_size, device=device))
+            part = slice(start, start + int(chunk))
+            parts.append(embed(model, images[part], image_size, device=device,
+                               ctf=None if ctf is None else ctf[part], **(treatment or {})))
             bar.update(len(parts[-1]))
     return torch.cat(parts) if parts else torch.empty(0, model.config["n_features"])
 
@@ -147,6 +155,8 @@ def learned_recovery(
     *,
     seed: int = 0,
     device: torch.device | str | None = None,
+    ctf: torch.Tensor | None = None,
+    treatment: dict | None = None,
 ) -> LearnedRecovery:
     """Recover the orientations of ``images[indices]`` from the estimator's distances.
 
@@ -159,6 +169,8 @@ def learned_recovery(
     image_size : the size the model was trained at.
     seed : seed of the recovery's and alignment's random starts.
     device : where to run the network.
+    ctf, treatment : (N, D, D) the images' CTFs and the model's treatment, as for
+        :func:`estimated_distances`.
     """
     if model.config["distance"] == "euclidean":
         raise ValueError(
@@ -166,7 +178,9 @@ def learned_recovery(
         )
     indices = np.asarray(indices)
     images = torch.as_tensor(images)
-    distances = estimated_distances(model, images[indices], image_size, device=device)
+    distances = estimated_distances(model, images[indices], image_size, device=device,
+                                    ctf=None if ctf is None else torch.as_tensor(ctf)[indices],
+                                    treatment=treatment)
     recovery = recover_orientations(distances, seed=seed)
     true = torch.as_tensor(quaternions, dtype=torch.float64)[indices]
     alignment = align_orientations(true, recovery.quaternions.cpu(), seed=seed)
@@ -268,6 +282,8 @@ def recover_from_images(
     seed: int = 0,
     device: Device = None,
     progress: bool = True,
+    ctf: torch.Tensor | None = None,
+    treatment: dict | None = None,
 ) -> tuple[RecoveryResult, str]:
     """Orientations of a particle stack from the estimator's distances, in memory that suits ``P``.
 
@@ -292,6 +308,8 @@ def recover_from_images(
         network runs where the model is (as in :func:`estimated_distances`), the rest on CUDA when
         available, else the CPU.
     progress : show a progress bar while embedding.
+    ctf, treatment : for a model trained on CTF-affected images, the particles' (P, D, D) CTFs and
+        :func:`~cryoorient.training.input_treatment` of its configuration.
 
     Returns
     -------
@@ -313,7 +331,8 @@ def recover_from_images(
         raise ValueError(
             "Euclidean feature distances are not radians; recover from a cosine or orientation d_f"
         )
-    features = embed_images(model, images, image_size, device=device, progress=progress)
+    features = embed_images(model, images, image_size, device=device, progress=progress, ctf=ctf,
+                            treatment=treatment)
     return recover_from_features(model, features, dense_limit=dense_limit, seed=seed, device=device)
 
 

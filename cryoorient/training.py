@@ -54,6 +54,7 @@ __all__ = [
     "TrainingResult",
     "embed",
     "evaluate_distances",
+    "input_treatment",
     "split_pairs",
     "load_model",
     "prepare_images",
@@ -176,6 +177,16 @@ class TrainingConfig:
         return d
 
 
+def input_treatment(config: TrainingConfig) -> dict:
+    """How ``config``'s model sees CTF-affected images: ``treatment`` and ``snr`` keywords.
+
+    For :func:`prepare_images`, :func:`embed` and :func:`evaluate_distances`, in training and after
+    it alike: the Wiener filter's SNR is :func:`~cryoorient.ctf_correction.wiener_snr` of the σ²
+    the model was trained at, whatever the noise of the images it is later given.
+    """
+    return {"treatment": config.treatment, "snr": wiener_snr(config.noise_variance)}
+
+
 def network_for(config: TrainingConfig) -> SiameseDistance:
     """A freshly initialised estimator with ``config``'s network (its channels from ``treatment``)."""
     return SiameseDistance(config.architecture, config.n_features, config.distance,
@@ -209,6 +220,7 @@ def prepare_images(
     generator: np.random.Generator | None = None,
     ctf: torch.Tensor | None = None,
     treatment: str | None = None,
+    snr: float = 1.0,
 ) -> torch.Tensor:
     """Augment (shifts, then noise), treat for the CTF and downsample a batch of images for the network.
 
@@ -220,9 +232,9 @@ def prepare_images(
     shift_limit : triangular shifts ±t pixels, at the dataset's pixel size.
     generator : numpy generator for the augmentation (required when augmenting).
     ctf : (B, D, D) the images' CTFs (unshifted layout), required with ``treatment``.
-    treatment : one of :data:`~cryoorient.ctf_correction.TREATMENTS`, applied after the noise (the
-        Wiener filter assumes :func:`~cryoorient.ctf_correction.wiener_snr` of ``noise_variance``);
+    treatment : one of :data:`~cryoorient.ctf_correction.TREATMENTS`, applied after the noise;
         ``None`` leaves the images as they are.
+    snr : the Wiener filter's SNR; a model's is fixed by its configuration (:func:`input_treatment`).
 
     Returns
     -------
@@ -240,7 +252,7 @@ def prepare_images(
     if treatment is None:
         x = x[:, None]
     else:
-        x = treat_images(x, ctf.to(x.device), treatment, snr=wiener_snr(noise_variance))
+        x = treat_images(x, ctf.to(x.device), treatment, snr=snr)
         x = x[:, None] if x.ndim == 3 else x
     if image_size is not None and image_size != x.shape[-1]:
         x = F.interpolate(x, size=(image_size, image_size), mode="area")
@@ -267,12 +279,14 @@ def embed(
     seed: int | np.random.Generator = 0,
     ctf: torch.Tensor | None = None,
     treatment: str | None = None,
+    snr: float = 1.0,
 ) -> torch.Tensor:
     """Features ``G_w(p)`` of a stack, computed once in batches: (N, D, D) -> (N, n_f) on CPU.
 
     ``noise_variance`` and ``shift_limit`` degrade the images first, as in training, with noise and
     shifts drawn from ``seed`` (so a given seed always gives the same noisy test set); ``ctf``
-    ((N, D, D)) and ``treatment`` prepare them as :func:`prepare_images` does.
+    ((N, D, D)), ``treatment`` and ``snr`` prepare them as :func:`prepare_images` does (a model's
+    treatment and SNR: ``**input_treatment(config)``).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     generator = np.random.default_rng(seed)
@@ -280,7 +294,7 @@ def embed(
     out = [
         model.features(
             prepare_images(images[s : s + batch_size], image_size, noise_variance=noise_variance,
-                           shift_limit=shift_limit, generator=generator, treatment=treatment,
+                           shift_limit=shift_limit, generator=generator, treatment=treatment, snr=snr,
                            ctf=None if ctf is None else ctf[s : s + batch_size]).to(device)
         ).cpu()
         for s in range(0, len(images), batch_size)
@@ -301,6 +315,7 @@ def evaluate_distances(
     seed: int | np.random.Generator = 0,
     ctf: torch.Tensor | None = None,
     treatment: str | None = None,
+    snr: float = 1.0,
 ) -> dict:
     """Estimated vs true distances on given pairs, and the summary metrics.
 
@@ -311,7 +326,7 @@ def evaluate_distances(
     pairs : (M, 2) index pairs into ``images``.
     image_size : as in training.
     noise_variance, shift_limit, seed : degrade the images used, as :func:`embed` does.
-    ctf, treatment : (N, D, D) the images' CTFs and their treatment, as in training.
+    ctf, treatment, snr : (N, D, D) the images' CTFs, their treatment and its SNR, as in training.
 
     Returns
     -------
@@ -325,7 +340,7 @@ def evaluate_distances(
         raise ValueError(f"pairs reference images outside 0..{len(images) - 1}")
     used, inverse = torch.unique(pairs.flatten(), return_inverse=True)
     features = embed(model, images[used], image_size, device=device, noise_variance=noise_variance,
-                     shift_limit=shift_limit, seed=seed, treatment=treatment,
+                     shift_limit=shift_limit, seed=seed, treatment=treatment, snr=snr,
                      ctf=None if ctf is None else ctf[used])
     inverse = inverse.reshape(-1, 2)
     d_p = model.feature_distance(features[inverse[:, 0]], features[inverse[:, 1]]).numpy()
@@ -510,7 +525,7 @@ def train_distance(
         val = evaluate_distances(
             model, images, quaternions, val_pairs, config.image_size, device=device,
             noise_variance=config.noise_variance, shift_limit=config.shift_limit, seed=_seeded(config, 4),
-            ctf=ctf, treatment=config.treatment,
+            ctf=ctf, **input_treatment(config),
         )  # the same degraded validation images every epoch
         elapsed += time.perf_counter() - tic
         _check_finite([val["loss"]], epoch + 1, folder, "validation")
@@ -683,8 +698,8 @@ def _train_epoch(
         weight = recipe.weights(target)
         x = prepare_images(
             batch_images, config.image_size, noise_variance=config.noise_variance,
-            shift_limit=config.shift_limit, generator=rng, treatment=config.treatment,
-            ctf=None if ctf is None else ctf[used],
+            shift_limit=config.shift_limit, generator=rng, ctf=None if ctf is None else ctf[used],
+            **input_treatment(config),
         ).to(device)
         i, j, target, weight = (t.to(device) for t in (i, j, target, weight))
         loss = _batch_loss(model, network, x, i, j, target, weight, config.loss)

@@ -546,3 +546,37 @@ def test_train_bad_values_name_their_flags(tmp_path, capsys, extra, message):
     assert main([*SIMULATE, "-o", str(data)]) == 0
     assert main(["train", str(data), "-o", str(tmp_path / "m"), "--quiet", *extra]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
+def test_train_and_recover_on_a_ctf_stack_prepare_the_particles_alike(tmp_path, capsys):
+    """A CTF-affected stack (simulate --ctf writes RELION's defocus columns): a model trained with
+    --treatment records it, recover prepares the particles the same way from the STAR's columns,
+    refuses CTF-free particles for it, and a CTF-free model warns that it ignores the columns."""
+    ctf_data, plain_data = tmp_path / "ctf", tmp_path / "plain"
+    assert main([*SIMULATE[:3], "40", *SIMULATE[4:], "--ctf", "-o", str(ctf_data)]) == 0
+    assert main([*SIMULATE[:3], "40", *SIMULATE[4:], "-o", str(plain_data)]) == 0
+    model = tmp_path / "flip"
+    assert main(["train", str(ctf_data), "-o", str(model), *TRAIN, "--treatment", "phase_flip"]) == 0
+    assert "trained 2 epochs" in capsys.readouterr().out
+    assert torch.load(model / "model.pt", weights_only=False)["config"]["treatment"] == "phase_flip"
+    out = tmp_path / "flip.star"
+    star = ctf_data / "particles.star"
+    assert main(["recover", str(star), "--model", str(model), "-o", str(out), "--quiet"]) in (0, 3)
+    assert "distances from" in capsys.readouterr().out and len(read_particles(out)) == 40
+    plain_star = plain_data / "particles.star"
+    assert main(["recover", str(plain_star), "--model", str(model), "-o", str(tmp_path / "x.star")]) == 2
+    err = capsys.readouterr().err
+    assert "trained on CTF-affected images (phase_flip)" in err and "no rlnDefocusU/rlnDefocusV" in err
+    # a model trained without a CTF on the CTF stack: training and recovery both say so
+    plain_model = tmp_path / "plain_model"
+    assert main(["train", str(ctf_data), "-o", str(plain_model), *TRAIN]) == 0
+    assert "CTF columns, which training without --treatment ignores" in capsys.readouterr().err
+    out2 = tmp_path / "plain.star"
+    assert main(["recover", str(star), "--model", str(plain_model), "-o", str(out2), "--quiet"]) in (0, 3)
+    assert "trained without a CTF; the images are used as they are" in capsys.readouterr().err
+    # --treatment on a stack without a CTF, and a fine-tune that would change the network's channels
+    assert main(["train", str(plain_data), "-o", str(tmp_path / "m"), *TRAIN, "--treatment", "wiener"]) == 2
+    assert "needs a dataset with a CTF" in capsys.readouterr().err
+    two = ["--init-model", str(model), "--treatment", "two_channel"]
+    assert main(["train", str(ctf_data), "-o", str(tmp_path / "m2"), *TRAIN[2:], *two]) == 2
+    assert "takes another number of channels" in capsys.readouterr().err

@@ -41,6 +41,26 @@ def test_estimated_distances_are_a_symmetric_matrix_in_range(stack):
     assert d.min() >= 0 and d.max() <= math.pi
 
 
+def test_ctf_treated_distances_take_each_particles_own_ctf(toy_projections):
+    """learned_recovery indexes the stack's CTFs with its images; the features are those of the
+    treated particles (what the model saw in training)."""
+    from cryoorient.ctf_correction import treat_images
+    from cryoorient.projection import ctf_2d
+
+    images, q = toy_projections
+    ctf = ctf_2d(16, 4.3, defocus_u=torch.linspace(10000.0, 25000.0, len(images), dtype=torch.float64),
+                 device="cpu")
+    torch.manual_seed(0)
+    model = SiameseDistance("compact", 8, "orientation", in_channels=2)
+    seen = {"treatment": "two_channel", "snr": 1.0}
+    idx = np.arange(5, 17)
+    run = learned_recovery(model, images, q, idx, 16, ctf=ctf, treatment=seen)
+    features = model.eval().features(treat_images(images[idx].float(), ctf[idx], "two_channel"))
+    torch.testing.assert_close(run.distances, _distance_matrix(model, features), atol=1e-6, rtol=0)
+    direct = estimated_distances(model, images[idx], 16, ctf=ctf[idx], treatment=seen)
+    assert torch.equal(run.distances, direct)
+
+
 def test_learned_recovery_runs_end_to_end_and_refuses_euclidean(stack):
     images, q = stack
     torch.manual_seed(0)

@@ -612,8 +612,9 @@ def test_prepared_images_are_noised_then_treated(toy_projections):
     images = toy_projections[0][:6]
     ctf = _toy_ctfs(6)
     for treatment in ("phase_flip", "wiener", "two_channel"):
+        config = TrainingConfig(**TINY, treatment=treatment, noise_variance=2.0)
         x = training.prepare_images(images, None, noise_variance=2.0, generator=np.random.default_rng(3),
-                                    ctf=ctf, treatment=treatment)
+                                    ctf=ctf, **training.input_treatment(config))
         noisy = add_noise(images.float(), variance=2.0, seed=np.random.default_rng(3))
         expected = treat_images(noisy, ctf, treatment, snr=wiener_snr(2.0))
         torch.testing.assert_close(x, expected if expected.ndim == 4 else expected[:, None])
@@ -632,8 +633,9 @@ def test_training_with_a_treatment_trains_and_reloads(data, tmp_path, treatment)
     assert stored == config and model.config["in_channels"] == (2 if treatment == "two_channel" else 1)
     # the reloaded network sees the treated test images as the trained one does
     pairs = torch.tensor([[40, 41], [42, 47], [43, 44]])
-    before = evaluate_distances(result.model, images, q, pairs, 16, ctf=ctf, treatment=treatment)
-    after = evaluate_distances(model, images, q, pairs, 16, ctf=ctf, treatment=treatment)
+    seen = training.input_treatment(stored)
+    before = evaluate_distances(result.model, images, q, pairs, 16, ctf=ctf, **seen)
+    after = evaluate_distances(model, images, q, pairs, 16, ctf=ctf, **seen)
     np.testing.assert_allclose(after["d_p"], before["d_p"], atol=1e-6)
 
 
