@@ -295,6 +295,7 @@ def map_in_frame(
     n_candidates: int = 1500,
     seed: int = 0,
     device: Device = None,
+    ctf: torch.Tensor | np.ndarray | None = None,
 ) -> FramedMap:
     """Reconstruct, align the map onto ``reference``, and reconstruct again in its frame.
 
@@ -315,18 +316,20 @@ def map_in_frame(
     n_candidates, seed : number and seed of the alignment's candidate rotations
         (:func:`cryoorient.map_alignment.align_maps`).
     device : ``None`` is CUDA when available.
+    ctf : (N, D, D) the images' CTFs (unshifted layout), in the reconstruction's forward model (a
+        CTF-corrected map); ``None`` for images without a CTF.
 
     Returns
     -------
     :class:`FramedMap`.
     """
-    first = reconstruct(images, rotations, method=method, n_iterations=n_iterations, device=device,
+    first = reconstruct(images, rotations, ctf=ctf, method=method, n_iterations=n_iterations, device=device,
                         progress=False).volume.cpu()
     fit = align_maps(first, reference, n_candidates=n_candidates, seed=seed, device=device)
     reference = torch.as_tensor(reference)
     resampled = resolution(*fourier_shell_correlation(fit.aligned.cpu(), reference, pixel_size), 0.5)
     framed = torch.as_tensor(rotations).to(torch.float32) @ torch.from_numpy(fit.matrix.T).float()
-    volume = reconstruct(images, framed, method=method, n_iterations=n_iterations, device=device,
+    volume = reconstruct(images, framed, ctf=ctf, method=method, n_iterations=n_iterations, device=device,
                          progress=False).volume.cpu()
     frequencies, fsc = fourier_shell_correlation(volume, reference, pixel_size)
     return FramedMap(volume, frequencies, fsc, resolution(frequencies, fsc, 0.5), resampled, fit)
