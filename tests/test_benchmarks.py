@@ -171,3 +171,14 @@ def test_degraded_maps_reads_training_map_resolutions_and_refuses_bad_ones(monke
         degraded.resolution_key("-5")
     with pytest.raises(SystemExit):  # argparse turns the refusal into a usage error
         degraded.main(["--resolutions", "0"])
+
+
+def test_ctf_treatments_refuses_unknown_treatments_and_levels(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    ctf = importlib.import_module("ctf_treatments")
+    assert ctf.CHOICES == ("none", "raw", "phase_flip", "wiener", "two_channel")
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        ctf.main(["--treatments", "flip"])
+    assert "invalid choice: 'flip'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"--noise: σ² = 7 has no estimator"):
+        ctf.main(["--noise", "7"])
