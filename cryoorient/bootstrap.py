@@ -20,24 +20,32 @@ is the particles' own; scoring against the truth is the caller's (a benchmark or
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from cryoorient._checks import check_positive_int
 from cryoorient.dataset import simulate_particles, split_indices
-from cryoorient.density import DensityMap
+from cryoorient.density import DensityMap, write_map
 from cryoorient.gauge import fix_gauge
 from cryoorient.geometry import matrix_to_quaternion, quaternion_to_matrix
+from cryoorient.paths import atomic_write
 from cryoorient.pipeline import recover_from_images
 from cryoorient.refinement import Refinement, refine
 from cryoorient.sampling import sample_orientations
 from cryoorient.siamese import SiameseDistance
-from cryoorient.training import TrainingConfig, train_distance
+from cryoorient.training import TrainingConfig, load_model, save_model, train_distance
 
-__all__ = ["BootstrapRound", "BootstrapSettings", "bootstrap_round"]
+__all__ = ["ROUND_RECORD", "BootstrapRound", "BootstrapSettings", "bootstrap_round", "run_rounds"]
+
+ROUND_RECORD = "round.json"
+"""Written last in a round's folder (beside ``model.pt``, ``map.mrc``, ``quaternions.npy``): the
+round is complete, and a rerun loads it instead of running it again."""
 
 
 @dataclass(frozen=True)
@@ -169,3 +177,74 @@ def bootstrap_round(
         history=result.history,
         seconds=seconds,
     )
+
+
+def _save_round(folder: Path, found: BootstrapRound, pixel_size: float, number: int) -> dict:
+    """Write a round's model, map and orientations; returns its record (written by the caller, last)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(found.model, found.config, folder / "model.pt")
+    write_map(folder / "map.mrc", DensityMap(found.volume.numpy(), pixel_size, name=f"round {number}",
+                                              source="cryoorient bootstrap"))
+    atomic_write(folder / "quaternions.npy", lambda f: np.save(f, found.quaternions.numpy()))
+    record = {
+        "round": number,
+        "half_map_resolution": found.refinement.resolution,
+        "refinement_rounds": len(found.refinement.rounds),
+        "converged": found.refinement.converged,
+        "validation_mae": found.history[-1]["validation_mae"] if found.history else None,
+        "seconds": found.seconds,
+    }
+    return record
+
+
+def run_rounds(
+    images: torch.Tensor | np.ndarray,
+    model: SiameseDistance,
+    config: TrainingConfig,
+    pixel_size: float,
+    folder: str | Path,
+    rounds: int,
+    *,
+    settings: BootstrapSettings = BootstrapSettings(),
+    on_round: Callable[[int, Path, torch.Tensor], None] | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """``rounds`` rounds of the loop, each kept in ``folder/round_K/`` (K = 1, 2, ...), resumable.
+
+    A round whose folder holds its record (:data:`ROUND_RECORD`) was finished: its estimator is
+    loaded and the loop goes on from it, so an interrupted run loses at most the round in progress.
+
+    Parameters
+    ----------
+    images, model, config, pixel_size, settings, device, progress : as for :func:`bootstrap_round`
+        (``model`` starts round 1).
+    folder : where the rounds go.
+    rounds : how many rounds in all (finished ones included).
+    on_round : called for each round run here with its number, its folder and (P, 4) quaternions,
+        after its files and before its record (e.g. to write the particles' STAR file there, so a
+        round interrupted in between is run again whole).
+
+    Returns
+    -------
+    Every round's record, in order.
+    """
+    rounds = check_positive_int("rounds", rounds)
+    folder = Path(folder)
+    records = []
+    for number in range(1, rounds + 1):
+        here = folder / f"round_{number}"
+        if (here / ROUND_RECORD).is_file():
+            model, config = load_model(here / "model.pt", device=device)
+            records.append(json.loads((here / ROUND_RECORD).read_text()))
+            continue
+        found = bootstrap_round(images, model, config, pixel_size, settings=settings, number=number,
+                                device=device, progress=progress)
+        record = _save_round(here, found, pixel_size, number)
+        if on_round is not None:
+            on_round(number, here, found.quaternions)
+        text = (json.dumps(record, indent=2) + "\n").encode()
+        atomic_write(here / ROUND_RECORD, lambda f, text=text: f.write(text))
+        records.append(record)
+        model, config = found.model, found.config
+    return records

@@ -31,6 +31,7 @@ import torch.distributed as dist
 
 from cryoorient._version import __version__
 from cryoorient.alignment import registration_error
+from cryoorient.bootstrap import BootstrapSettings, run_rounds
 from cryoorient.ctf_correction import TREATMENTS, ctf_grids, treatment_channels
 from cryoorient.dataset import (
     DatasetError,
@@ -39,6 +40,8 @@ from cryoorient.dataset import (
     open_dataset,
     save_dataset,
     simulate_dataset,
+    simulate_particles,
+    split_indices,
 )
 from cryoorient.density import DensityMap, MapFallbackWarning, load_map, read_map, write_map
 from cryoorient.fsc import fourier_shell_correlation, resolution
@@ -70,7 +73,7 @@ from cryoorient.relion import (
     write_stack,
     write_star_like,
 )
-from cryoorient.sampling import SAMPLING_SCHEMES
+from cryoorient.sampling import SAMPLING_SCHEMES, sample_orientations
 from cryoorient.siamese import ARCHITECTURES, DISTANCES
 from cryoorient.training import (
     TrainingConfig,
@@ -95,6 +98,8 @@ commands, in the order of a study:
   fsc          Fourier shell correlation of two maps (after a rigid alignment if asked)
   match        orientations by projection matching against a map you have (global, then local)
   refine       orientations refined against half maps reconstructed from the particles themselves
+  abinitio     orientations without the map: recover, refine, fine-tune on the particles' own map, in
+               rounds, from an initial model or an estimator trained on something else
 
 a workflow from a RELION project folder (its root, where RELION runs):
   cryoorient resample 5j0n --box-size 64 --voxel-size 4.3 -o Reference/ref.mrc
@@ -548,6 +553,38 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the split into halves")
     _project_dir(e)
     _common(e, quiet=True)
+
+    b = command(
+        "abinitio",
+        "orientations without the map: the bootstrap loop from an initial model or another estimator",
+        "Orient particles without their map. Start from an estimator trained on something else: on "
+        "projections of an initial model (--init-model MAP.mrc: a low-resolution map, a homologue; trained "
+        "here first) or a trained model (--pretrained MODEL_DIR). Each round recovers the orientations from "
+        "the current estimator's distances, fixes the gauge from the images, refines them against the "
+        "particles' own half maps, and fine-tunes the estimator on projections of their map. Writes "
+        "OUT/round_K/ (particles.star with the round's angles, map.mrc, model.pt) and resumes after the last "
+        "finished round when run again. No reference is needed; nothing is scored against a truth.",
+    )
+    b.add_argument("star", type=Path, metavar="PARTICLES.star", help="RELION 3.0/3.1 STAR with images")
+    start = b.add_mutually_exclusive_group(required=True)
+    start.add_argument("--init-model", type=Path, metavar="MAP.mrc",
+                       help="an initial map at the particles' box and pixel size (cryoorient resample)")
+    start.add_argument("--pretrained", type=Path, metavar="MODEL_DIR",
+                       help="a trained model folder (cryoorient train, models/KEY)")
+    b.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output folder")
+    b.add_argument("--rounds", type=int, default=3, metavar="K", help="rounds of the loop (default 3)")
+    b.add_argument("--refine-rounds", type=int, default=4, metavar="R",
+                   help="refinement rounds in each round (default 4)")
+    b.add_argument("--n-train", type=int, default=5000, metavar="N",
+                   help="projections of each round's map to fine-tune on (default 5000)")
+    b.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs per round (default 10)")
+    b.add_argument("--init-epochs", type=int, default=DEFAULT_MODEL["epochs"], metavar="E",
+                   help=f"with --init-model: epochs of its training (default {DEFAULT_MODEL['epochs']})")
+    b.add_argument("--noise-var", type=float, default=0.0, metavar="V",
+                   help="with --init-model: noise σ² added on the fly in training, as in the particles")
+    b.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    _project_dir(b)
+    _common(b, force=False, quiet=True)
     return parser
 
 
@@ -1052,6 +1089,35 @@ def _plot_learning_curve(history: list[dict], path: Path) -> None:
 # --- recover -----------------------------------------------------------------------------------------------
 
 
+def _model_for_stack(given: Path, particles, device: str | None):
+    """``(model_file, model, config, images)``: a trained model checked against a particle stack.
+
+    The model must accept the stack's box (and pixel size, when its folder records them) and give
+    radians; ``images`` are the particles preprocessed as its training images were.
+    """
+    model_file = given / "model.pt" if given.is_dir() else given
+    if not model_file.is_file():
+        raise DatasetError(f"{given}: no model.pt; train one with `cryoorient train`")
+    model, config = load_model(model_file, device=device)
+    box = particles.images.shape[-1]
+    if config.image_size is not None and config.image_size > box:
+        raise DatasetError(
+            f"{model_file}: the model was trained on {config.image_size}-px images, larger than this "
+            f"stack's {box} px; use a stack at the training data's box and pixel size"
+        )
+    if config.distance == "euclidean":
+        raise DatasetError(
+            f"{model_file}: a Euclidean d_f is not in radians; use a cosine or orientation model"
+        )
+    try:
+        record = read_record(model_file.parent, config.noise_variance)
+    except ValueError as error:
+        raise DatasetError(str(error)) from error
+    _check_training_data(model_file, record, box, particles.pixel_size)
+    record = record or InputRecord.of_training(box, particles.pixel_size, config.noise_variance)
+    return model_file, model, config, model_input(particles.images, record)
+
+
 def _check_training_data(model_file: Path, record: InputRecord | None, box: int, pixel_size: float) -> None:
     """Refuse a stack whose box or pixel size differs from the model's training images."""
     if record is None:
@@ -1105,27 +1171,7 @@ def _recover(args: argparse.Namespace, argv: list[str]) -> int:
     if args.model is not None:
         if args.perturb:
             raise DatasetError("--perturb applies to --distances-from-angles only")
-        model_file = args.model / "model.pt" if args.model.is_dir() else args.model
-        if not model_file.is_file():
-            raise DatasetError(f"{args.model}: no model.pt; train one with `cryoorient train`")
-        model, config = load_model(model_file, device=device)
-        box = particles.images.shape[-1]
-        if config.image_size is not None and config.image_size > box:
-            raise DatasetError(
-                f"{model_file}: the model was trained on {config.image_size}-px images, larger than this "
-                f"stack's {box} px; use a stack at the training data's box and pixel size"
-            )
-        if config.distance == "euclidean":
-            raise DatasetError(
-                f"{model_file}: a Euclidean d_f is not in radians; use a cosine or orientation model"
-            )
-        try:
-            record = read_record(model_file.parent, config.noise_variance)
-        except ValueError as error:
-            raise DatasetError(str(error)) from error
-        _check_training_data(model_file, record, box, particles.pixel_size)
-        record = record or InputRecord.of_training(box, particles.pixel_size, config.noise_variance)
-        images = model_input(particles.images, record)
+        model_file, model, config, images = _model_for_stack(args.model, particles, device)
         recovery, how = recover_from_images(
             model, images, config.image_size, seed=args.seed, device=device, progress=progress,
             ctf=_model_ctf(args.star, particles, meta.defaulted, model_file, config),
@@ -1449,6 +1495,62 @@ def _refine(args: argparse.Namespace, argv: list[str]) -> None:
     )
 
 
+def _abinitio(args: argparse.Namespace, argv: list[str]) -> None:
+    device = _device(args.device)
+    out = args.output
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out} is a file; give a folder for the rounds")
+    if out.is_dir() and any(out.iterdir()) and not (out / "abinitio.json").is_file():
+        raise DatasetError(f"{out} holds other files; choose a new folder (abinitio resumes only its own)")
+    counts = {"--rounds": args.rounds, "--refine-rounds": args.refine_rounds, "--n-train": args.n_train,
+              "--epochs": args.epochs, "--init-epochs": args.init_epochs}
+    for flag, value in counts.items():
+        if value < 1:
+            raise DatasetError(f"{flag} must be at least 1; got {value}")
+    if not args.noise_var >= 0:
+        raise DatasetError(f"--noise-var must be >= 0; got {args.noise_var}")
+    particles, meta = _read_particles_checked(args.star, angles=False, project_dir=args.project_dir)
+    progress = not args.quiet
+    pixel = particles.pixel_size
+    inputs = [args.star, *_stacks(args.star, meta.image_names, args.project_dir)]
+    if args.pretrained is not None:
+        model_file, model, config, images = _model_for_stack(args.pretrained, particles, device)
+        inputs.append(model_file)
+        if config.treatment is not None:
+            raise DatasetError(f"{model_file}: a model with a CTF treatment; abinitio handles no CTF yet")
+    else:
+        volume = _reference_for(args.star, particles, args.init_model)
+        inputs.append(args.init_model)
+    out.mkdir(parents=True, exist_ok=True)  # the marker first: an interrupted run is resumed, not refused
+    atomic_write(out / "abinitio.json", lambda f: f.write(b'{"started": true}\n'))
+    if args.pretrained is None:
+        orientations = sample_orientations(args.n_train, seed=args.seed)
+        density = DensityMap(volume.numpy(), pixel, name=str(args.init_model), source=str(args.init_model))
+        simulated = simulate_particles(density, orientations, seed=args.seed, device=device,
+                                       progress=progress)
+        config = model_config(None, epochs=args.init_epochs, noise_variance=args.noise_var, seed=args.seed)
+        print(f"training the first estimator on {args.n_train} projections of {args.init_model} "
+              f"({args.init_epochs} epochs; resumes from {out / 'initial'} when run again)")
+        model = train_distance(torch.from_numpy(simulated.images), orientations,
+                               split_indices(args.n_train, seed=args.seed), config, folder=out / "initial",
+                               device=device, progress=progress).model
+        images = standardise_stack(particles.images)
+
+    def write_round(number: int, folder: Path, quaternions: torch.Tensor) -> None:
+        star = folder / "particles.star"
+        names = _output_names(meta.image_names, args.star, star, args.project_dir)
+        write_star_like(star, meta, angles=quaternion_to_euler(quaternions).numpy(), image_names=names)
+        print(f"round {number}: wrote {star}, {folder / 'map.mrc'}, {folder / 'model.pt'}")
+
+    settings = BootstrapSettings(refine_rounds=args.refine_rounds, n_train=args.n_train, epochs=args.epochs,
+                                 seed=args.seed)
+    records = run_rounds(images, model, config, pixel, out, args.rounds, settings=settings,
+                         on_round=write_round, device=device, progress=progress)
+    _provenance(out, argv, inputs, rounds=records)
+    summary = "; ".join(f"round {r['round']} {r['half_map_resolution']:.1f} Å" for r in records)
+    print(f"abinitio: {len(records)} rounds in {out}/ (half maps, FSC 0.143: {summary})")
+
+
 COMMANDS = {
     "simulate": _simulate,
     "project": _project,
@@ -1459,6 +1561,7 @@ COMMANDS = {
     "fsc": _fsc,
     "match": _match,
     "refine": _refine,
+    "abinitio": _abinitio,
 }
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "split_pairs",
     "load_model",
     "prepare_images",
+    "save_model",
     "train_distance",
     "network_for",
     "training_seconds",
@@ -405,6 +406,13 @@ def _save_atomic(obj: object, path: Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def save_model(model: SiameseDistance, config: TrainingConfig, path: str | Path) -> Path:
+    """Write ``model.pt`` (weights, configuration, version) atomically, as :func:`load_model` reads it."""
+    path = Path(path)
+    _save_atomic({"model": model.state_dict(), "config": config.to_dict(), "version": __version__}, path)
+    return path
+
+
 def _seeded(config: TrainingConfig, *stream: int) -> np.random.Generator:
     return np.random.default_rng([config.seed, *stream])
 
@@ -547,8 +555,7 @@ def train_distance(
                 state["scheduler"] = scheduler.state_dict()
             _save_atomic(state, checkpoint)
     if folder is not None and rank == 0:
-        _save_atomic({"model": model.state_dict(), "config": config.to_dict(), "version": __version__},
-                     folder / "model.pt")
+        save_model(model, config, folder / "model.pt")
         _write_history(folder / "history.json", history)
     return TrainingResult(model, config, history, folder)
 

@@ -59,3 +59,31 @@ def test_a_round_refuses_a_ctf_estimator_and_bad_settings(start):
         BootstrapSettings(epochs=0)
     with pytest.raises(ValueError, match=r"learning_rate must be > 0; got -1"):
         BootstrapSettings(learning_rate=-1.0)
+
+
+@pytest.mark.slow
+def test_rounds_are_kept_per_folder_and_a_rerun_resumes_after_the_last_finished(start, tmp_path):
+    import numpy as np
+
+    from cryoorient.bootstrap import ROUND_RECORD, run_rounds
+    from cryoorient.density import read_map
+
+    particles, model, config = start
+    called = []
+
+    def note(number, folder, quaternions):
+        called.append(number)
+        assert (folder / "model.pt").is_file() and not (folder / ROUND_RECORD).exists()
+
+    records = run_rounds(particles, model, config, 10.0, tmp_path, 2, settings=SMALL, on_round=note)
+    assert called == [1, 2] and [r["round"] for r in records] == [1, 2]
+    for number in (1, 2):
+        here = tmp_path / f"round_{number}"
+        assert read_map(here / "map.mrc").data.shape == (24, 24, 24)
+        assert np.load(here / "quaternions.npy").shape == (60, 4)
+    first_q = np.load(tmp_path / "round_2" / "quaternions.npy")
+    (tmp_path / "round_2" / ROUND_RECORD).unlink()  # round 2 interrupted before its record
+    called.clear()
+    again = run_rounds(particles, model, config, 10.0, tmp_path, 2, settings=SMALL, on_round=note)
+    assert called == [2] and again[0] == records[0]  # round 1 loaded, round 2 run again from its model
+    np.testing.assert_allclose(np.load(tmp_path / "round_2" / "quaternions.npy"), first_q, atol=1e-6)

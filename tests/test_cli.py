@@ -580,3 +580,38 @@ def test_train_and_recover_on_a_ctf_stack_prepare_the_particles_alike(tmp_path, 
     two = ["--init-model", str(model), "--treatment", "two_channel"]
     assert main(["train", str(ctf_data), "-o", str(tmp_path / "m2"), *TRAIN[2:], *two]) == 2
     assert "takes another number of channels" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_abinitio_runs_rounds_from_another_map_and_resumes(tmp_path, capsys):
+    """The bootstrap loop on particles of pseudo:1, starting from a map of pseudo:2 (not theirs):
+    each round's STAR, map and model in OUT/round_K/; run again with more rounds, only the new ones run."""
+    data = tmp_path / "ds"
+    assert main([*SIMULATE[:3], "40", *SIMULATE[4:], "-o", str(data)]) == 0
+    init = write_map(tmp_path / "init.mrc", load_map("pseudo:2", box_size=32, voxel_size=8.0))
+    out = tmp_path / "abinitio"
+    quick = ["--refine-rounds", "1", "--n-train", "160", "--epochs", "1", "--init-epochs", "1", "--quiet"]
+    star = str(data / "particles.star")
+    assert main(["abinitio", star, "--init-model", str(init), "-o", str(out), "--rounds", "1", *quick]) == 0
+    printed = capsys.readouterr().out
+    assert "round 1: wrote" in printed and "abinitio: 1 rounds" in printed
+    for name in ("particles.star", "map.mrc", "model.pt", "quaternions.npy", "round.json"):
+        assert (out / "round_1" / name).is_file()
+    assert (out / "initial" / "model.pt").is_file() and (out / "provenance.json").is_file()
+    assert len(read_particles(out / "round_1" / "particles.star")) == 40
+    assert main(["abinitio", star, "--init-model", str(init), "-o", str(out), "--rounds", "2", *quick]) == 0
+    printed = capsys.readouterr().out
+    assert "round 1: wrote" not in printed and "round 2: wrote" in printed and "abinitio: 2 rounds" in printed
+    # a pretrained start: the first estimator's folder
+    other = tmp_path / "from_model"
+    assert main(["abinitio", star, "--pretrained", str(out / "initial"), "-o", str(other), "--rounds", "1",
+                 *quick]) == 0
+    assert (other / "round_1" / "particles.star").is_file()
+    capsys.readouterr()
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert main(["abinitio", star, "--init-model", str(init), "-o", str(tmp_path / "busy"), *quick]) == 2
+    assert "holds other files; choose a new folder" in capsys.readouterr().err
+    bad = ["abinitio", star, "--init-model", str(init), "-o", str(tmp_path / "x"), "--rounds", "0"]
+    assert main(bad) == 2
+    assert "--rounds must be at least 1; got 0" in capsys.readouterr().err and not (tmp_path / "x").exists()
