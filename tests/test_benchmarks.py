@@ -182,3 +182,12 @@ def test_ctf_treatments_refuses_unknown_treatments_and_levels(monkeypatch, capsy
     assert "invalid choice: 'flip'" in capsys.readouterr().err
     with pytest.raises(SystemExit, match=r"--noise: σ² = 7 has no estimator"):
         ctf.main(["--noise", "7"])
+
+
+def test_bootstrap_loop_refuses_a_bad_start_and_unknown_levels(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    loop = importlib.import_module("bootstrap_loop")
+    with pytest.raises(SystemExit, match=r"--start must be a resolution in Å > 0; got -40"):
+        loop.main(["--start", "-40"])
+    with pytest.raises(SystemExit, match=r"--noise: σ² = 7 has no estimator"):
+        loop.main(["--noise", "7"])
