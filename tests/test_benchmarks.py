@@ -191,3 +191,11 @@ def test_bootstrap_loop_refuses_a_bad_start_and_unknown_levels(monkeypatch):
         loop.main(["--start", "-40"])
     with pytest.raises(SystemExit, match=r"--noise: σ² = 7 has no estimator"):
         loop.main(["--noise", "7"])
+
+
+def test_many_proteins_refuses_counts_below_one(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    many = importlib.import_module("many_proteins")
+    assert many.AUTHORS_UNSEEN == 1.33
+    with pytest.raises(SystemExit, match=r"--counts must be positive numbers of maps; got \[0, 4\]"):
+        many.main(["--counts", "0", "4"])
