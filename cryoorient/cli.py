@@ -52,6 +52,7 @@ from cryoorient.geometry import (
     quaternion_distance_matrix,
     quaternion_to_euler,
 )
+from cryoorient.many_maps import train_on_maps
 from cryoorient.map_alignment import align_maps
 from cryoorient.matching import grid_spacing, match_to_map
 from cryoorient.model_cache import DEFAULT_MODEL, dataset_ctf, model_config
@@ -322,6 +323,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("dataset", metavar="DATASET", type=Path, help="dataset folder or particle STAR file")
     t.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="model folder")
+    t.add_argument(
+        "--maps",
+        nargs="+",
+        default=None,
+        metavar="MAP",
+        help="train on projections drawn afresh at every step from these maps (files or names, each "
+        "brought to DATASET's box and pixel size; a batch is one map's), DATASET validating and testing: "
+        "an estimator for proteins it has not seen",
+    )
+    t.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=40,
+        metavar="K",
+        help="with --maps: steps between validations and checkpoints (default 40)",
+    )
     t.add_argument(
         "--init-model",
         type=Path,
@@ -938,6 +955,25 @@ def _training_config(args: argparse.Namespace, initial: TrainingConfig | None) -
         raise DatasetError(_flag_words(str(error))) from error
 
 
+def _training_maps(args: argparse.Namespace, data, config: TrainingConfig) -> list[torch.Tensor]:
+    """``train --maps``: each map at DATASET's box and pixel size, checked against what it cannot do."""
+    if config.recipe != "inbatch" or config.treatment is not None or args.max_steps is not None:
+        raise DatasetError("--maps trains with the inbatch recipe, without --treatment or --max-steps")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise DatasetError("--maps does not run under torchrun yet; train on one process")
+    if args.steps_per_epoch < 1:
+        raise DatasetError(f"--steps-per-epoch must be at least 1; got {args.steps_per_epoch}")
+    box, pixel = data.particles.images.shape[-1], data.particles.pixel_size
+    volumes = []
+    for name in args.maps:
+        try:
+            density = load_map(name, box_size=box, voxel_size=pixel, fallback=False)
+        except ValueError as error:
+            raise DatasetError(f"--maps {name}: {error}") from error
+        volumes.append(torch.from_numpy(np.asarray(density.data, dtype=np.float32)))
+    return volumes
+
+
 def _check_model_folder(output: Path, dataset: Path, force: bool, restart: bool) -> None:
     """The model folder must be new, empty, a previous run's (to resume), or overwritten with --force."""
     if output.exists() and not output.is_dir():
@@ -995,6 +1031,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
         ctf = dataset_ctf(data, config)
     except ValueError as error:
         raise DatasetError(f"{args.dataset}: {error}") from error
+    volumes = _training_maps(args, data, config) if args.maps else None
     if ctf is None and data.particles.ctf is not None:
         print(f"warning: {args.dataset} has CTF columns, which training without --treatment ignores",
               file=sys.stderr)
@@ -1005,19 +1042,27 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
         if backend == "nccl":
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     try:
-        result = train_distance(
-            images,
-            data.quaternions,
-            data.splits,
-            config,
-            folder=args.output,
-            resume=not args.restart,
-            device=device,
-            progress=not args.quiet,
-            max_steps=args.max_steps,
-            initial=initial,
-            ctf=ctf,
-        )
+        if volumes is not None:
+            validation = torch.from_numpy(data.splits["validation"])
+            result = train_on_maps(
+                volumes, config, images[validation], data.quaternions[validation],
+                steps_per_epoch=args.steps_per_epoch, folder=args.output, resume=not args.restart,
+                device=device, progress=not args.quiet, initial=initial,
+            )
+        else:
+            result = train_distance(
+                images,
+                data.quaternions,
+                data.splits,
+                config,
+                folder=args.output,
+                resume=not args.restart,
+                device=device,
+                progress=not args.quiet,
+                max_steps=args.max_steps,
+                initial=initial,
+                ctf=ctf,
+            )
     except ValueError as error:
         if "checkpoint" in str(error):
             raise DatasetError(
@@ -1040,7 +1085,10 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
         if args.dataset.is_dir()
         else [args.dataset, *_stacks(args.dataset, read_star(args.dataset).image_names, args.project_dir)]
     )
-    _provenance(args.output, argv, inputs + ([init_file] if init_file else []), config=config.to_dict())
+    maps = [Path(m) for m in args.maps or [] if Path(m).is_file()]  # named maps are recorded by name
+    on_maps = {"maps": args.maps, "steps_per_epoch": args.steps_per_epoch} if args.maps else {}
+    _provenance(args.output, argv, inputs + maps + ([init_file] if init_file else []),
+                config=config.to_dict(), **on_maps)
     if args.max_steps is not None and result.history and "train_losses" in result.history[-1]:
         print(f"stopped after {args.max_steps} steps; history in {args.output / 'history.json'}")
         return

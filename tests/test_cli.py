@@ -615,3 +615,21 @@ def test_abinitio_runs_rounds_from_another_map_and_resumes(tmp_path, capsys):
     bad = ["abinitio", star, "--init-model", str(init), "-o", str(tmp_path / "x"), "--rounds", "0"]
     assert main(bad) == 2
     assert "--rounds must be at least 1; got 0" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_train_on_several_maps_validates_on_the_dataset(tmp_path, capsys):
+    """train --maps: projections drawn on the fly from other maps; DATASET validates and tests."""
+    data = tmp_path / "ds"
+    assert main([*SIMULATE[:3], "40", *SIMULATE[4:], "-o", str(data)]) == 0
+    other = write_map(tmp_path / "other.mrc", load_map("pseudo:3", box_size=32, voxel_size=8.0))
+    model = tmp_path / "model"
+    maps = ["--maps", "pseudo:2", str(other), "--steps-per-epoch", "2"]
+    assert main(["train", str(data), "-o", str(model), *TRAIN, *maps]) == 0
+    assert "trained 2 epochs" in capsys.readouterr().out
+    history = json.loads((model / "history.json").read_text())
+    assert [sum(h["steps_per_map"]) for h in history] == [2, 2]
+    provenance = json.loads((model / "provenance.json").read_text())
+    assert provenance["maps"] == ["pseudo:2", str(other)] and str(other) in provenance["inputs"]
+    bad = ["train", str(data), "-o", str(tmp_path / "m2"), *TRAIN, "--maps", "pseudo:2", "--recipe", "paper"]
+    assert main(bad) == 2
+    assert "--maps trains with the inbatch recipe" in capsys.readouterr().err
