@@ -502,8 +502,9 @@ def _parser() -> argparse.ArgumentParser:
         "search over a grid of orientations (Fibonacci directions x in-plane angles), then a local search "
         "around the best. The score is the normalised cross-correlation of the band-limited images "
         "(the likelihood under white noise with a free scale and offset). Particles are re-centred by "
-        "their origins first and the origins are kept; no CTF is applied (phase-flip the particles "
-        "first). Writes the STAR file with every column as it was and new rlnAngleRot/Tilt/Psi.",
+        "their origins first and the origins are kept; with --ctf each projection is multiplied by the "
+        "particle's CTF before the comparison (else phase-flip the particles first). Writes the STAR "
+        "file with every column as it was and new rlnAngleRot/Tilt/Psi.",
     )
     m.add_argument("star", type=Path, metavar="PARTICLES.star", help="RELION 3.0/3.1 STAR with images")
     m.add_argument(
@@ -535,6 +536,12 @@ def _parser() -> argparse.ArgumentParser:
         help="band of the local search, cycles per pixel",
     )
     m.add_argument("--no-local", action="store_true", help="stop after the global search")
+    m.add_argument(
+        "--ctf",
+        action="store_true",
+        help="compare each particle with projections times its CTF (the STAR's defocus columns and optics); "
+        "without it the particles are taken as CTF-free or phase-flipped",
+    )
     _project_dir(m)
     _common(m, quiet=True)
 
@@ -568,6 +575,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--rounds", type=int, default=8, metavar="K", help="refinement rounds at most")
     e.add_argument("--seed", type=int, default=0, help="seed of the split into halves")
+    e.add_argument(
+        "--ctf",
+        action="store_true",
+        help="reconstruct the half maps with each particle's CTF and compare each particle with their "
+        "projections times its CTF (the STAR's defocus columns); without it the particles are taken as "
+        "CTF-free or phase-flipped",
+    )
     _project_dir(e)
     _common(e, quiet=True)
 
@@ -1367,18 +1381,28 @@ STALE_COLUMNS = (
 )
 
 
-def _centred_images(star: Path, particles) -> torch.Tensor:
-    """The particles re-centred by their origins (RELION's sign), warning that no CTF is applied."""
-    if particles.ctf is not None:
+def _centred_images(star: Path, particles, ctf: bool = False) -> torch.Tensor:
+    """The particles re-centred by their origins (RELION's sign), warning when a CTF goes unused."""
+    if particles.ctf is not None and not ctf:
         print(
             f"warning: {star} has CTF columns; the images are compared without a CTF "
-            "(phase-flip the particles first for a reliable result)",
+            "(add --ctf, or phase-flip the particles first)",
             file=sys.stderr,
         )
     images = torch.from_numpy(np.asarray(particles.images, dtype=np.float32))
     if np.any(particles.shifts):
         images = shift_images(images, -torch.from_numpy(np.asarray(particles.shifts, dtype=np.float64)))
     return images
+
+
+def _stack_ctfs(star: Path, particles, defaulted: tuple[str, ...], wanted: bool) -> torch.Tensor | None:
+    """``--ctf``: the particles' (N, D, D) CTFs from their STAR file, else ``None``."""
+    if not wanted:
+        return None
+    if particles.ctf is None:
+        raise DatasetError(f"{star}: --ctf needs rlnDefocusU/rlnDefocusV columns")
+    ctf = _uniform_ctf(star, particles, defaulted)
+    return ctf_grids(ctf, particles.images.shape[-1], particles.pixel_size)
 
 
 def _reference_for(star: Path, particles, reference: Path) -> torch.Tensor:
@@ -1413,7 +1437,8 @@ def _match(args: argparse.Namespace, argv: list[str]) -> None:
         )
     particles, meta = _read_particles_checked(args.star, angles=False, project_dir=args.project_dir)
     volume = _reference_for(args.star, particles, args.reference)
-    images = _centred_images(args.star, particles)
+    images = _centred_images(args.star, particles, args.ctf)
+    ctf = _stack_ctfs(args.star, particles, meta.defaulted, args.ctf)
     found, seconds = match_to_map(
         images,
         volume,
@@ -1424,6 +1449,7 @@ def _match(args: argparse.Namespace, argv: list[str]) -> None:
         local_frequency=local_band,
         device=device,
         progress=not args.quiet,
+        ctf=ctf,
     )
     n_grid, spacing = args.directions * args.in_plane, grid_spacing(args.directions, args.in_plane)
     names = _output_names(meta.image_names, args.star, args.output, args.project_dir)
@@ -1487,7 +1513,8 @@ def _refine(args: argparse.Namespace, argv: list[str]) -> None:
         raise DatasetError(f"--rounds must be at least 1; got {args.rounds}")
     particles, meta = _read_particles_checked(args.star, angles=False, project_dir=args.project_dir)
     rotations = _init_rotations(args.star, args.init, meta)
-    images = _centred_images(args.star, particles)
+    images = _centred_images(args.star, particles, args.ctf)
+    ctf = _stack_ctfs(args.star, particles, meta.defaulted, args.ctf)
     tic = time.perf_counter()
     result = refine(
         images,
@@ -1497,6 +1524,7 @@ def _refine(args: argparse.Namespace, argv: list[str]) -> None:
         seed=args.seed,
         device=device,
         progress=not args.quiet,
+        ctf=ctf,
     )
     seconds = time.perf_counter() - tic
     names = _output_names(meta.image_names, args.star, args.output, args.project_dir)
@@ -1510,7 +1538,7 @@ def _refine(args: argparse.Namespace, argv: list[str]) -> None:
         columns={"rlnRandomSubset": (result.halves + 1).numpy()},
     )
     if maps:
-        full = reconstruct(images, result.rotations.float(), device=device, progress=False).volume
+        full = reconstruct(images, result.rotations.float(), ctf=ctf, device=device, progress=False).volume
         for key, volume in (("map", full), ("half1", result.half_maps[0]), ("half2", result.half_maps[1])):
             data = volume.detach().cpu().numpy()
             write_map(

@@ -24,6 +24,12 @@ Two searches, both batched in torch (CPU or CUDA):
 No shift search: the images are assumed centred (the simulated stacks are; a stack with
 ``rlnOriginX/Y`` is re-centred first).
 
+**With a CTF** (``ctf=``, one per image): the projection is compared as the microscope would have
+recorded it, ``CTF_i · P``, so the score is ``⟨CTF_i P, I_i⟩ / (‖CTF_i P‖ ‖I_i‖)``. Both parts are
+sums over the band, the numerator a dot product of the image's features times its CTF with the
+projection's, the denominator one of ``CTF_i²`` with the projection's power: still two matrix
+products for a batch of candidates, whatever the number of distinct CTFs.
+
 Conventions: rotations are RELION matrices ``A`` (volume → image coordinates, see
 :func:`cryoorient.geometry.euler_to_matrix`); images ``[y, x]`` and volumes ``[z, y, x]`` with
 their origin at index ``D // 2``; angles in radians.
@@ -183,7 +189,35 @@ class _Slicer:
         return _unit(trilinear_half(self.spectrum, coords), self.band)
 
 
-def _prepare(images, volume, max_frequency: float, pad_factor: float, device: Device):
+class _Scorer:
+    """Normalised cross-correlations of the images with candidate slices, with or without their CTFs."""
+
+    def __init__(self, features: torch.Tensor, ctf_squared: torch.Tensor | None) -> None:
+        self.features = features  # (N, 2M) unit image features, times the CTF when there is one
+        self.ctf_squared = ctf_squared  # (N, M) CTF² on the band, or None
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def all_against(self, slices: torch.Tensor) -> torch.Tensor:
+        """(N, B) scores of every image against (B, 2M) unit slices."""
+        scores = self.features @ slices.T
+        if self.ctf_squared is not None:
+            power = slices.reshape(len(slices), -1, 2).square().sum(-1)  # (B, M)
+            scores = scores / (self.ctf_squared @ power.T).clamp_min(1e-30).sqrt()
+        return scores
+
+    def each_against(self, chunk: torch.Tensor, slices: torch.Tensor) -> torch.Tensor:
+        """(b, K) scores of the images ``chunk`` against their own (b, K, 2M) unit slices."""
+        chunk = chunk.to(self.features.device)
+        scores = (slices @ self.features[chunk, :, None]).squeeze(-1)
+        if self.ctf_squared is not None:
+            power = slices.reshape(*slices.shape[:2], -1, 2).square().sum(-1)  # (b, K, M)
+            scores = scores / (power @ self.ctf_squared[chunk, :, None]).squeeze(-1).clamp_min(1e-30).sqrt()
+        return scores
+
+
+def _prepare(images, volume, max_frequency: float, pad_factor: float, device: Device, ctf=None):
     imgs = check_images(images)
     vol = check_volume(volume)
     if imgs.ndim != 3 or imgs.shape[1] != imgs.shape[2]:
@@ -191,9 +225,19 @@ def _prepare(images, volume, max_frequency: float, pad_factor: float, device: De
     if imgs.shape[-1] != vol.shape[0]:
         raise ValueError(f"images of {imgs.shape[-1]} px cannot be matched with a {vol.shape[0]}³ map")
     dev = resolve_device(device)
-    band = _band(vol.shape[0], max_frequency, dev)
+    d = vol.shape[0]
+    band = _band(d, max_frequency, dev)
     features = _image_features(imgs.to(dev, torch.float32), band)
-    return features, _Slicer(vol.to(dev, torch.float32), band, pad_factor)
+    ctf_squared = None
+    if ctf is not None:
+        c = check_images(ctf, "ctf")
+        if tuple(c.shape) != tuple(imgs.shape):
+            raise ValueError(f"ctf must have the images' shape {tuple(imgs.shape)}; got {tuple(c.shape)}")
+        # the unshifted fft2 layout's [ky mod D, kx] for kx <= D/2 is the rfft2 half spectrum's
+        on_band = c.to(dev, torch.float32)[:, :, : d // 2 + 1].reshape(len(c), -1)[:, band.flat]  # (N, M)
+        features = features * on_band.repeat_interleave(2, dim=1)
+        ctf_squared = on_band.square()
+    return _Scorer(features, ctf_squared), _Slicer(vol.to(dev, torch.float32), band, pad_factor)
 
 
 def global_search(
@@ -206,6 +250,7 @@ def global_search(
     batch_size: int = 1024,
     device: Device = None,
     progress: bool = False,
+    ctf: torch.Tensor | None = None,
 ) -> Matches:
     """Each image's best orientation among ``rotations`` (e.g. :func:`orientation_grid`).
 
@@ -220,25 +265,27 @@ def global_search(
         for ``M`` frequencies in the band).
     device : where to compute (``None``: CUDA when available); results come back on the CPU.
     progress : show a progress bar over the batches.
+    ctf : (N, D, D) the images' CTFs (unshifted layout, :func:`cryoorient.projection.ctf_2d`): each
+        projection is compared as ``CTF · P`` (module docstring); ``None`` for CTF-free images.
 
     Returns
     -------
     :class:`Matches` with each image's best rotation and its score; ``steps`` is NaN (the grid's
     spacing is the caller's to state, e.g. :func:`grid_spacing`).
     """
-    features, slicer = _prepare(images, volume, max_frequency, pad_factor, device)
+    scorer, slicer = _prepare(images, volume, max_frequency, pad_factor, device, ctf)
     candidates = check_rotations(rotations)
     batch_size = check_positive_int("batch_size", batch_size)
-    n = len(features)
-    best = torch.full((n,), -math.inf, dtype=torch.float32, device=features.device)
-    index = torch.zeros(n, dtype=torch.long, device=features.device)
+    n = len(scorer)
+    best = torch.full((n,), -math.inf, dtype=torch.float32, device=scorer.features.device)
+    index = torch.zeros(n, dtype=torch.long, device=scorer.features.device)
     starts = range(0, len(candidates), batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="global search", unit="batch")
     for start in starts:
-        scores = features @ slicer(candidates[start : start + batch_size]).T  # (N, B)
+        scores = scorer.all_against(slicer(candidates[start : start + batch_size]))  # (N, B)
         value, where = scores.max(dim=1)
         better = value > best
         best = torch.where(better, value, best)
@@ -268,6 +315,7 @@ def local_search(
     batch_size: int = 64,
     device: Device = None,
     progress: bool = False,
+    ctf: torch.Tensor | None = None,
 ) -> Matches:
     """Each image's orientation improved around ``rotations`` by hill climbing on a shrinking step.
 
@@ -285,16 +333,16 @@ def local_search(
     min_step : an image's search ends when its step falls below it, radians.
     shrink : factor applied to the step when no neighbour is better (``0 < shrink < 1``).
     max_rounds : rounds at most.
-    max_frequency, pad_factor, device, progress : as in :func:`global_search`.
+    max_frequency, pad_factor, device, progress, ctf : as in :func:`global_search`.
     batch_size : images whose 27 candidates are sliced at once.
 
     Returns
     -------
     :class:`Matches`: the final rotation, its score and the final step of each image.
     """
-    features, slicer = _prepare(images, volume, max_frequency, pad_factor, device)
+    scorer, slicer = _prepare(images, volume, max_frequency, pad_factor, device, ctf)
     current = check_rotations(rotations).to(torch.float64, copy=True)  # the caller's tensor stays as it was
-    n = len(features)
+    n = len(scorer)
     if current.shape[0] != n:
         raise ValueError(f"{n} images but {current.shape[0]} starting rotations")
     if not (0 < shrink < 1):
@@ -317,7 +365,7 @@ def local_search(
             deltas = axis_angle_matrix(steps[chunk, None, None] * _NEIGHBOURS)  # (b, 27, 3, 3)
             candidates = deltas @ current[chunk, None]  # (b, 27, 3, 3)
             slices = slicer(candidates.reshape(-1, 3, 3)).reshape(len(chunk), len(_NEIGHBOURS), -1)
-            values = (slices @ features[chunk.to(features.device), :, None]).squeeze(-1).cpu()  # (b, 27)
+            values = scorer.each_against(chunk, slices).cpu()  # (b, 27)
             value, where = values.max(dim=1)
             current[chunk] = candidates[torch.arange(len(chunk)), where]
             scores[chunk] = value.to(torch.float64)
@@ -337,13 +385,14 @@ def match_to_map(
     local_frequency: float = 0.5,
     device: Device = None,
     progress: bool = False,
+    ctf: torch.Tensor | None = None,
 ) -> tuple[Matches, float]:
     """Orientations of ``images`` by projection matching against ``volume``, and the seconds taken.
 
     A global search over ``directions`` × ``in_plane`` orientations
     (:func:`orientation_grid`) compared up to ``max_frequency`` (cycles per
     pixel), then, with ``local``, a local search up to ``local_frequency`` from half the grid's
-    spacing.
+    spacing. ``ctf``: the images' CTFs, as in :func:`global_search`.
 
     Returns
     -------
@@ -352,8 +401,8 @@ def match_to_map(
     start = time.perf_counter()
     grid = orientation_grid(directions, in_plane)
     found = global_search(images, volume, grid, max_frequency=max_frequency, device=device,
-                          progress=progress)
+                          progress=progress, ctf=ctf)
     if local:
         found = local_search(images, volume, found.rotations, step=grid_spacing(directions, in_plane) / 2,
-                             max_frequency=local_frequency, device=device, progress=progress)
+                             max_frequency=local_frequency, device=device, progress=progress, ctf=ctf)
     return found, time.perf_counter() - start

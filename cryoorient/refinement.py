@@ -143,13 +143,14 @@ def fsc_weighted(volume: torch.Tensor, fsc: torch.Tensor) -> torch.Tensor:
     return torch.fft.ifftn(torch.fft.fftn(volume.to(torch.float64)) * factor).real.float()
 
 
-def _half_maps(images, rotations, halves, method, n_iterations, device):
+def _half_maps(images, rotations, halves, method, n_iterations, device, ctf=None):
     maps = []
     for h in (0, 1):
         chosen = halves == h
         result = reconstruct(
             images[chosen],
             rotations[chosen].float(),
+            ctf=None if ctf is None else ctf[chosen],
             method=method,
             n_iterations=n_iterations,
             device=device,
@@ -173,6 +174,7 @@ def refine(
     n_iterations: int = 10,
     device: Device = None,
     progress: bool = False,
+    ctf: torch.Tensor | None = None,
 ) -> Refinement:
     """Refine orientations against half maps reconstructed from the images (see the module docstring).
 
@@ -191,6 +193,9 @@ def refine(
     method, n_iterations : the reconstruction's (:func:`cryoorient.reconstruction.reconstruct`).
     device : where to compute (``None``: CUDA when available).
     progress : print one line per round.
+    ctf : (N, D, D) the images' CTFs (unshifted layout): the half maps are reconstructed with them
+        in the forward model and each image is matched against its half map's projections times its
+        CTF (:func:`cryoorient.matching.local_search`); ``None`` for CTF-free (or phase-flipped) images.
 
     Returns
     -------
@@ -200,6 +205,10 @@ def refine(
     images = torch.as_tensor(images, dtype=torch.float32)
     if len(images) != len(current):
         raise ValueError(f"{len(images)} images but {len(current)} rotations")
+    if ctf is not None:
+        ctf = torch.as_tensor(ctf, dtype=torch.float32)
+        if ctf.shape != images.shape:
+            raise ValueError(f"ctf must have the images' shape {tuple(images.shape)}; got {tuple(ctf.shape)}")
     pixel_size = check_positive("pixel_size", pixel_size)
     max_rounds = check_positive_int("max_rounds", max_rounds)
     if not (0 < min_step <= step):
@@ -209,7 +218,7 @@ def refine(
     converged = False
     round_step = float(step)
     for number in range(max_rounds):
-        maps = _half_maps(images, current, halves, method, n_iterations, device)
+        maps = _half_maps(images, current, halves, method, n_iterations, device, ctf)
         freq, fsc = fourier_shell_correlation(maps[0], maps[1], pixel_size)
         res = resolution(freq, fsc, 0.143)
         band = min(0.5, pixel_size / res) if math.isfinite(res) else 4 / images.shape[-1]  # 4 shells
@@ -225,6 +234,7 @@ def refine(
                 min_step=min_step,  # round_step never falls below it
                 max_frequency=band,
                 device=device,
+                ctf=None if ctf is None else ctf[chosen],
             )
             after[chosen], scores[chosen] = found.rotations, found.scores
         change = rotation_change(current, after)
@@ -247,7 +257,7 @@ def refine(
             converged = True
             break
         round_step = max(min(float(step), 3 * rounds[-1].median_change), min_step)
-    maps = _half_maps(images, current, halves, method, n_iterations, device)
+    maps = _half_maps(images, current, halves, method, n_iterations, device, ctf)
     freq, fsc = fourier_shell_correlation(maps[0], maps[1], pixel_size)
     return Refinement(
         current,

@@ -91,3 +91,34 @@ def test_refine_refuses_angles_of_other_particles(stack, tmp_path, capsys):
     assert main(["refine", str(star), "--init", str(other), "-o", str(tmp_path / "r.star"), "--quiet"]) == 2
     assert "INIT.star lists other particles or another order" in capsys.readouterr().err
     assert not (tmp_path / "r.star").exists()
+
+
+@pytest.mark.slow
+def test_match_and_refine_with_the_particles_ctfs(tmp_path, capsys):
+    """A CTF-affected stack (4 Å pixels: CTF zeros below Nyquist): `match --ctf` and `refine --ctf`
+    use the STAR's defocus columns and find the orientations; without --ctf they warn and do worse."""
+    ctf_sim = ["simulate", "pseudo:1", "--box-size", "32", "--voxel-size", "4", "--quiet", "--seed", "4"]
+    assert main([*ctf_sim, "-n", "80", "--noise-var", "0.1", "--ctf", "-o", str(tmp_path / "ds")]) == 0
+    star = tmp_path / "ds" / "particles.star"
+    truth = write_map(tmp_path / "truth.mrc", load_map("pseudo:1", box_size=32, voxel_size=4.0))
+    median = {}
+    for flag in ("--ctf", None):
+        out = tmp_path / f"matched{flag or ''}.star"
+        command = ["match", str(star), "--reference", str(truth), "-o", str(out), "--directions", "300",
+                   "--in-plane", "24", "--quiet", *([flag] if flag else [])]
+        assert main(command) == 0
+        median[flag] = float(rotation_change(rotations(out), rotations(star)).median())
+        warned = "has CTF columns; the images are compared without a CTF" in capsys.readouterr().err
+        assert warned == (flag is None)
+    assert median["--ctf"] < math.radians(2) and median[None] > 2 * median["--ctf"], median
+    # refine from the CTF-aware matches, with the CTFs: stays as close, writes half maps
+    refined = tmp_path / "refined.star"
+    command = ["refine", str(star), "--init", str(tmp_path / "matched--ctf.star"), "-o", str(refined),
+               "--rounds", "2", "--ctf", "--quiet", "--map-out", str(tmp_path / "map.mrc")]
+    assert main(command) == 0
+    assert float(rotation_change(rotations(refined), rotations(star)).median()) < math.radians(2)
+    plain = tmp_path / "plain"
+    assert main([*ctf_sim, "-n", "20", "-o", str(plain)]) == 0  # the same grid, no CTF
+    command = ["match", str(plain / "particles.star"), "--reference", str(truth), "-o", str(tmp_path / "x")]
+    assert main([*command, "--ctf"]) == 2
+    assert "--ctf needs rlnDefocusU/rlnDefocusV columns" in capsys.readouterr().err

@@ -153,3 +153,27 @@ def test_refine_from_perturbed_quaternions_gets_closer_and_the_map_scores_agains
     framed = map_in_frame(images, quaternion_to_matrix(refined).float(), volume, 10.0, method="fourier")
     resolution = framed.resolution
     assert 20.0 <= resolution < 80.0  # Nyquist is 20 Å; a refined noiseless map gets near it
+
+
+@pytest.mark.slow
+def test_refining_ctf_images_with_their_ctfs_gets_closer_than_without(particles):
+    """CTF-affected particles refined with their CTFs (half maps and matching both CTF-aware) end
+    closer to the truth than refined as if CTF-free, from the same 3° perturbed start."""
+    from cryoorient.projection import apply_ctf, ctf_2d
+
+    _, truth, volume = particles
+    defocus = torch.linspace(10000.0, 25000.0, len(truth), dtype=torch.float64)
+    ctf = ctf_2d(32, 4.0, defocus_u=defocus, device="cpu")  # 4 Å: zeros below Nyquist
+    images = add_noise(normalize_images(apply_ctf(project(volume, truth), ctf)), variance=0.1, seed=1)
+    start = perturbed(truth, 3.0, seed=2)
+    q = matrix_to_quaternion(truth)
+    error = {
+        name: score_orientations(q, matrix_to_quaternion(refine(images, start, pixel_size=4.0, max_rounds=3,
+                                                                ctf=given).rotations)).e_reg
+        for name, given in (("with", ctf), ("without", None))
+    }
+    before = score_orientations(q, matrix_to_quaternion(start)).e_reg
+    # measured: 0.052 rad before, 0.015 with the CTFs, 0.034 without
+    assert error["with"] < before and error["with"] < error["without"], (before, error)
+    with pytest.raises(ValueError, match=r"ctf must have the images' shape"):
+        refine(images, start, ctf=ctf[:5])
