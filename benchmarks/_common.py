@@ -77,3 +77,13 @@ def contest_cells(row: dict) -> list[str]:
     """A :func:`cryoorient.contest.contest_level` row's errors, shares and resolution, as table cells."""
     shares = (f"{row[k]:.3f}" for k in ("e_or", "e_reg", "e_reg_median", "within_5", "within_10"))
     return [*shares, f"{row['resolution']:.1f}"]
+
+
+def print_levels(header: list[str], levels: dict, cells, output: Path) -> None:
+    """Print a study's ``{level: {name: row}}`` as a table (the level, the name, then ``cells(row)``).
+
+    ``header`` names every column; the last line says which file was written.
+    """
+    rows = ([level, name, *cells(r)] for level, by_name in levels.items() for name, r in by_name.items())
+    print_table([header, *rows])
+    print(f"\nwrote {output.name}")

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import CONTEST_HEADER, contest_cells, machine_info, parameters_key, print_table, write_json
+from _common import CONTEST_HEADER, contest_cells, machine_info, parameters_key, print_levels, write_json
 
 from cryoorient.alignment import score_orientations
 from cryoorient.bootstrap import BootstrapSettings, run_rounds
@@ -149,14 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
                              learning_rate=study.curriculum_learning_rate)
     for level in levels:
         run_level(result, level, chain[level], args, settings, volume, key, commit)
-    header = ["σ²", "round", *CONTEST_HEADER, "half maps (Å)"]
-    table = [
-        [level, name, *contest_cells(r), f"{r.get('half_map_resolution', float('nan')):.1f}"]
-        for level, rows in result["levels"].items()
-        for name, r in rows.items()
-    ]
-    print_table([header, *table])
-    print(f"\nwrote {args.output.name}")
+    print_levels(["σ²", "round", *CONTEST_HEADER, "half maps (Å)"], result["levels"],
+                 lambda r: [*contest_cells(r), f"{r.get('half_map_resolution', float('nan')):.1f}"],
+                 args.output)
     return result
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import CONTEST_HEADER, contest_cells, machine_info, parameters_key, print_table, write_json
+from _common import CONTEST_HEADER, contest_cells, machine_info, parameters_key, print_levels, write_json
 
 from cryoorient.alignment import score_orientations
 from cryoorient.contest import estimator_level
@@ -179,15 +179,12 @@ def main(argv: list[str] | None = None) -> dict:
             keep(level, treatment, row)
             print(f"σ² = {level:g}: E_OR {row['e_or']:.3f} rad, E_OR,reg {row['e_reg']:.3f} rad, "
                   f"FSC 0.5 {row['resolution']:.1f} Å", flush=True)
-    header = ["σ²", "treatment", *CONTEST_HEADER, "ignoring the CTF (Å)"]
-    table = [
-        [level, name, *(contest_cells(r) if "e_or" in r else ["", "", "", "", "", f"{r['resolution']:.1f}"]),
-         f"{r['resolution_uncorrected']:.1f}" if "resolution_uncorrected" in r else ""]
-        for level, rows in result["levels"].items()
-        for name, r in rows.items()
-    ]
-    print_table([header, *table])
-    print(f"\nwrote {args.output.name}")
+    def cells(r: dict) -> list[str]:
+        errors = contest_cells(r) if "e_or" in r else ["", "", "", "", "", f"{r['resolution']:.1f}"]
+        return [*errors, f"{r['resolution_uncorrected']:.1f}" if "resolution_uncorrected" in r else ""]
+
+    print_levels(["σ²", "treatment", *CONTEST_HEADER, "ignoring the CTF (Å)"], result["levels"], cells,
+                 args.output)
     return result
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import CONTEST_HEADER, contest_cells, machine_info, parameters_key, print_table, write_json
+from _common import CONTEST_HEADER, contest_cells, machine_info, parameters_key, print_levels, write_json
 
 from cryoorient.contest import CONTENDERS, ContestSettings, contest_level, estimator_level
 from cryoorient.dataset import study_dataset
@@ -95,14 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--noise: {error}") from None
         run_level(study, level, chain[level].model, config.image_size, volume, args,
                   result["levels"].setdefault(f"{level:g}", {}), lambda: write_json(result, args.output))
-    header = ["σ²", "contender", *CONTEST_HEADER, "seconds"]
-    table = [
-        [level, name, *contest_cells(r), f"{r['seconds']:.0f}"]
-        for level, rows in result["levels"].items()
-        for name, r in rows.items()
-    ]
-    print_table([header, *table])
-    print(f"\nwrote {args.output.name}")
+    print_levels(["σ²", "contender", *CONTEST_HEADER, "seconds"], result["levels"],
+                 lambda r: [*contest_cells(r), f"{r['seconds']:.0f}"], args.output)
     return result
 
 
