@@ -87,3 +87,28 @@ def print_levels(header: list[str], levels: dict, cells, output: Path) -> None:
     rows = ([level, name, *cells(r)] for level, by_name in levels.items() for name, r in by_name.items())
     print_table([header, *rows])
     print(f"\nwrote {output.name}")
+
+
+def curriculum_plan(study, noise: list[str], trial_epochs: int | None = None):
+    """What a study that trains the default estimator and its noise curriculum runs.
+
+    Returns ``(config, stage_epochs, levels, stages)``: the default model's configuration, the
+    epochs of each fine-tuned stage (both ``trial_epochs`` for a quick trial), the σ² levels that
+    ``noise`` names (``--noise``: numbers or ``"matched"``; a bad one exits with the choices), and
+    the curriculum's levels up to the last of them.
+    """
+    import dataclasses
+
+    from cryoorient.contest import estimator_level
+    from cryoorient.model_cache import model_config
+
+    config = model_config(study.model, seed=study.seed)
+    stage_epochs = study.curriculum_epochs
+    if trial_epochs is not None:
+        config, stage_epochs = dataclasses.replace(config, epochs=trial_epochs), trial_epochs
+    chain_levels = [0.0, *study.noise_study_levels]
+    try:
+        levels = [estimator_level(a, chain_levels, study.matched_noise_variance) for a in noise]
+    except ValueError as error:
+        raise SystemExit(f"--noise: {error}") from None
+    return config, stage_epochs, levels, [v for v in chain_levels if v <= max(levels)]

@@ -36,16 +36,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import CONTEST_HEADER, contest_cells, machine_info, parameters_key, print_levels, write_json
+from _common import (
+    CONTEST_HEADER,
+    contest_cells,
+    curriculum_plan,
+    machine_info,
+    parameters_key,
+    print_levels,
+    write_json,
+)
 
 from cryoorient.alignment import score_orientations
 from cryoorient.bootstrap import BootstrapSettings, run_rounds
-from cryoorient.contest import estimator_level
 from cryoorient.dataset import study_dataset
 from cryoorient.density import load_map
 from cryoorient.gauge import fix_gauge
 from cryoorient.geometry import quaternion_to_matrix
-from cryoorient.model_cache import model_config, noise_curriculum
+from cryoorient.model_cache import noise_curriculum
 from cryoorient.paths import data_dir, git_commit
 from cryoorient.pipeline import recover_from_images
 from cryoorient.refinement import map_in_frame
@@ -94,9 +101,11 @@ def run_level(result: dict, level: float, start: TrainingResult, args: argparse.
     records = run_rounds(images, start.model, start.config, pixel, folder, args.rounds, settings=settings,
                          on_round=score_round, progress=False)
     for record in records:  # the loop's own numbers beside the scores (also for resumed rounds)
-        if str(record["round"]) in rows:
-            rows[str(record["round"])] |= {"half_map_resolution": record["half_map_resolution"],
-                                           "round_seconds": sum(record["seconds"].values())}
+        if str(record["round"]) not in rows:  # finished in an earlier run whose scores were not kept here
+            found = torch.from_numpy(np.load(folder / f"round_{record['round']}" / "quaternions.npy"))
+            score_round(record["round"], folder, found)
+        rows[str(record["round"])] |= {"half_map_resolution": record["half_map_resolution"],
+                                       "round_seconds": sum(record["seconds"].values())}
     write_json(result, args.output)
 
 
@@ -120,15 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.start > 0:
         raise SystemExit(f"--start must be a resolution in Å > 0; got {args.start:g}")
     torch.set_num_threads(args.threads)
-    config = model_config(study.model, seed=study.seed)
-    stage_epochs = study.curriculum_epochs
-    if args.trial_epochs is not None:
-        config, stage_epochs = dataclasses.replace(config, epochs=args.trial_epochs), args.trial_epochs
-    chain_levels = [0.0, *study.noise_study_levels]
-    try:
-        levels = [estimator_level(a, chain_levels, study.matched_noise_variance) for a in args.noise]
-    except ValueError as error:
-        raise SystemExit(f"--noise: {error}") from None
+    config, stage_epochs, levels, stages = curriculum_plan(study, args.noise, args.trial_epochs)
     settings = BootstrapSettings(refine_rounds=args.refine_rounds, n_train=args.n_train, epochs=args.epochs,
                                  seed=study.seed)
     truth_map = load_map(study.map_name, box_size=study.box_size, voxel_size=study.voxel_size)
@@ -144,7 +145,6 @@ def main(argv: list[str] | None = None) -> dict:
     result |= {"date": datetime.date.today().isoformat(), "commit": git_commit(), "machine": machine_info()}
     commit = git_commit()
     training = study_dataset(study, noise_variance=0.0, map_low_pass=args.start)
-    stages = [v for v in chain_levels if v <= max(levels)]
     chain = noise_curriculum(training, config, stages, epochs=stage_epochs,
                              learning_rate=study.curriculum_learning_rate)
     for level in levels:

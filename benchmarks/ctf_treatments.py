@@ -45,17 +45,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import CONTEST_HEADER, contest_cells, machine_info, parameters_key, print_levels, write_json
+from _common import (
+    CONTEST_HEADER,
+    contest_cells,
+    curriculum_plan,
+    machine_info,
+    parameters_key,
+    print_levels,
+    write_json,
+)
 
 from cryoorient.alignment import score_orientations
-from cryoorient.contest import estimator_level
 from cryoorient.ctf_correction import TREATMENTS, ctf_grids, phase_flip
 from cryoorient.dataset import Dataset, SimulationParameters, study_dataset
 from cryoorient.density import load_map
 from cryoorient.fsc import fourier_shell_correlation, resolution
 from cryoorient.gauge import fix_gauge
 from cryoorient.geometry import quaternion_to_matrix
-from cryoorient.model_cache import model_config, noise_curriculum
+from cryoorient.model_cache import noise_curriculum
 from cryoorient.paths import git_commit
 from cryoorient.pipeline import learned_recovery
 from cryoorient.reconstruction import reconstruct
@@ -130,16 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", type=Path, default=RESULT, help="the JSON (e.g. elsewhere for a trial)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    config = model_config(study.model, seed=study.seed)
-    stage_epochs = study.curriculum_epochs
-    if args.trial_epochs is not None:
-        config, stage_epochs = dataclasses.replace(config, epochs=args.trial_epochs), args.trial_epochs
-    chain_levels = [0.0, *study.noise_study_levels]
-    try:
-        levels = [estimator_level(a, chain_levels, study.matched_noise_variance) for a in args.noise]
-    except ValueError as error:
-        raise SystemExit(f"--noise: {error}") from None
-    stages = [v for v in chain_levels if v <= max(levels)]  # the curriculum up to the last level asked
+    config, stage_epochs, levels, stages = curriculum_plan(study, args.noise, args.trial_epochs)
     truth_map = load_map(study.map_name, box_size=study.box_size, voxel_size=study.voxel_size)
     volume = torch.from_numpy(truth_map.data)
     simulated = SimulationParameters(**study.simulation(ctf=True))
