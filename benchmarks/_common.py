@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryoorient.paths import atomic_write
+from cryoorient.paths import atomic_write, git_commit
 
 
 def cpu_model() -> str:
@@ -112,3 +113,17 @@ def curriculum_plan(study, noise: list[str], trial_epochs: int | None = None):
     except ValueError as error:
         raise SystemExit(f"--noise: {error}") from None
     return config, stage_epochs, levels, [v for v in chain_levels if v <= max(levels)]
+
+
+def resumed_result(path: Path, benchmark: str, parameters: dict, **empty: object) -> dict:
+    """A resumable study's result, stamped with today, the commit and the machine.
+
+    ``path``'s rows when they were measured with the same ``parameters``, else a fresh result holding
+    ``empty`` (e.g. ``levels={}``).
+    """
+    key = parameters_key(parameters)
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    if result.get("parameters_key") != key:
+        result = {"benchmark": benchmark, "parameters": parameters, "parameters_key": key, **empty}
+    stamp = {"date": datetime.date.today().isoformat(), "commit": git_commit(), "machine": machine_info()}
+    return result | stamp

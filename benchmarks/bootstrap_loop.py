@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
 import time
 from pathlib import Path
 
@@ -40,9 +38,8 @@ from _common import (
     CONTEST_HEADER,
     contest_cells,
     curriculum_plan,
-    machine_info,
-    parameters_key,
     print_levels,
+    resumed_result,
     write_json,
 )
 
@@ -137,12 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     parameters = {"images": args.images, "seed": study.seed, "map": truth_map.name, "start": args.start,
                   "box_size": study.box_size, "model": config.to_dict(), "curriculum_epochs": stage_epochs,
                   "settings": dataclasses.asdict(settings)}
-    key = parameters_key(parameters)
-    result = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    if result.get("parameters_key") != key:
-        result = {"benchmark": "bootstrap_loop", "parameters": parameters, "parameters_key": key,
-                  "levels": {}}
-    result |= {"date": datetime.date.today().isoformat(), "commit": git_commit(), "machine": machine_info()}
+    result = resumed_result(args.output, "bootstrap_loop", parameters, levels={})
+    key = result["parameters_key"]
     commit = git_commit()
     training = study_dataset(study, noise_variance=0.0, map_low_pass=args.start)
     chain = noise_curriculum(training, config, stages, epochs=stage_epochs,

@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
 import time
 from pathlib import Path
 
@@ -49,9 +47,8 @@ from _common import (
     CONTEST_HEADER,
     contest_cells,
     curriculum_plan,
-    machine_info,
-    parameters_key,
     print_levels,
+    resumed_result,
     write_json,
 )
 
@@ -145,12 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "box_size": study.box_size, "pixel_size": truth_map.voxel_size,
                   "defocus_range": list(simulated.defocus_range), "model": config.to_dict(),
                   "curriculum_epochs": stage_epochs}
-    key = parameters_key(parameters)
-    result = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    if result.get("parameters_key") != key:
-        result = {"benchmark": "ctf_treatments", "parameters": parameters, "parameters_key": key,
-                  "levels": {}}
-    result |= {"date": datetime.date.today().isoformat(), "commit": git_commit(), "machine": machine_info()}
+    result = resumed_result(args.output, "ctf_treatments", parameters, levels={})
     commit = git_commit()
 
     def keep(level: float, name: str, row: dict) -> None:

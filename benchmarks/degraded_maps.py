@@ -28,13 +28,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import CONTEST_HEADER, contest_cells, machine_info, parameters_key, print_table, write_json
+from _common import (
+    CONTEST_HEADER,
+    contest_cells,
+    print_table,
+    resumed_result,
+    write_json,
+)
 
 from cryoorient.contest import ContestSettings, contest_level, estimator_level
 from cryoorient.dataset import study_dataset
@@ -82,11 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     parameters = {"images": args.images, "seed": study.seed, "map": truth_map.name,
                   "box_size": study.box_size, "model": config.to_dict(),
                   "curriculum_epochs": study.curriculum_epochs}
-    key = parameters_key(parameters)
-    result = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    if result.get("parameters_key") != key:
-        result = {"benchmark": "degraded_maps", "parameters": parameters, "parameters_key": key, "maps": {}}
-    result |= {"date": datetime.date.today().isoformat(), "commit": git_commit(), "machine": machine_info()}
+    result = resumed_result(args.output, "degraded_maps", parameters, maps={})
     settings = ContestSettings(seed=study.seed, chance_seed=study.chance_seed)
     commit = git_commit()
     for low_pass in args.resolutions:

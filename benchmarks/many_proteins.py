@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine_info, parameters_key, print_table, write_json
+from _common import print_table, resumed_result, write_json
 
 from cryoorient.alignment import align_orientations, score_orientations
 from cryoorient.dataset import study_dataset
@@ -119,12 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
     parameters = {"images": args.images, "seed": study.seed, "box_size": box, "voxel_size": voxel,
                   "model": config.to_dict(), "steps": args.steps, "with_5a1a": args.with_5a1a,
                   "neighbours": args.neighbours}
-    key = parameters_key(parameters)
-    result = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    if result.get("parameters_key") != key:
-        result = {"benchmark": "many_proteins", "parameters": parameters, "parameters_key": key,
-                  "chance": chance, "authors_unseen": AUTHORS_UNSEEN, "counts": {}}
-    result |= {"date": datetime.date.today().isoformat(), "commit": git_commit(), "machine": machine_info()}
+    result = resumed_result(args.output, "many_proteins", parameters, chance=chance,
+                            authors_unseen=AUTHORS_UNSEEN, counts={})
+    key = result["parameters_key"]
     for n in args.counts:
         if str(n) in result["counts"]:
             continue

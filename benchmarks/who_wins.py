@@ -20,13 +20,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import CONTEST_HEADER, contest_cells, machine_info, parameters_key, print_levels, write_json
+from _common import (
+    CONTEST_HEADER,
+    contest_cells,
+    print_levels,
+    resumed_result,
+    write_json,
+)
 
 from cryoorient.contest import CONTENDERS, ContestSettings, contest_level, estimator_level
 from cryoorient.dataset import study_dataset
@@ -80,11 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = model_config(study.model, seed=study.seed)
     parameters = {"images": args.images, "rounds": args.rounds, "n_theta": args.n_theta, "seed": study.seed,
                   "map": truth_map.name, "box_size": study.box_size, "model": config.to_dict()}
-    key = parameters_key(parameters)
-    result = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    if result.get("parameters_key") != key:
-        result = {"benchmark": "who_wins", "parameters": parameters, "parameters_key": key, "levels": {}}
-    result |= {"date": datetime.date.today().isoformat(), "commit": git_commit(), "machine": machine_info()}
+    result = resumed_result(args.output, "who_wins", parameters, levels={})
     clean = study_dataset(study, progress=False)
     chain = noise_curriculum(clean, config, [0.0, *study.noise_study_levels],
                              epochs=study.curriculum_epochs, learning_rate=study.curriculum_learning_rate)
