@@ -449,7 +449,8 @@ def _curriculum_keys(orientations: str, levels: list[float], density, study) -> 
     return found
 
 
-PAPER_METHOD_SHIPPED: tuple[tuple[str, float | str], ...] = (("uniform", 0.0), ("paper_half", 0.0))
+PAPER_METHOD_SHIPPED: tuple[tuple[str, float | str], ...] = (
+    ("uniform", 0.0), ("paper_half", 0.0), ("paper_half", "matched"))
 """(orientations, σ² or "matched") of notebook 09's shipped paper-method estimators: its ``estimators``."""
 SECOND_PROTEIN_SHIPPED = True
 """Whether notebook 10's estimator on the second protein (5a1a) is shipped."""
