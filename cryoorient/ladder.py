@@ -220,6 +220,7 @@ def evaluate(
     *,
     seed: int = 0,
     device: str | None = None,
+    starts: int = 1,
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """One rung measured on test projections: its distances, recovery and alignment.
 
@@ -231,14 +232,17 @@ def evaluate(
     recovery : ``"paper"`` or ``"ours"`` (:func:`recover`).
     seed : seed of the recovery's start and the alignment.
     device : where to run the network.
+    starts : recoveries from this many starts (seeds ``seed``, ``seed + 1``, ...) on the same
+        distances; more than one adds ``e_or_starts``, the E_OR of each (rad), so a reader sees
+        whether a random start's minimum is the one reported. The other values are the first start's.
 
     Returns
     -------
     ``(values, arrays)``: ``values`` holds ``mae`` and ``rmse`` on each kind of pairs (rad),
     ``e_or`` and ``median`` (rad, after the O(4) alignment), ``l_or`` (rad²), the recovery's
-    ``steps``, ``converged`` and ``recovery_seconds``; ``arrays`` the ``errors`` (P,) per
-    projection, the ``recovered`` (P, 4) quaternions, and for each kind of pairs ``d_p/KIND`` and
-    ``d_q/KIND`` (M,), the estimated and true distances (rad).
+    ``steps``, ``converged`` and ``recovery_seconds`` (and ``e_or_starts``, see ``starts``);
+    ``arrays`` the ``errors`` (P,) per projection, the ``recovered`` (P, 4) quaternions, and for
+    each kind of pairs ``d_p/KIND`` and ``d_q/KIND`` (M,), the estimated and true distances (rad).
     """
     q = torch.as_tensor(quaternions, dtype=torch.float64)
     distances = estimated_distances(model, images, image_size, device=device)
@@ -250,10 +254,15 @@ def evaluate(
         error = d_p - d_q
         values[kind] = {"mae": float(error.abs().mean()), "rmse": float(error.pow(2).mean().sqrt())}
         arrays |= {f"d_p/{kind}": d_p.cpu(), f"d_q/{kind}": d_q.cpu()}
+    if starts < 1:
+        raise ValueError(f"starts must be at least 1; got {starts}")
     result = recover(distances, recovery, seed=seed)
     aligned = align_orientations(q, result.quaternions.cpu(), seed=seed)
     values |= {
         "e_or": aligned.error, "median": float(aligned.errors.median()), "l_or": result.loss,
         "steps": result.steps, "converged": result.converged, "recovery_seconds": result.seconds,
     }
+    if starts > 1:
+        others = [recover(distances, recovery, seed=seed + k).quaternions.cpu() for k in range(1, starts)]
+        values["e_or_starts"] = [aligned.error] + [align_orientations(q, o, seed=seed).error for o in others]
     return values, arrays | {"errors": aligned.errors, "recovered": result.quaternions.cpu()}

@@ -82,3 +82,18 @@ def test_evaluate_measures_distances_and_orientations_of_one_rung():
         torch.testing.assert_close(d_q, quaternion_distance(q[pairs[kind][:, 0]], q[pairs[kind][:, 1]]))
     assert arrays["errors"].shape == (12,) and arrays["recovered"].shape == (12, 4)
     assert values["e_or"] == pytest.approx(float(arrays["errors"].mean()))
+    assert "e_or_starts" not in values
+
+
+def test_evaluate_reports_every_start_of_a_random_start_recovery():
+    q = sample_orientations(12, seed=2)
+    images = torch.randn(12, 16, 16, generator=torch.Generator().manual_seed(0))
+    pairs = evaluation_pairs(q, 30, seed=0)
+    torch.manual_seed(0)
+    model = SiameseDistance("compact", 8, "orientation")
+    values, _ = evaluate(model, 16, images, q, pairs, "paper", seed=3, starts=3)
+    assert len(values["e_or_starts"]) == 3 and values["e_or_starts"][0] == values["e_or"]
+    again, _ = evaluate(model, 16, images, q, pairs, "paper", seed=4, starts=1)
+    assert values["e_or_starts"][1] == pytest.approx(again["e_or"])  # start k is the recovery at seed + k
+    with pytest.raises(ValueError, match="starts"):
+        evaluate(model, 16, images, q, pairs, "paper", starts=0)
