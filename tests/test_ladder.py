@@ -68,12 +68,17 @@ def test_evaluation_pairs():
     assert torch.equal(evaluation_pairs(q, 500, seed=0)["random"], pairs["random"])
 
 
-def test_evaluate_measures_distances_and_orientations_of_one_rung():
+def _tiny_rung() -> tuple[torch.Tensor, torch.Tensor, dict, SiameseDistance]:
+    """12 random orientations, noise images (16 px), 30 pairs of each kind and an untrained network."""
     q = sample_orientations(12, seed=2)
     images = torch.randn(12, 16, 16, generator=torch.Generator().manual_seed(0))
     pairs = evaluation_pairs(q, 30, seed=0)
     torch.manual_seed(0)
-    model = SiameseDistance("compact", 8, "orientation")
+    return q, images, pairs, SiameseDistance("compact", 8, "orientation")
+
+
+def test_evaluate_measures_distances_and_orientations_of_one_rung():
+    q, images, pairs, model = _tiny_rung()
     values, arrays = evaluate(model, 16, images, q, pairs, "ours", seed=0)
     for kind in ("uniform", "random"):
         d_p, d_q = arrays[f"d_p/{kind}"], arrays[f"d_q/{kind}"]
@@ -86,11 +91,7 @@ def test_evaluate_measures_distances_and_orientations_of_one_rung():
 
 
 def test_evaluate_reports_every_start_of_a_random_start_recovery():
-    q = sample_orientations(12, seed=2)
-    images = torch.randn(12, 16, 16, generator=torch.Generator().manual_seed(0))
-    pairs = evaluation_pairs(q, 30, seed=0)
-    torch.manual_seed(0)
-    model = SiameseDistance("compact", 8, "orientation")
+    q, images, pairs, model = _tiny_rung()
     values, _ = evaluate(model, 16, images, q, pairs, "paper", seed=3, starts=3)
     assert len(values["e_or_starts"]) == 3 and values["e_or_starts"][0] == values["e_or"]
     again, _ = evaluate(model, 16, images, q, pairs, "paper", seed=4, starts=1)
