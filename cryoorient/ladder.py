@@ -244,6 +244,8 @@ def evaluate(
     ``arrays`` the ``errors`` (P,) per projection, the ``recovered`` (P, 4) quaternions, and for
     each kind of pairs ``d_p/KIND`` and ``d_q/KIND`` (M,), the estimated and true distances (rad).
     """
+    if starts < 1:
+        raise ValueError(f"starts must be at least 1; got {starts}")
     q = torch.as_tensor(quaternions, dtype=torch.float64)
     distances = estimated_distances(model, images, image_size, device=device)
     values: dict = {}
@@ -254,8 +256,6 @@ def evaluate(
         error = d_p - d_q
         values[kind] = {"mae": float(error.abs().mean()), "rmse": float(error.pow(2).mean().sqrt())}
         arrays |= {f"d_p/{kind}": d_p.cpu(), f"d_q/{kind}": d_q.cpu()}
-    if starts < 1:
-        raise ValueError(f"starts must be at least 1; got {starts}")
     result = recover(distances, recovery, seed=seed)
     aligned = align_orientations(q, result.quaternions.cpu(), seed=seed)
     values |= {
